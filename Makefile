@@ -1,0 +1,41 @@
+# Thin entry points. Everything a fresh machine needs is installed from here:
+# the pinned Claude Code CLI via npm (tools/claude-cli), crates via cargo.
+
+CLI_DIR := tools/claude-cli
+CLI_BIN := $(CLI_DIR)/node_modules/.bin/claude
+CLI_VERSION := $(shell sed -n 's/.*"@anthropic-ai\/claude-code": "\([^"]*\)".*/\1/p' $(CLI_DIR)/package.json)
+CARGO ?= cargo
+
+export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
+
+.PHONY: run test bench cli check lint clean
+
+## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
+run: cli
+	$(CARGO) run --quiet -p claude-code-sdk --example quickstart
+
+## make test: every test, against the real pinned CLI and the testkit's mock model
+test: cli
+	$(CARGO) build --workspace --all-targets --quiet
+	$(CARGO) test --workspace --quiet -- --test-threads=4
+
+## make bench: measurements written up in BENCHMARKS.md
+bench: cli
+	$(CARGO) run --release --quiet -p claude-code-sdk --example bench
+
+## make lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+## the pinned CLI, installed once (npm ci is reproducible from package-lock.json)
+cli: $(CLI_BIN)
+$(CLI_BIN): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required to install the pinned Claude Code CLI" >&2; exit 1; }
+	cd $(CLI_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@$(CLI_BIN) --version | grep -q "$(CLI_VERSION)" || { echo "installed CLI is not $(CLI_VERSION)" >&2; exit 1; }
+	@touch $(CLI_BIN)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(CLI_DIR)/node_modules
