@@ -1,1 +1,113 @@
-//! placeholder
+//! Drive [Claude Code](https://docs.claude.com/en/docs/claude-code) from Rust.
+//!
+//! This crate runs the real `claude` CLI as a child process and talks to it over its
+//! stream-json control protocol, the way the official Python and TypeScript SDKs do.
+//! You get a stream of typed [`Message`]s, one [`Error`] type with predicates, and the
+//! process handling done right: its own process group, bounded buffers, stderr always
+//! drained, nothing left running when you drop a stream.
+//!
+//! # A first query
+//!
+//! ```no_run
+//! use claude_code_sdk::{query, ClaudeCodeOptions, Message};
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> claude_code_sdk::Result<()> {
+//! let options = ClaudeCodeOptions::builder().max_turns(1).build()?;
+//! let mut stream = query("Write a Python function to validate email addresses", options);
+//! while let Some(message) = stream.next().await {
+//!     let message = message?;
+//!     println!("{}: {}", message.role(), message.content());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Options
+//!
+//! [`ClaudeCodeOptions`] carries every option of the Python SDK (`max_turns`,
+//! `system_prompt`, `cwd`, `allowed_tools`, `permission_mode`, `model`,
+//! `output_format`, `verbose`, `timeout`) and the CLI options a service needs:
+//! resuming sessions, MCP servers, structured output, budgets, agents, environment.
+//! The builder validates:
+//!
+//! ```
+//! use std::time::Duration;
+//! use claude_code_sdk::{ClaudeCodeOptions, PermissionMode};
+//!
+//! let options = ClaudeCodeOptions::builder()
+//!     .max_turns(3)
+//!     .system_prompt("You are a web development expert")
+//!     .permission_mode(PermissionMode::AcceptEdits)
+//!     .timeout(Duration::from_secs(300))
+//!     .build()?;
+//!
+//! let bad = ClaudeCodeOptions::builder().cwd("/no/such/project").build();
+//! assert!(bad.unwrap_err().is_invalid_options());
+//! # Ok::<(), claude_code_sdk::Error>(())
+//! ```
+//!
+//! # Permission modes
+//!
+//! [`PermissionMode`] has the Python SDK's four modes, each with a guarantee the SDK
+//! enforces with CLI flags, and the CLI's own modes:
+//!
+//! | mode | guarantee |
+//! |---|---|
+//! | [`ReadOnly`](PermissionMode::ReadOnly) | only `Read`, `Grep` and `Glob` exist: no file can change |
+//! | [`AskForEdits`](PermissionMode::AskForEdits) | reads run; file changes and commands need approval, denied when nobody can approve |
+//! | [`AcceptEdits`](PermissionMode::AcceptEdits) | file edits run; commands need approval |
+//! | [`Strict`](PermissionMode::Strict) | only tools in `allowed_tools` run; everything else needs approval |
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`]; ask it what happened:
+//!
+//! ```no_run
+//! # use claude_code_sdk::{query, ClaudeCodeOptions};
+//! # async fn run() {
+//! match query("hello", ClaudeCodeOptions::default()).collect_all().await {
+//!     Ok(messages) => println!("{} messages", messages.len()),
+//!     Err(e) if e.is_timeout() => eprintln!("too slow: {e}"),
+//!     Err(e) if e.is_connection() => eprintln!("could not reach Claude: {e}"),
+//!     Err(e) if e.is_permission() => eprintln!("denied: {:?}", e.permission_denials()),
+//!     Err(e) if e.is_cli_not_found() => eprintln!("install Claude Code: {e}"),
+//!     Err(e) => eprintln!("failed: {e}"),
+//! }
+//! # }
+//! ```
+//!
+//! # Modules
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`query`](mod@query) | [`query()`] and its [`Query`] stream |
+//! | [`options`] | [`ClaudeCodeOptions`], [`PermissionMode`] and the option types |
+//! | [`message`] | [`Message`], [`ContentBlock`], [`ResultMessage`], [`Usage`] |
+//! | [`error`] | [`Error`] and [`ErrorKind`] |
+//! | [`transport`] | finding the CLI and its version |
+//!
+//! # Caveats
+//!
+//! The CLI is a separate process of about 100 MB that takes 0.4–0.9 s to start. A run
+//! that is dropped is killed with its whole process group (`SIGKILL`), including tool
+//! processes it started; [`Query::close`] ends one gracefully instead.
+
+pub mod error;
+pub mod message;
+pub mod options;
+pub mod query;
+pub mod transport;
+
+mod control;
+mod wire;
+
+pub use error::{Error, ErrorKind, Result};
+pub use message::{
+    AssistantMessage, ContentBlock, Message, PermissionDenial, ResultMessage, Role, StreamEvent,
+    SystemInit, SystemMessage, ToolResultContent, Usage, UserMessage, WebMessage,
+};
+pub use options::{
+    AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, McpServerConfig,
+    OutputFormat, PermissionMode, SettingSource,
+};
+pub use query::{Prompt, Query, query};

@@ -1,0 +1,613 @@
+//! The control-protocol router: one reader task per CLI process.
+//!
+//! The reader owns stdout. It routes every line:
+//!
+//! - `control_response` lines complete the SDK's own pending requests (by request id);
+//! - `control_request` lines from the CLI (`can_use_tool`, `hook_callback`,
+//!   `mcp_message`, ...) are each served on a task of their own, so a slow permission
+//!   callback never stops the stream, and the CLI may ask before it has answered
+//!   `initialize`;
+//! - `control_cancel_request` aborts the handler task it names;
+//! - everything else is a [`Message`], sent to the consumer over a bounded channel.
+//!
+//! A writer task owns stdin; everything written goes through its bounded queue, so
+//! no lock is ever held across an `.await`.
+//!
+//! # Backpressure
+//!
+//! The message channel holds [`EVENT_BUFFER`] messages. A consumer that stops reading
+//! stops the reader, and with it the serving of the CLI's requests: keep polling the
+//! stream while a run is in progress.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result, shorten};
+use crate::message::Message;
+use crate::transport::Pipes;
+use crate::transport::codec::{LineCodec, LineError};
+use crate::transport::subprocess::{ExitState, ProcessGuard, StderrTail};
+use crate::wire::{self, Inbound};
+
+/// Messages buffered between the reader and a consumer.
+pub(crate) const EVENT_BUFFER: usize = 64;
+/// Lines queued for stdin.
+const OUTBOUND_BUFFER: usize = 64;
+/// How long the reader waits for the process to exit once stdout has closed.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Serves the CLI's requests: gets the subtype and the whole request, answers with the
+/// response payload or an error text.
+pub(crate) type RequestHandler =
+    Arc<dyn Fn(String, Value) -> BoxFuture<'static, std::result::Result<Value, String>> + Send + Sync>;
+
+/// What the reader tells the consumer.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Message(Box<Message>),
+    /// The run cannot go on (a line over the limit, a broken pipe). The process has
+    /// been killed; a `Closed` follows.
+    Fatal(Error),
+    /// stdout closed and the process exited.
+    Closed(Closed),
+}
+
+/// How the process ended, with its stderr tail.
+#[derive(Debug, Clone)]
+pub(crate) struct Closed {
+    pub(crate) exit: Option<ExitState>,
+    pub(crate) stderr: String,
+}
+
+impl Closed {
+    /// The error for a process that ended before the run did.
+    pub(crate) fn premature_exit_error(&self) -> Error {
+        let how = self
+            .exit
+            .map(|e| e.describe())
+            .unwrap_or_else(|| "closed its output".to_owned());
+        Error::connection(format!("the Claude Code CLI ended before the run finished ({how})"))
+            .with_exit_code(self.exit.and_then(|e| e.code()))
+            .with_stderr(self.stderr.clone())
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<std::result::Result<Value, String>>>>>;
+
+/// State the reader keeps current for anyone holding the session.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) session_id: Option<String>,
+    last_total_cost: Option<f64>,
+}
+
+/// One CLI process and the tasks that talk to it.
+pub(crate) struct Session {
+    outbound: mpsc::Sender<String>,
+    close_stdin: CancellationToken,
+    pending: Pending,
+    process: Option<Arc<ProcessGuard>>,
+    stderr_tail: StderrTail,
+    shared: Arc<Mutex<Shared>>,
+    next_id: AtomicU64,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Session {
+    /// Starts the reader and writer tasks over `pipes`; returns the session and the
+    /// consumer's end of the event channel.
+    pub(crate) fn start(
+        pipes: Pipes,
+        line_limit: usize,
+        handler: Option<RequestHandler>,
+        log_wire: bool,
+    ) -> (Session, mpsc::Receiver<Event>) {
+        let (out_tx, out_rx) = mpsc::channel::<String>(OUTBOUND_BUFFER);
+        let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
+        let close_stdin = CancellationToken::new();
+        let pending: Pending = Arc::default();
+        let shared: Arc<Mutex<Shared>> = Arc::default();
+        let process = pipes.process.map(Arc::new);
+
+        let writer = tokio::spawn(write_loop(pipes.stdin, out_rx, close_stdin.clone(), log_wire));
+        let reader = tokio::spawn(
+            Reader {
+                pending: pending.clone(),
+                handler,
+                outbound: out_tx.clone(),
+                events: ev_tx,
+                shared: shared.clone(),
+                process: process.clone(),
+                stderr_tail: pipes.stderr_tail.clone(),
+                stderr_task: pipes.stderr_task,
+                handlers: HashMap::new(),
+                log_wire,
+            }
+            .run(pipes.stdout, line_limit),
+        );
+        let session = Session {
+            outbound: out_tx,
+            close_stdin,
+            pending,
+            process,
+            stderr_tail: pipes.stderr_tail,
+            shared,
+            next_id: AtomicU64::new(1),
+            tasks: vec![writer.abort_handle(), reader.abort_handle()],
+        };
+        (session, ev_rx)
+    }
+
+    /// Queues a line for stdin.
+    ///
+    /// # Errors
+    ///
+    /// [`Connection`](ErrorKind::Connection) when stdin is closed.
+    pub(crate) async fn send_line(&self, line: String) -> Result<()> {
+        self.outbound
+            .send(line)
+            .await
+            .map_err(|_| self.closed_error("could not write to the CLI: its input is closed"))
+    }
+
+    /// Sends a control request and waits for its answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`](ErrorKind::Timeout) when no answer comes in `timeout`;
+    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI answers with an error;
+    /// [`Connection`](ErrorKind::Connection) when the CLI goes away first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the request; a late answer is ignored.
+    pub(crate) async fn request(&self, request: Value, timeout: Duration) -> Result<Value> {
+        let id = format!("req_{}_{}", self.next_id.fetch_add(1, Ordering::Relaxed), short_uuid());
+        let subtype = request
+            .get("subtype")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        let forget = ForgetOnDrop {
+            pending: &self.pending,
+            id: &id,
+        };
+        self.send_line(wire::control_request_line(&id, &request)).await?;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        drop(forget);
+        match answer {
+            Err(_) => Err(Error::timeout(format!(
+                "the CLI did not answer the {subtype} request within {timeout:?}"
+            ))),
+            Ok(Err(_)) => Err(self.closed_error(&format!(
+                "the CLI went away before answering the {subtype} request"
+            ))),
+            Ok(Ok(Err(text))) => Err(Error::new(
+                ErrorKind::ControlRequest,
+                format!("the CLI refused the {subtype} request: {text}"),
+            )),
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+
+    /// Closes the CLI's stdin once the queued lines are written: the CLI finishes what
+    /// it is doing and exits.
+    pub(crate) fn close_stdin(&self) {
+        self.close_stdin.cancel();
+    }
+
+    /// The process, when there is one.
+    pub(crate) fn process(&self) -> Option<&Arc<ProcessGuard>> {
+        self.process.as_ref()
+    }
+
+    /// Kills the process group now.
+    pub(crate) fn kill(&self) {
+        if let Some(p) = &self.process {
+            p.kill();
+        }
+    }
+
+    /// The session id the CLI reported last.
+    pub(crate) fn session_id(&self) -> Option<String> {
+        lock(&self.shared).session_id.clone()
+    }
+
+    /// The stderr tail so far.
+    pub(crate) fn stderr_tail(&self) -> String {
+        self.stderr_tail.text()
+    }
+
+    fn closed_error(&self, message: &str) -> Error {
+        let mut err = Error::connection(message.to_owned()).with_stderr(self.stderr_tail.text());
+        if let Some(exit) = self.process.as_ref().and_then(|p| p.exited()) {
+            err = err.with_exit_code(exit.code());
+        }
+        err
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Kill first, so the reader's end-of-stream handling finds the group gone.
+        self.kill();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+struct ForgetOnDrop<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn short_uuid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+async fn write_loop(
+    mut stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    mut lines: mpsc::Receiver<String>,
+    close: CancellationToken,
+    log_wire: bool,
+) {
+    async fn write(
+        stdin: &mut (dyn AsyncWrite + Send + Unpin),
+        line: &str,
+        log_wire: bool,
+    ) -> std::io::Result<()> {
+        if log_wire {
+            tracing::debug!(target: "claude_code_sdk::wire", direction = "in", "{}", shorten(line, 2000));
+        }
+        stdin.write_all(line.as_bytes()).await?;
+        stdin.write_all(b"\n").await?;
+        stdin.flush().await
+    }
+    loop {
+        tokio::select! {
+            biased;
+            line = lines.recv() => match line {
+                Some(line) => {
+                    if let Err(err) = write(&mut *stdin, &line, log_wire).await {
+                        tracing::debug!(%err, "writing to the CLI failed; its input is closed");
+                        return;
+                    }
+                }
+                None => break,
+            },
+            () = close.cancelled() => {
+                while let Ok(line) = lines.try_recv() {
+                    if write(&mut *stdin, &line, log_wire).await.is_err() {
+                        return;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let _ = stdin.shutdown().await;
+}
+
+struct Reader {
+    pending: Pending,
+    handler: Option<RequestHandler>,
+    outbound: mpsc::Sender<String>,
+    events: mpsc::Sender<Event>,
+    shared: Arc<Mutex<Shared>>,
+    process: Option<Arc<ProcessGuard>>,
+    stderr_tail: StderrTail,
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
+    handlers: HashMap<String, AbortHandle>,
+    log_wire: bool,
+}
+
+impl Reader {
+    async fn run(mut self, stdout: Box<dyn AsyncRead + Send + Unpin>, line_limit: usize) {
+        let mut lines = FramedRead::with_capacity(stdout, LineCodec::new(line_limit), 64 * 1024);
+        while let Some(next) = lines.next().await {
+            match next {
+                Ok(bytes) => {
+                    if bytes.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let line = match String::from_utf8(bytes.to_vec()) {
+                        Ok(line) => line,
+                        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+                    };
+                    drop(bytes);
+                    if !self.route(line).await {
+                        break;
+                    }
+                }
+                Err(LineError::TooLong { limit, seen, head }) => {
+                    let err = Error::protocol(format!(
+                        "the CLI wrote a line longer than max_line_bytes ({limit} bytes; \
+                         {seen} bytes arrived without a newline)"
+                    ))
+                    .with_raw_line(String::from_utf8_lossy(&head).into_owned());
+                    self.fatal(err).await;
+                    break;
+                }
+                Err(LineError::Io(err)) => {
+                    let err = Error::connection("reading the CLI's output failed").with_source(err);
+                    self.fatal(err).await;
+                    break;
+                }
+            }
+        }
+        drop(lines);
+        self.finish().await;
+    }
+
+    /// Returns `false` when the consumer is gone.
+    async fn route(&mut self, line: String) -> bool {
+        if self.log_wire {
+            tracing::debug!(target: "claude_code_sdk::wire", direction = "out", "{}", shorten(&line, 2000));
+        }
+        let inbound = match wire::parse_line(line) {
+            Ok(inbound) => inbound,
+            Err(err) => {
+                tracing::warn!(
+                    raw = err.raw_line().unwrap_or(""),
+                    "skipping a line from the CLI that is not JSON: {err}"
+                );
+                return true;
+            }
+        };
+        match inbound {
+            Inbound::ControlResponse(response) => {
+                match lock(&self.pending).remove(&response.request_id) {
+                    Some(tx) => {
+                        let _ = tx.send(response.outcome);
+                    }
+                    None => tracing::debug!(
+                        request_id = response.request_id,
+                        "answer to a request nobody waits for (timed out or cancelled)"
+                    ),
+                }
+                true
+            }
+            Inbound::ControlRequest {
+                request_id,
+                request,
+            } => {
+                self.serve(request_id, request);
+                true
+            }
+            Inbound::ControlCancel { request_id } => {
+                if let Some(task) = self.handlers.remove(&request_id) {
+                    task.abort();
+                    tracing::debug!(request_id, "the CLI cancelled its request");
+                }
+                true
+            }
+            Inbound::KeepAlive => true,
+            Inbound::Message(mut message) => {
+                self.observe(&mut message);
+                self.events.send(Event::Message(message)).await.is_ok()
+            }
+        }
+    }
+
+    fn serve(&mut self, request_id: String, request: Value) {
+        self.handlers.retain(|_, task| !task.is_finished());
+        let subtype = request
+            .get("subtype")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let handler = self.handler.clone();
+        let outbound = self.outbound.clone();
+        let id = request_id.clone();
+        let task = tokio::spawn(async move {
+            let answer = match handler {
+                Some(handler) => handler(subtype.clone(), request).await,
+                None => Err(format!("Unsupported control request subtype: {subtype}")),
+            };
+            let line = match answer {
+                Ok(response) => wire::control_success_line(&id, response),
+                Err(text) => wire::control_error_line(&id, &text),
+            };
+            let _ = outbound.send(line).await;
+        });
+        self.handlers.insert(request_id, task.abort_handle());
+    }
+
+    fn observe(&self, message: &mut Message) {
+        let mut shared = lock(&self.shared);
+        match message {
+            Message::System(m) if m.subtype == "init" => {
+                if let Some(id) = &m.session_id {
+                    shared.session_id = Some(id.clone());
+                }
+            }
+            Message::Result(r) => {
+                shared.session_id = Some(r.session_id.clone());
+                if let Some(total) = r.total_cost_usd {
+                    let before = shared.last_total_cost.unwrap_or(0.0);
+                    r.set_turn_cost(Some((total - before).max(0.0)));
+                    shared.last_total_cost = Some(total);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn fatal(&mut self, err: Error) {
+        if let Some(p) = &self.process {
+            p.kill();
+        }
+        let _ = self.events.send(Event::Fatal(err)).await;
+    }
+
+    async fn finish(mut self) {
+        // Dropping the senders tells every waiting request that the CLI went away.
+        lock(&self.pending).clear();
+        for (_, task) in self.handlers.drain() {
+            task.abort();
+        }
+        let exit = match &self.process {
+            Some(process) => Some(match tokio::time::timeout(EXIT_WAIT, process.wait()).await {
+                Ok(state) => state,
+                Err(_) => {
+                    tracing::warn!("the CLI closed its output but did not exit; killing it");
+                    process.kill();
+                    process.wait().await
+                }
+            }),
+            None => None,
+        };
+        if let Some(task) = self.stderr_task.take() {
+            // stderr closes when the group is gone; don't let a stray holder stall us.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        let closed = Closed {
+            exit,
+            stderr: self.stderr_tail.text(),
+        };
+        let _ = self.events.send(Event::Closed(closed)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// Runs the router over in-memory pipes; returns the session, its events and the
+    /// "CLI side" of both pipes.
+    fn harness(
+        handler: Option<RequestHandler>,
+    ) -> (
+        Session,
+        mpsc::Receiver<Event>,
+        tokio::io::DuplexStream,
+        BufReader<tokio::io::DuplexStream>,
+    ) {
+        let (sdk_stdout, cli_stdout) = tokio::io::duplex(1 << 16);
+        let (sdk_stdin, cli_stdin) = tokio::io::duplex(1 << 16);
+        let pipes = Pipes {
+            stdin: Box::new(sdk_stdin),
+            stdout: Box::new(sdk_stdout),
+            process: None,
+            stderr_tail: StderrTail::default(),
+            stderr_task: None,
+        };
+        let (session, events) = Session::start(pipes, 1 << 20, handler, false);
+        (session, events, cli_stdout, BufReader::new(cli_stdin))
+    }
+
+    async fn read_json(reader: &mut BufReader<tokio::io::DuplexStream>) -> Value {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_are_answered_by_id_while_cli_requests_are_served() {
+        let handler: RequestHandler = Arc::new(|subtype, request| {
+            Box::pin(async move {
+                if subtype == "can_use_tool" {
+                    Ok(json!({"behavior": "allow", "updatedInput": request["input"]}))
+                } else {
+                    Err(format!("Unsupported control request subtype: {subtype}"))
+                }
+            })
+        });
+        let (session, _events, mut cli_out, mut cli_in) = harness(Some(handler));
+        let session = Arc::new(session);
+        let asking = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                session
+                    .request(json!({"subtype": "initialize"}), Duration::from_secs(5))
+                    .await
+            })
+        };
+        let sent = read_json(&mut cli_in).await;
+        assert_eq!(sent["request"]["subtype"], "initialize");
+        // Before answering, the CLI asks something itself, and something unknown.
+        cli_out
+            .write_all(
+                b"{\"type\":\"control_request\",\"request_id\":\"c1\",\"request\":{\"subtype\":\"can_use_tool\",\"tool_name\":\"Bash\",\"input\":{\"command\":\"ls\"}}}\n\
+                  {\"type\":\"control_request\",\"request_id\":\"c2\",\"request\":{\"subtype\":\"teleport\"}}\n",
+            )
+            .await
+            .unwrap();
+        let mut answers = vec![read_json(&mut cli_in).await, read_json(&mut cli_in).await];
+        answers.sort_by_key(|a| a["response"]["request_id"].as_str().unwrap().to_owned());
+        assert_eq!(answers[0]["response"]["subtype"], "success");
+        assert_eq!(answers[0]["response"]["response"]["updatedInput"]["command"], "ls");
+        assert_eq!(answers[1]["response"]["subtype"], "error");
+        assert!(answers[1]["response"]["error"].as_str().unwrap().contains("teleport"));
+
+        let id = sent["request_id"].as_str().unwrap();
+        let answer = json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"ok":true}}});
+        cli_out.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+        assert_eq!(asking.await.unwrap().unwrap()["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn messages_flow_and_garbage_is_skipped() {
+        let (_session, mut events, mut cli_out, _cli_in) = harness(None);
+        cli_out
+            .write_all(b"not json\n\n{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}}\n")
+            .await
+            .unwrap();
+        drop(cli_out);
+        match events.recv().await.unwrap() {
+            Event::Message(m) => assert_eq!(m.content(), "hi"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(events.recv().await.unwrap(), Event::Closed(_)));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_and_a_closed_cli_fails_pending_requests() {
+        let (session, _events, cli_out, mut cli_in) = harness(None);
+        let err = session
+            .request(json!({"subtype": "interrupt"}), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        let _ = read_json(&mut cli_in).await;
+        let session = Arc::new(session);
+        let waiting = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                session
+                    .request(json!({"subtype": "mcp_status"}), Duration::from_secs(30))
+                    .await
+            })
+        };
+        let _ = read_json(&mut cli_in).await;
+        drop(cli_out);
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(err.is_connection(), "{err}");
+    }
+}

@@ -1,0 +1,241 @@
+//! Finding the `claude` executable and its version.
+//!
+//! The search order:
+//!
+//! 1. [`ClaudeCodeOptions::cli_path`](crate::ClaudeCodeOptions::cli_path);
+//! 2. the `CLAUDE_CODE_CLI_PATH` environment variable;
+//! 3. `claude` on `PATH`;
+//! 4. the usual install locations: `~/.claude/local/claude`, `~/.local/bin/claude`,
+//!    `~/.npm-global/bin/claude`, `/usr/local/bin/claude`, `~/node_modules/.bin/claude`,
+//!    `~/.yarn/bin/claude`, `/opt/homebrew/bin/claude`.
+//!
+//! A CLI older than [`MIN_CLI_VERSION`] is refused with an
+//! [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error. The version is read once
+//! per executable (by path and modification time) with `claude --version`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The oldest CLI the SDK drives: the control protocol (`initialize`, `interrupt`,
+/// `can_use_tool`) is complete from 2.0.0 on.
+pub const MIN_CLI_VERSION: CliVersion = CliVersion::new(2, 0, 0);
+
+/// The first CLI version known to take `--permission-prompts` (measured: absent in
+/// 2.1.197, present in 2.1.331).
+pub const PERMISSION_PROMPTS_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+
+/// A CLI version, `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CliVersion {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl CliVersion {
+    /// A version.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        CliVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses the first `x.y.z` in `claude --version` output, e.g. `2.1.331 (Claude Code)`.
+    pub fn parse(text: &str) -> Option<CliVersion> {
+        text.split(|c: char| c.is_whitespace() || c == 'v')
+            .find_map(|word| {
+                let mut parts = word.split('.');
+                let major = parts.next()?.parse().ok()?;
+                let minor = parts.next()?.parse().ok()?;
+                let patch: String = parts
+                    .next()?
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                Some(CliVersion::new(major, minor, patch.parse().ok()?))
+            })
+    }
+
+    /// Whether this CLI takes `--permission-prompts`.
+    pub fn supports_permission_prompts_flag(&self) -> bool {
+        *self >= PERMISSION_PROMPTS_SINCE
+    }
+}
+
+impl fmt::Display for CliVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+const INSTALL_HINT: &str = "install it with `npm install -g @anthropic-ai/claude-code` \
+     (or `curl -fsSL https://claude.ai/install.sh | bash`), or set cli_path / CLAUDE_CODE_CLI_PATH";
+
+/// Finds the `claude` executable.
+///
+/// # Errors
+///
+/// [`CliNotFound`](crate::ErrorKind::CliNotFound), naming every place searched
+/// ([`Error::searched_paths`]) and how to install the CLI.
+pub fn find_cli(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut searched = Vec::new();
+    if let Some(path) = explicit {
+        if is_executable(path) {
+            return Ok(path.to_owned());
+        }
+        return Err(Error::new(
+            ErrorKind::CliNotFound,
+            format!(
+                "Claude Code CLI not found at cli_path {}; {INSTALL_HINT}",
+                path.display()
+            ),
+        )
+        .with_searched(vec![path.to_owned()]));
+    }
+    if let Some(path) = std::env::var_os("CLAUDE_CODE_CLI_PATH").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        searched.push(path);
+    }
+    if let Ok(path) = which::which("claude") {
+        return Ok(path);
+    }
+    searched.push(PathBuf::from("$PATH/claude"));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(home) = &home {
+        for rel in [
+            ".claude/local/claude",
+            ".local/bin/claude",
+            ".npm-global/bin/claude",
+            "node_modules/.bin/claude",
+            ".yarn/bin/claude",
+        ] {
+            candidates.push(home.join(rel));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/bin/claude"));
+    candidates.push(PathBuf::from("/opt/homebrew/bin/claude"));
+    for path in candidates {
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        searched.push(path);
+    }
+    let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    Err(Error::new(
+        ErrorKind::CliNotFound,
+        format!(
+            "Claude Code CLI not found (searched {}); {INSTALL_HINT}",
+            list.join(", ")
+        ),
+    )
+    .with_searched(searched))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+type VersionCache = Mutex<HashMap<(PathBuf, Option<SystemTime>), CliVersion>>;
+
+fn cache() -> &'static VersionCache {
+    static CACHE: OnceLock<VersionCache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The version of the CLI at `path`, read with `--version` (cached by path and
+/// modification time), and checked against [`MIN_CLI_VERSION`].
+///
+/// # Errors
+///
+/// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) for an old or unreadable
+/// version; [`Connection`](crate::ErrorKind::Connection) when it cannot be run.
+pub async fn cli_version(path: &Path) -> Result<CliVersion> {
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let key = (path.to_owned(), mtime);
+    if let Some(version) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(*version);
+    }
+    let mut command = tokio::process::Command::new(path);
+    command
+        .arg("--version")
+        .env_remove("CLAUDECODE")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .map_err(|_| Error::timeout(format!("{} --version did not answer in 30 s", path.display())))?
+        .map_err(|e| {
+            Error::connection(format!("could not run {} --version", path.display())).with_source(e)
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let version = CliVersion::parse(&stdout).ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnsupportedCli,
+            format!(
+                "could not read a version from `{} --version`: {:?}",
+                path.display(),
+                stdout.trim()
+            ),
+        )
+        .with_stderr(String::from_utf8_lossy(&output.stderr).into_owned())
+        .with_exit_code(output.status.code())
+    })?;
+    if version < MIN_CLI_VERSION {
+        return Err(Error::new(
+            ErrorKind::UnsupportedCli,
+            format!(
+                "Claude Code CLI {version} at {} is older than {MIN_CLI_VERSION}, the oldest this SDK \
+                 supports; update it with `npm install -g @anthropic-ai/claude-code@latest`",
+                path.display()
+            ),
+        ));
+    }
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, version);
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(
+            CliVersion::parse("2.1.331 (Claude Code)\n"),
+            Some(CliVersion::new(2, 1, 331))
+        );
+        assert_eq!(CliVersion::parse("v1.0.2"), Some(CliVersion::new(1, 0, 2)));
+        assert_eq!(CliVersion::parse("claude 2.0.0-beta"), Some(CliVersion::new(2, 0, 0)));
+        assert_eq!(CliVersion::parse("no version"), None);
+        assert!(CliVersion::new(2, 1, 197) < CliVersion::new(2, 1, 331));
+        assert!(!CliVersion::new(2, 1, 197).supports_permission_prompts_flag());
+    }
+
+    #[test]
+    fn explicit_missing_path_names_it() {
+        let err = find_cli(Some(Path::new("/nope/claude"))).unwrap_err();
+        assert!(err.is_cli_not_found());
+        assert_eq!(err.searched_paths(), [PathBuf::from("/nope/claude")]);
+        assert!(err.to_string().contains("npm install"));
+    }
+}

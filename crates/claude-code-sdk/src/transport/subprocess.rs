@@ -1,0 +1,293 @@
+//! Spawning the CLI in its own process group, draining its stderr, and ending it.
+//!
+//! # Caveats
+//!
+//! The child is the leader of a new process group, and everything it starts (the
+//! shells of `Bash` tool calls, MCP servers, their children) stays in that group
+//! unless it moves itself out. Ending a run signals the whole group:
+//!
+//! - when the CLI exits on its own, whatever it left behind in the group is killed;
+//! - dropping a [`ProcessGuard`] while the CLI runs kills the group at once (`SIGKILL`);
+//! - [`ProcessGuard::shutdown`] is the graceful path: stdin is closed first, then
+//!   `SIGTERM` after a grace period, then `SIGKILL`.
+//!
+//! A process that calls `setsid()` itself leaves the group and is out of reach.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::options::StderrCallback;
+
+/// How much stderr an error keeps.
+pub(crate) const STDERR_TAIL_BYTES: usize = 16 * 1024;
+/// The longest stderr line passed to the callback; longer lines are cut.
+const STDERR_LINE_BYTES: usize = 64 * 1024;
+
+/// What to start.
+pub(crate) struct SpawnSpec {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// A started CLI: its pipes and the guard that ends it.
+pub(crate) struct Spawned {
+    pub(crate) stdin: ChildStdin,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+    pub(crate) guard: ProcessGuard,
+}
+
+/// Starts the CLI as the leader of a new process group with piped stdio.
+///
+/// `CLAUDECODE` is not inherited (it makes a nested CLI refuse to start).
+///
+/// # Errors
+///
+/// [`Connection`](crate::ErrorKind::Connection) when the program cannot be started.
+pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .env_remove("CLAUDECODE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (key, value) in &spec.env {
+        command.env(key, value);
+    }
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        Error::connection(format!(
+            "could not start the Claude Code CLI at {}",
+            spec.program.display()
+        ))
+        .with_source(e)
+    })?;
+    let pid = child.id().ok_or_else(|| Error::connection("the CLI exited at once"))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(Error::connection("the CLI's pipes could not be opened"));
+    };
+    Ok(Spawned {
+        stdin,
+        stdout,
+        stderr,
+        guard: ProcessGuard::watch(child, pid),
+    })
+}
+
+/// Owns the CLI's process group. Dropping it kills the group unless the CLI already
+/// exited (in which case the group was swept when it did).
+#[derive(Debug)]
+pub(crate) struct ProcessGuard {
+    pgid: i32,
+    exit: watch::Receiver<Option<ExitState>>,
+    waiter: tokio::task::JoinHandle<()>,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExitState {
+    pub(crate) status: Option<ExitStatus>,
+}
+
+impl ExitState {
+    pub(crate) fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match self.status {
+            Some(s) if s.code().is_some() => format!("exit code {}", s.code().unwrap_or(-1)),
+            Some(s) => format!("signal {}", s.signal().unwrap_or(0)),
+            None => "unknown status".to_owned(),
+        }
+    }
+}
+
+impl ProcessGuard {
+    fn watch(mut child: Child, pid: u32) -> Self {
+        let pgid = pid as i32;
+        let (tx, rx) = watch::channel(None);
+        let waiter = tokio::spawn(async move {
+            let status = child.wait().await.ok();
+            // The leader is gone: sweep whatever it left in its group.
+            signal_group(pgid, Signal::SIGKILL);
+            let _ = tx.send(Some(ExitState { status }));
+        });
+        ProcessGuard {
+            pgid,
+            exit: rx,
+            waiter,
+        }
+    }
+
+    /// The process id of the CLI, which is also its process group id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pgid as u32
+    }
+
+    /// How the CLI ended, if it has.
+    pub(crate) fn exited(&self) -> Option<ExitState> {
+        *self.exit.borrow()
+    }
+
+    /// Waits until the CLI has exited.
+    pub(crate) async fn wait(&self) -> ExitState {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(state) = *rx.borrow_and_update() {
+                return state;
+            }
+            if rx.changed().await.is_err() {
+                return ExitState { status: None };
+            }
+        }
+    }
+
+    /// Kills the whole group now.
+    pub(crate) fn kill(&self) {
+        if self.exited().is_none() {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Waits `grace` for the CLI to exit on its own (its stdin should be closed by
+    /// now), then sends `SIGTERM` to the group, waits `term_grace`, then `SIGKILL`.
+    pub(crate) async fn shutdown(&self, grace: Duration, term_grace: Duration) -> ExitState {
+        if let Ok(state) = tokio::time::timeout(grace, self.wait()).await {
+            return state;
+        }
+        tracing::debug!(pid = self.pgid, "CLI did not exit after stdin closed; sending SIGTERM");
+        signal_group(self.pgid, Signal::SIGTERM);
+        if let Ok(state) = tokio::time::timeout(term_grace, self.wait()).await {
+            return state;
+        }
+        tracing::debug!(pid = self.pgid, "CLI ignored SIGTERM; sending SIGKILL");
+        signal_group(self.pgid, Signal::SIGKILL);
+        self.wait().await
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
+        // The waiter reaps the leader; if the runtime is gone the Child's
+        // kill_on_drop and tokio's orphan reaper take over.
+        let _ = &self.waiter;
+    }
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pgid, %err, ?signal, "could not signal the CLI's process group"),
+    }
+}
+
+/// The last few KiB of stderr, shared between the drain task and error reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StderrTail {
+    inner: Arc<Mutex<TailBuf>>,
+}
+
+#[derive(Debug, Default)]
+struct TailBuf {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut tail = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        tail.bytes += line.len() + 1;
+        tail.lines.push_back(line);
+        while tail.bytes > STDERR_TAIL_BYTES && tail.lines.len() > 1 {
+            if let Some(old) = tail.lines.pop_front() {
+                tail.bytes -= old.len() + 1;
+            }
+        }
+    }
+
+    /// The tail as text.
+    pub(crate) fn text(&self) -> String {
+        let tail = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(tail.bytes);
+        for line in &tail.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Reads stderr to the end so the CLI never blocks on a full pipe; keeps a bounded
+/// tail and passes each line (cut at 64 KiB) to the callback.
+pub(crate) fn drain_stderr(
+    mut stderr: ChildStderr,
+    tail: StderrTail,
+    callback: Option<StderrCallback>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut line: Vec<u8> = Vec::new();
+        let mut overflowed = false;
+        let emit = |line: &mut Vec<u8>, overflowed: &mut bool| {
+            let mut text = String::from_utf8_lossy(line).into_owned();
+            if *overflowed {
+                text.push_str(" [line cut]");
+            }
+            if let Some(cb) = &callback {
+                cb(&text);
+            }
+            tracing::trace!(target: "claude_code_sdk::stderr", "{text}");
+            tail.push(text);
+            line.clear();
+            *overflowed = false;
+        };
+        loop {
+            let n = match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for chunk in buf[..n].split_inclusive(|b| *b == b'\n') {
+                let (body, ends) = match chunk.split_last() {
+                    Some((b'\n', body)) => (body, true),
+                    _ => (chunk, false),
+                };
+                let room = STDERR_LINE_BYTES.saturating_sub(line.len());
+                if body.len() > room {
+                    overflowed = true;
+                }
+                line.extend_from_slice(&body[..body.len().min(room)]);
+                if ends {
+                    emit(&mut line, &mut overflowed);
+                }
+            }
+        }
+        if !line.is_empty() {
+            emit(&mut line, &mut overflowed);
+        }
+    })
+}
