@@ -92,15 +92,21 @@
 //! that is dropped is killed with its whole process group (`SIGKILL`), including tool
 //! processes it started; [`Query::close`] ends one gracefully instead.
 
+pub mod client;
 pub mod error;
+pub mod hooks;
 pub mod message;
 pub mod options;
+pub mod permission;
 pub mod query;
+pub mod tools;
 pub mod transport;
 
 mod control;
+mod dispatch;
 mod wire;
 
+pub use client::{ClaudeClient, ServerInfo, SessionTotals};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{
     AssistantMessage, ContentBlock, Message, PermissionDenial, ResultMessage, Role, StreamEvent,
@@ -110,4 +116,7 @@ pub use options::{
     AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, McpServerConfig,
     OutputFormat, PermissionMode, SettingSource,
 };
+pub use hooks::{HookContext, HookEvent, HookInput, HookMatcher, HookOutput};
+pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use query::{Prompt, Query, query};
+pub use tools::{SdkMcpServer, SdkTool, ToolResult, sdk_mcp_server, tool};

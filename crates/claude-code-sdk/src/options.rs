@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::{HookCallback, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput, HookRegistration};
+use crate::permission::{CanUseTool, PermissionDecision, ToolPermissionContext};
+use crate::tools::SdkMcpServer;
 use crate::transport::discovery::CliVersion;
 
 /// The default limit on one line of CLI output: 256 MiB.
@@ -245,8 +248,9 @@ pub enum OutputFormat {
     },
 }
 
-/// An external MCP server the CLI connects to (`--mcp-config`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An MCP server the CLI connects to (`--mcp-config`): an external one, or an
+/// in-process [`SdkMcpServer`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum McpServerConfig {
@@ -277,6 +281,15 @@ pub enum McpServerConfig {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
     },
+    /// Tools served from this process (see [`crate::tools`]).
+    Sdk(#[serde(serialize_with = "sdk_server_entry")] SdkMcpServer),
+}
+
+fn sdk_server_entry<S: serde::Serializer>(server: &SdkMcpServer, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("name", server.name())?;
+    map.end()
 }
 
 impl McpServerConfig {
@@ -441,6 +454,10 @@ pub struct ClaudeCodeOptions {
     pub max_api_retries: Option<u32>,
     /// Receives every stderr line of the CLI.
     pub stderr: Option<StderrCallback>,
+    /// Decides tool uses the CLI would ask a person about. See [`crate::permission`].
+    pub can_use_tool: Option<CanUseTool>,
+    /// Hooks, in registration order. See [`crate::hooks`].
+    pub hooks: Vec<HookRegistration>,
 }
 
 impl fmt::Debug for ClaudeCodeOptions {
@@ -477,6 +494,8 @@ impl fmt::Debug for ClaudeCodeOptions {
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_api_retries", &self.max_api_retries)
             .field("stderr", &self.stderr.as_ref().map(|_| "<callback>"))
+            .field("can_use_tool", &self.can_use_tool)
+            .field("hooks", &self.hooks.iter().map(|h| h.event.as_str()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -738,17 +757,29 @@ impl ClaudeCodeOptions {
         if !disallowed.is_empty() {
             flag("disallowedTools", Some(disallowed.join(",")));
         }
+        let has_callback = self.can_use_tool.is_some();
         if let Some(mode) = mode {
-            flag("permission-mode", Some(mode.cli_mode().to_owned()));
+            let cli_mode = match mode {
+                // With someone to ask, Strict runs under the CLI's default mode and the
+                // SDK's guard hook asks the callback for everything else.
+                PermissionMode::Strict if has_callback => "default",
+                other => other.cli_mode(),
+            };
+            flag("permission-mode", Some(cli_mode.to_owned()));
             // Nobody can be asked (no permission callback): make the CLI deny what
             // would prompt instead of waiting.
-            if matches!(
-                mode,
-                PermissionMode::AskForEdits | PermissionMode::Strict | PermissionMode::AcceptEdits
-            ) && version.supports_permission_prompts_flag()
+            if !has_callback
+                && matches!(
+                    mode,
+                    PermissionMode::AskForEdits | PermissionMode::Strict | PermissionMode::AcceptEdits
+                )
+                && version.supports_permission_prompts_flag()
             {
                 flag("permission-prompts", Some("none".to_owned()));
             }
+        }
+        if has_callback {
+            flag("permission-prompt-tool", Some("stdio".to_owned()));
         }
         if self.continue_conversation {
             flag("continue", None);
@@ -1050,6 +1081,41 @@ impl ClaudeCodeOptionsBuilder {
     /// Receives every stderr line of the CLI.
     pub fn stderr(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.options.stderr = Some(Arc::new(callback));
+        self
+    }
+
+    /// Decides tool uses: `|tool_name, input, context| async { PermissionDecision::allow() }`.
+    /// See [`crate::permission`].
+    pub fn can_use_tool<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn(String, Value, ToolPermissionContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = PermissionDecision> + Send + 'static,
+    {
+        self.options.can_use_tool = Some(CanUseTool::new(callback));
+        self
+    }
+
+    /// Adds a hook: `|input, tool_use_id, context| async { Ok(HookOutput::default()) }`.
+    /// See [`crate::hooks`].
+    pub fn hook<F, Fut, E>(mut self, event: HookEvent, matcher: HookMatcher, callback: F) -> Self
+    where
+        F: Fn(HookInput, Option<String>, HookContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<HookOutput, E>> + Send + 'static,
+        E: Into<HookError>,
+    {
+        self.options.hooks.push(HookRegistration {
+            event,
+            matcher,
+            callback: HookCallback::new(callback),
+        });
+        self
+    }
+
+    /// Registers an in-process MCP server under its own name. See [`crate::tools`].
+    pub fn sdk_mcp_server(mut self, server: SdkMcpServer) -> Self {
+        self.options
+            .mcp_servers
+            .insert(server.name().to_owned(), McpServerConfig::Sdk(server));
         self
     }
 

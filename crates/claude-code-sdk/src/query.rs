@@ -40,11 +40,12 @@ use std::time::Duration;
 
 use futures::Stream;
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::control::{Closed, Event, RequestHandler, Session};
+use crate::dispatch::Dispatcher;
 use crate::error::{Error, Result};
 use crate::message::{ContentBlock, Message};
 use crate::options::ClaudeCodeOptions;
@@ -169,7 +170,13 @@ pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
     let timeout = options.timeout;
     let requested_tools = options.requested_tool_names();
     let start = async move {
-        let connected = connect(&options, None, json!({"subtype": "initialize", "hooks": null})).await?;
+        let dispatcher = Dispatcher::new(&options);
+        let connected = connect(
+            &options,
+            Some(dispatcher.handler()),
+            dispatcher.initialize_request(),
+        )
+        .await?;
         let line = wire::user_line(prompt.to_content(), "", None);
         if let Err(err) = connected.session.send_line(line).await {
             return Err(with_exit_context(&connected.session, err).await);

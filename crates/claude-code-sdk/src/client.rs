@@ -1,0 +1,456 @@
+//! [`ClaudeClient`]: one CLI process, many turns, and control while they run.
+//!
+//! ```no_run
+//! use claude_code_sdk::{ClaudeClient, ClaudeCodeOptions};
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> claude_code_sdk::Result<()> {
+//! let client = ClaudeClient::connect(ClaudeCodeOptions::default()).await?;
+//!
+//! client.query("My name is Ada. Remember it.").await?;
+//! let mut turn = client.receive_response();
+//! while let Some(message) = turn.next().await {
+//!     println!("{}", message?.content());
+//! }
+//! drop(turn);
+//!
+//! client.query("What is my name?").await?;
+//! let answer = client.receive_response().collect::<Vec<_>>().await;
+//! println!("{} messages", answer.len());
+//!
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The client keeps the CLI's stdin open between turns, so permission callbacks,
+//! hooks and in-process tools keep working; [`close`](ClaudeClient::close) ends the
+//! process gracefully and dropping the client kills its process group.
+//!
+//! # Concurrency
+//!
+//! Every method takes `&self`. Control requests ([`interrupt`](ClaudeClient::interrupt),
+//! [`set_model`](ClaudeClient::set_model), ...) can be sent while another task reads
+//! the turn's messages. Only one reader at a time: a second
+//! [`receive_response`](ClaudeClient::receive_response) waits until the first one is
+//! dropped.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::control::{Event, Session};
+use crate::dispatch::Dispatcher;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Message, ResultMessage};
+use crate::options::{ClaudeCodeOptions, PermissionMode};
+use crate::query::{EXIT_GRACE, Prompt, TERM_GRACE, connect};
+use crate::transport::discovery::CliVersion;
+use crate::wire;
+
+/// How long a control request may wait for its answer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the CLI said about itself when it started (the answer to `initialize`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerInfo {
+    /// Slash commands and skills.
+    pub commands: Vec<Value>,
+    /// Models the account can use.
+    pub models: Vec<Value>,
+    /// Agents available.
+    pub agents: Vec<Value>,
+    /// The account: token and API key source, provider.
+    pub account: Option<Value>,
+    /// The output style in effect.
+    pub output_style: Option<String>,
+    /// The CLI's version.
+    pub cli_version: CliVersion,
+    /// The whole answer.
+    pub raw: Value,
+}
+
+impl ServerInfo {
+    fn from_wire(raw: Value, cli_version: CliVersion) -> Self {
+        let list = |key: &str| raw.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+        ServerInfo {
+            commands: list("commands"),
+            models: list("models"),
+            agents: list("agents"),
+            account: raw.get("account").cloned(),
+            output_style: raw
+                .get("output_style")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            cli_version,
+            raw,
+        }
+    }
+}
+
+/// Running totals of a client's turns.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SessionTotals {
+    /// Turns that ended with a result.
+    pub turns: u32,
+    /// The CLI's cumulative cost for the process.
+    pub total_cost_usd: f64,
+    /// The cost of the last turn.
+    pub last_turn_cost_usd: f64,
+    /// Input tokens over all turns.
+    pub input_tokens: u64,
+    /// Output tokens over all turns.
+    pub output_tokens: u64,
+}
+
+#[derive(Default)]
+struct ClientState {
+    totals: SessionTotals,
+    /// Why the client cannot go on, once it cannot.
+    dead: Option<String>,
+    mode: Option<PermissionMode>,
+}
+
+/// A connected Claude Code CLI for multi-turn conversations. See the [module
+/// docs](crate::client).
+pub struct ClaudeClient {
+    session: Session,
+    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    dispatcher: std::sync::Arc<Dispatcher>,
+    server_info: ServerInfo,
+    timeout: Option<Duration>,
+    read_only_at_start: bool,
+    state: Mutex<ClientState>,
+}
+
+impl ClaudeClient {
+    /// Starts the CLI and completes the `initialize` handshake.
+    ///
+    /// `options.timeout`, when set, bounds the start and each turn read with
+    /// [`receive_response`](ClaudeClient::receive_response).
+    ///
+    /// # Errors
+    ///
+    /// Invalid options, a missing or old CLI, or a CLI that fails to start.
+    pub async fn connect(options: ClaudeCodeOptions) -> Result<ClaudeClient> {
+        let dispatcher = Dispatcher::new(&options);
+        let start = connect(&options, Some(dispatcher.handler()), dispatcher.initialize_request());
+        let connected = match options.timeout {
+            Some(limit) => tokio::time::timeout(limit, start).await.map_err(|_| {
+                Error::timeout(format!("the CLI did not start within {limit:?}"))
+            })??,
+            None => start.await?,
+        };
+        Ok(ClaudeClient {
+            server_info: ServerInfo::from_wire(connected.server_info, connected.version),
+            session: connected.session,
+            events: tokio::sync::Mutex::new(connected.events),
+            dispatcher,
+            timeout: options.timeout,
+            read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
+            state: Mutex::new(ClientState {
+                mode: options.permission_mode,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Sends a prompt. Read the answer with [`receive_response`](ClaudeClient::receive_response).
+    ///
+    /// # Errors
+    ///
+    /// [`Connection`](ErrorKind::Connection) when the CLI is gone.
+    pub async fn query(&self, prompt: impl Into<Prompt>) -> Result<()> {
+        self.check_alive()?;
+        let prompt = prompt.into();
+        let session_id = self.session.session_id().unwrap_or_default();
+        self.session
+            .send_line(wire::user_line(prompt.to_content(), &session_id, None))
+            .await
+    }
+
+    /// Sends several user messages in order, e.g. from a channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Connection`](ErrorKind::Connection) when the CLI is gone.
+    pub async fn query_stream<S, P>(&self, prompts: S) -> Result<()>
+    where
+        S: Stream<Item = P>,
+        P: Into<Prompt>,
+    {
+        let mut prompts = std::pin::pin!(prompts);
+        while let Some(prompt) = prompts.next().await {
+            self.query(prompt).await?;
+        }
+        Ok(())
+    }
+
+    /// The messages of the current turn, ending with (and including) its result.
+    ///
+    /// A turn that ends in an error result yields the result, then one `Err`
+    /// classified like [`query()`](crate::query()) errors. If `timeout` was set and the
+    /// turn takes longer, the turn is interrupted and the stream ends with a
+    /// [`Timeout`](ErrorKind::Timeout) error; the client stays usable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream mid-turn leaves the rest of the turn's messages queued for
+    /// the next reader.
+    pub fn receive_response(&self) -> impl Stream<Item = Result<Message>> + Send + '_ {
+        self.receive(true)
+    }
+
+    /// Every message, across turns, until the CLI exits.
+    pub fn receive_messages(&self) -> impl Stream<Item = Result<Message>> + Send + '_ {
+        self.receive(false)
+    }
+
+    fn receive(&self, stop_at_result: bool) -> impl Stream<Item = Result<Message>> + Send + '_ {
+        enum Phase {
+            Reading,
+            ErrorThenEnd(Error),
+            End,
+        }
+        let deadline = match (stop_at_result, self.timeout) {
+            (true, Some(limit)) => Some(tokio::time::Instant::now() + limit),
+            _ => None,
+        };
+        futures::stream::unfold(
+            (None, Phase::Reading),
+            move |(guard, phase): (Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Event>>>, Phase)| async move {
+                let mut guard = match phase {
+                    Phase::End => return None,
+                    Phase::ErrorThenEnd(err) => return Some((Err(err), (None, Phase::End))),
+                    Phase::Reading => match guard {
+                        Some(g) => g,
+                        None => {
+                            if let Err(err) = self.check_alive() {
+                                return Some((Err(err), (None, Phase::End)));
+                            }
+                            self.events.lock().await
+                        }
+                    },
+                };
+                let event = match deadline {
+                    Some(at) => match tokio::time::timeout_at(at, guard.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            let err = self.abandon_turn(&mut guard).await;
+                            return Some((Err(err), (None, Phase::End)));
+                        }
+                    },
+                    None => guard.recv().await,
+                };
+                match event {
+                    Some(Event::Message(message)) => {
+                        let message = *message;
+                        if let Message::Result(result) = &message {
+                            self.record(result);
+                            if stop_at_result {
+                                let next = match result.to_error() {
+                                    Some(err) => Phase::ErrorThenEnd(err),
+                                    None => Phase::End,
+                                };
+                                return Some((Ok(message), (None, next)));
+                            }
+                        }
+                        Some((Ok(message), (Some(guard), Phase::Reading)))
+                    }
+                    Some(Event::Fatal(err)) => {
+                        self.mark_dead(err.to_string());
+                        Some((Err(err), (None, Phase::End)))
+                    }
+                    Some(Event::Closed(closed)) => {
+                        let err = closed.premature_exit_error();
+                        self.mark_dead(err.to_string());
+                        Some((Err(err), (None, Phase::End)))
+                    }
+                    None => {
+                        self.mark_dead("the CLI is gone".to_owned());
+                        None
+                    }
+                }
+            },
+        )
+    }
+
+    /// The turn took too long: interrupt it and drop what is left of it.
+    async fn abandon_turn(&self, events: &mut mpsc::Receiver<Event>) -> Error {
+        let limit = self.timeout.unwrap_or_default();
+        let err = Error::timeout(format!("the turn did not finish within {limit:?}; it was interrupted"));
+        if self.interrupt().await.is_err() {
+            return err;
+        }
+        let drain = async {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Message(m) if m.is_result() => return,
+                    Event::Message(_) => {}
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        err
+    }
+
+    /// Stops the current turn. The turn ends with an `error_during_execution` result
+    /// (an [`Interrupted`](ErrorKind::Interrupted) error from `receive_response`); the
+    /// client stays usable.
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`](ErrorKind::Timeout) or [`Connection`](ErrorKind::Connection) when the
+    /// CLI does not answer.
+    pub async fn interrupt(&self) -> Result<()> {
+        self.control(json!({"subtype": "interrupt"})).await.map(drop)
+    }
+
+    /// Changes the permission mode for the next tool uses.
+    ///
+    /// The seed modes keep their guarantees: [`Strict`](PermissionMode::Strict) and
+    /// [`AskForEdits`](PermissionMode::AskForEdits) take effect in the SDK's guard at
+    /// once. [`ReadOnly`](PermissionMode::ReadOnly) narrows the tool set, which is fixed
+    /// when the CLI starts, so it can only be chosen at connect.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOptions`](ErrorKind::InvalidOptions) for `ReadOnly` on a client that did
+    /// not start in it; control-request errors otherwise.
+    pub async fn set_permission_mode(&self, mode: PermissionMode) -> Result<()> {
+        if mode == PermissionMode::ReadOnly && !self.read_only_at_start {
+            return Err(Error::invalid_options(
+                "readOnly removes tools, which is only possible when the CLI starts: connect with it",
+            ));
+        }
+        let cli_mode = match mode {
+            PermissionMode::Strict => "default",
+            other => other.cli_mode(),
+        };
+        self.control(json!({"subtype": "set_permission_mode", "mode": cli_mode}))
+            .await?;
+        self.dispatcher.set_mode(mode);
+        self.lock_state().mode = Some(mode);
+        Ok(())
+    }
+
+    /// Changes the model for the next turns; `None` goes back to the default.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors.
+    pub async fn set_model(&self, model: Option<&str>) -> Result<()> {
+        self.control(json!({"subtype": "set_model", "model": model}))
+            .await
+            .map(drop)
+    }
+
+    /// The status of each MCP server (`{"mcpServers": [...]}`).
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors.
+    pub async fn mcp_status(&self) -> Result<Value> {
+        self.control(json!({"subtype": "mcp_status"})).await
+    }
+
+    /// How the context window is used, by category.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors.
+    pub async fn context_usage(&self) -> Result<Value> {
+        self.control(json!({"subtype": "get_context_usage"})).await
+    }
+
+    /// What the CLI said about itself at start-up.
+    pub fn server_info(&self) -> &ServerInfo {
+        &self.server_info
+    }
+
+    /// The conversation's session id, once known (after the first turn starts).
+    pub fn session_id(&self) -> Option<String> {
+        self.session.session_id()
+    }
+
+    /// The permission mode in effect, as last set.
+    pub fn permission_mode(&self) -> Option<PermissionMode> {
+        self.lock_state().mode
+    }
+
+    /// Cost and usage so far.
+    pub fn totals(&self) -> SessionTotals {
+        self.lock_state().totals.clone()
+    }
+
+    /// The CLI's process id (its process group id).
+    pub fn pid(&self) -> Option<u32> {
+        self.session.process().map(|p| p.pid())
+    }
+
+    /// Ends the CLI gracefully: closes its input, waits for it to exit (5 s), then
+    /// `SIGTERM` and `SIGKILL` to its process group.
+    ///
+    /// # Errors
+    ///
+    /// None today; the signature leaves room for reporting a failed shutdown.
+    pub async fn close(self) -> Result<()> {
+        self.session.close_stdin();
+        if let Some(process) = self.session.process() {
+            process.shutdown(EXIT_GRACE, TERM_GRACE).await;
+        }
+        Ok(())
+    }
+
+    async fn control(&self, request: Value) -> Result<Value> {
+        self.check_alive()?;
+        self.session.request(request, CONTROL_TIMEOUT).await
+    }
+
+    fn record(&self, result: &ResultMessage) {
+        let mut state = self.lock_state();
+        let totals = &mut state.totals;
+        totals.turns += 1;
+        if let Some(total) = result.total_cost_usd {
+            totals.total_cost_usd = total;
+        }
+        totals.last_turn_cost_usd = result.turn_cost_usd.unwrap_or(0.0);
+        if let Some(usage) = &result.usage {
+            totals.input_tokens += usage.input_tokens;
+            totals.output_tokens += usage.output_tokens;
+        }
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match &self.lock_state().dead {
+            Some(why) => Err(Error::new(
+                ErrorKind::Connection,
+                format!("the client's CLI is gone: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn mark_dead(&self, why: String) {
+        self.lock_state().dead.get_or_insert(why);
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ClaudeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaudeClient")
+            .field("pid", &self.pid())
+            .field("session_id", &self.session_id())
+            .field("cli_version", &self.server_info.cli_version)
+            .finish()
+    }
+}
