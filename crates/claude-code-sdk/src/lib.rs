@@ -55,7 +55,7 @@
 //! |---|---|
 //! | [`ReadOnly`](PermissionMode::ReadOnly) | only `Read`, `Grep` and `Glob` exist: no file can change |
 //! | [`AskForEdits`](PermissionMode::AskForEdits) | reads run; file changes and commands need approval, denied when nobody can approve |
-//! | [`AcceptEdits`](PermissionMode::AcceptEdits) | file edits run; commands need approval |
+//! | [`AcceptEdits`](PermissionMode::AcceptEdits) | file edits in the project run; other commands need approval |
 //! | [`Strict`](PermissionMode::Strict) | only tools in `allowed_tools` run; everything else needs approval |
 //!
 //! # Errors

@@ -65,7 +65,7 @@ pub const SIDE_EFFECT_TOOLS: &[&str] = &[
 /// | mode | what the model can do without asking | what needs asking | with nobody to ask |
 /// |---|---|---|---|
 /// | [`AskForEdits`](PermissionMode::AskForEdits) | read files in the project | any file change, any command | denied and reported |
-/// | [`AcceptEdits`](PermissionMode::AcceptEdits) | read and edit files in the project | commands | denied and reported |
+/// | [`AcceptEdits`](PermissionMode::AcceptEdits) | read and edit files in the project, including the simple file-writing shell commands the CLI counts as edits (`echo > file`, `mkdir`, `touch`) | other commands | denied and reported |
 /// | [`ReadOnly`](PermissionMode::ReadOnly) | `Read`, `Grep`, `Glob`; no other tool exists | — | — |
 /// | [`Strict`](PermissionMode::Strict) | only tools named in `allowed_tools` | every other tool use, reads included | denied and reported |
 ///
@@ -79,7 +79,8 @@ pub enum PermissionMode {
     /// Reads are allowed; every file change or command needs approval.
     #[serde(rename = "askForEdits")]
     AskForEdits,
-    /// File edits in the project are approved automatically; commands need approval.
+    /// File edits in the project are approved automatically (including simple
+    /// file-writing shell commands the CLI counts as edits); other commands need approval.
     #[serde(rename = "acceptEdits")]
     AcceptEdits,
     /// Only the read tools exist (`Read`, `Grep`, `Glob`): nothing can change a file.

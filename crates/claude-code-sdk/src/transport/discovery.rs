@@ -159,14 +159,15 @@ fn cache() -> &'static VersionCache {
     CACHE.get_or_init(Default::default)
 }
 
-/// The version of the CLI at `path`, read with `--version` (cached by path and
-/// modification time), and checked against [`MIN_CLI_VERSION`].
+/// The version of the CLI at `path`, read with `--version` run with `env` added to
+/// the environment (cached by path and modification time), and checked against
+/// [`MIN_CLI_VERSION`].
 ///
 /// # Errors
 ///
 /// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) for an old or unreadable
 /// version; [`Connection`](crate::ErrorKind::Connection) when it cannot be run.
-pub async fn cli_version(path: &Path) -> Result<CliVersion> {
+pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVersion> {
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let key = (path.to_owned(), mtime);
     if let Some(version) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -176,6 +177,7 @@ pub async fn cli_version(path: &Path) -> Result<CliVersion> {
     command
         .arg("--version")
         .env_remove("CLAUDECODE")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(30), command.output())

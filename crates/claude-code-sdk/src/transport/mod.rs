@@ -48,7 +48,9 @@ pub(crate) async fn open(
 ) -> Result<(Pipes, CliVersion)> {
     options.validate()?;
     let program = discovery::find_cli(options.cli_path.as_deref())?;
-    let version = discovery::cli_version(&program).await?;
+    let user_env: Vec<(String, String)> =
+        options.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let version = discovery::cli_version(&program, &user_env).await?;
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(options.cli_args(&version)?);
     args.extend(extra_args);
@@ -59,7 +61,7 @@ pub(crate) async fn open(
     if let Some(retries) = options.max_api_retries {
         env.push(("CLAUDE_CODE_MAX_RETRIES".into(), retries.to_string()));
     }
-    env.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(user_env);
     if let Some(cwd) = &options.cwd {
         env.push(("PWD".into(), cwd.display().to_string()));
     }
