@@ -37,6 +37,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -75,7 +76,12 @@ pub struct ServerInfo {
 
 impl ServerInfo {
     fn from_wire(raw: Value, cli_version: CliVersion) -> Self {
-        let list = |key: &str| raw.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+        let list = |key: &str| {
+            raw.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
         ServerInfo {
             commands: list("commands"),
             models: list("models"),
@@ -138,11 +144,15 @@ impl ClaudeClient {
     /// Invalid options, a missing or old CLI, or a CLI that fails to start.
     pub async fn connect(options: ClaudeCodeOptions) -> Result<ClaudeClient> {
         let dispatcher = Dispatcher::new(&options);
-        let start = connect(&options, Some(dispatcher.handler()), dispatcher.initialize_request());
+        let start = connect(
+            &options,
+            Some(dispatcher.handler()),
+            dispatcher.initialize_request(),
+        );
         let connected = match options.timeout {
-            Some(limit) => tokio::time::timeout(limit, start).await.map_err(|_| {
-                Error::timeout(format!("the CLI did not start within {limit:?}"))
-            })??,
+            Some(limit) => tokio::time::timeout(limit, start)
+                .await
+                .map_err(|_| Error::timeout(format!("the CLI did not start within {limit:?}")))??,
             None => start.await?,
         };
         Ok(ClaudeClient {
@@ -201,13 +211,13 @@ impl ClaudeClient {
     ///
     /// Dropping the stream mid-turn leaves the rest of the turn's messages queued for
     /// the next reader.
-    pub fn receive_response(&self) -> impl Stream<Item = Result<Message>> + Send + '_ {
-        self.receive(true)
+    pub fn receive_response(&self) -> BoxStream<'_, Result<Message>> {
+        self.receive(true).boxed()
     }
 
     /// Every message, across turns, until the CLI exits.
-    pub fn receive_messages(&self) -> impl Stream<Item = Result<Message>> + Send + '_ {
-        self.receive(false)
+    pub fn receive_messages(&self) -> BoxStream<'_, Result<Message>> {
+        self.receive(false).boxed()
     }
 
     fn receive(&self, stop_at_result: bool) -> impl Stream<Item = Result<Message>> + Send + '_ {
@@ -222,7 +232,10 @@ impl ClaudeClient {
         };
         futures::stream::unfold(
             (None, Phase::Reading),
-            move |(guard, phase): (Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Event>>>, Phase)| async move {
+            move |(guard, phase): (
+                Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Event>>>,
+                Phase,
+            )| async move {
                 let mut guard = match phase {
                     Phase::End => return None,
                     Phase::ErrorThenEnd(err) => return Some((Err(err), (None, Phase::End))),
@@ -282,7 +295,9 @@ impl ClaudeClient {
     /// The turn took too long: interrupt it and drop what is left of it.
     async fn abandon_turn(&self, events: &mut mpsc::Receiver<Event>) -> Error {
         let limit = self.timeout.unwrap_or_default();
-        let err = Error::timeout(format!("the turn did not finish within {limit:?}; it was interrupted"));
+        let err = Error::timeout(format!(
+            "the turn did not finish within {limit:?}; it was interrupted"
+        ));
         if self.interrupt().await.is_err() {
             return err;
         }
@@ -308,7 +323,9 @@ impl ClaudeClient {
     /// [`Timeout`](ErrorKind::Timeout) or [`Connection`](ErrorKind::Connection) when the
     /// CLI does not answer.
     pub async fn interrupt(&self) -> Result<()> {
-        self.control(json!({"subtype": "interrupt"})).await.map(drop)
+        self.control(json!({"subtype": "interrupt"}))
+            .await
+            .map(drop)
     }
 
     /// Changes the permission mode for the next tool uses.
@@ -366,6 +383,22 @@ impl ClaudeClient {
     /// Control-request errors.
     pub async fn context_usage(&self) -> Result<Value> {
         self.control(json!({"subtype": "get_context_usage"})).await
+    }
+
+    /// Sends any control request (`{"subtype": ..., ...}`) and returns the CLI's answer:
+    /// an escape hatch for control subtypes this SDK does not wrap yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses it (an unknown
+    /// subtype, for example); [`Timeout`](ErrorKind::Timeout) after 30 s without answer.
+    pub async fn control_request(&self, request: Value) -> Result<Value> {
+        if request.get("subtype").and_then(Value::as_str).is_none() {
+            return Err(Error::invalid_options(
+                "a control request needs a \"subtype\"",
+            ));
+        }
+        self.control(request).await
     }
 
     /// What the CLI said about itself at start-up.

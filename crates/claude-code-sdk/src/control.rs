@@ -49,8 +49,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves the CLI's requests: gets the subtype and the whole request, answers with the
 /// response payload or an error text.
-pub(crate) type RequestHandler =
-    Arc<dyn Fn(String, Value) -> BoxFuture<'static, std::result::Result<Value, String>> + Send + Sync>;
+pub(crate) type RequestHandler = Arc<
+    dyn Fn(String, Value) -> BoxFuture<'static, std::result::Result<Value, String>> + Send + Sync,
+>;
 
 /// What the reader tells the consumer.
 #[derive(Debug)]
@@ -77,9 +78,11 @@ impl Closed {
             .exit
             .map(|e| e.describe())
             .unwrap_or_else(|| "closed its output".to_owned());
-        Error::connection(format!("the Claude Code CLI ended before the run finished ({how})"))
-            .with_exit_code(self.exit.and_then(|e| e.code()))
-            .with_stderr(self.stderr.clone())
+        Error::connection(format!(
+            "the Claude Code CLI ended before the run finished ({how})"
+        ))
+        .with_exit_code(self.exit.and_then(|e| e.code()))
+        .with_stderr(self.stderr.clone())
     }
 }
 
@@ -120,7 +123,12 @@ impl Session {
         let shared: Arc<Mutex<Shared>> = Arc::default();
         let process = pipes.process.map(Arc::new);
 
-        let writer = tokio::spawn(write_loop(pipes.stdin, out_rx, close_stdin.clone(), log_wire));
+        let writer = tokio::spawn(write_loop(
+            pipes.stdin,
+            out_rx,
+            close_stdin.clone(),
+            log_wire,
+        ));
         let reader = tokio::spawn(
             Reader {
                 pending: pending.clone(),
@@ -173,7 +181,11 @@ impl Session {
     ///
     /// Dropping the future forgets the request; a late answer is ignored.
     pub(crate) async fn request(&self, request: Value, timeout: Duration) -> Result<Value> {
-        let id = format!("req_{}_{}", self.next_id.fetch_add(1, Ordering::Relaxed), short_uuid());
+        let id = format!(
+            "req_{}_{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            short_uuid()
+        );
         let subtype = request
             .get("subtype")
             .and_then(Value::as_str)
@@ -185,7 +197,8 @@ impl Session {
             pending: &self.pending,
             id: &id,
         };
-        self.send_line(wire::control_request_line(&id, &request)).await?;
+        self.send_line(wire::control_request_line(&id, &request))
+            .await?;
         let answer = tokio::time::timeout(timeout, rx).await;
         drop(forget);
         match answer {
@@ -471,14 +484,16 @@ impl Reader {
             task.abort();
         }
         let exit = match &self.process {
-            Some(process) => Some(match tokio::time::timeout(EXIT_WAIT, process.wait()).await {
-                Ok(state) => state,
-                Err(_) => {
-                    tracing::warn!("the CLI closed its output but did not exit; killing it");
-                    process.kill();
-                    process.wait().await
-                }
-            }),
+            Some(process) => Some(
+                match tokio::time::timeout(EXIT_WAIT, process.wait()).await {
+                    Ok(state) => state,
+                    Err(_) => {
+                        tracing::warn!("the CLI closed its output but did not exit; killing it");
+                        process.kill();
+                        process.wait().await
+                    }
+                },
+            ),
             None => None,
         };
         if let Some(task) = self.stderr_task.take() {
@@ -559,16 +574,27 @@ mod tests {
             )
             .await
             .unwrap();
-        let mut answers = vec![read_json(&mut cli_in).await, read_json(&mut cli_in).await];
+        let mut answers = [read_json(&mut cli_in).await, read_json(&mut cli_in).await];
         answers.sort_by_key(|a| a["response"]["request_id"].as_str().unwrap().to_owned());
         assert_eq!(answers[0]["response"]["subtype"], "success");
-        assert_eq!(answers[0]["response"]["response"]["updatedInput"]["command"], "ls");
+        assert_eq!(
+            answers[0]["response"]["response"]["updatedInput"]["command"],
+            "ls"
+        );
         assert_eq!(answers[1]["response"]["subtype"], "error");
-        assert!(answers[1]["response"]["error"].as_str().unwrap().contains("teleport"));
+        assert!(
+            answers[1]["response"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("teleport")
+        );
 
         let id = sent["request_id"].as_str().unwrap();
         let answer = json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"ok":true}}});
-        cli_out.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+        cli_out
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .unwrap();
         assert_eq!(asking.await.unwrap().unwrap()["ok"], true);
     }
 

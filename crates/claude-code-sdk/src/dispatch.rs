@@ -21,7 +21,9 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::control::RequestHandler;
-use crate::hooks::{HookContext, HookEvent, HookInput, HookOutput, HookRegistration, initialize_hooks};
+use crate::hooks::{
+    HookContext, HookEvent, HookInput, HookOutput, HookRegistration, initialize_hooks,
+};
 use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode, is_side_effect_tool};
 use crate::permission::{CanUseTool, PermissionDecision, ToolPermissionContext};
 use crate::tools::SdkMcpServer;
@@ -144,9 +146,9 @@ impl Dispatcher {
     async fn guard(&self, input: &Value) -> HookOutput {
         let tool = input["tool_name"].as_str().unwrap_or("");
         match self.mode() {
-            Some(PermissionMode::ReadOnly) if is_side_effect_tool(tool) => HookOutput::deny(format!(
-                "read-only mode: {tool} may change files or run commands"
-            )),
+            Some(PermissionMode::ReadOnly) if is_side_effect_tool(tool) => HookOutput::deny(
+                format!("read-only mode: {tool} may change files or run commands"),
+            ),
             Some(PermissionMode::Strict) if !self.pre_approved(tool) => {
                 let tool_input = input.get("tool_input").cloned().unwrap_or(json!({}));
                 let Some(callback) = &self.can_use_tool else {
@@ -220,9 +222,11 @@ mod tests {
         let options = ClaudeCodeOptions::builder()
             .permission_mode(PermissionMode::ReadOnly)
             .allowed_tools(["Glob"])
-            .hook(HookEvent::PreToolUse, HookMatcher::new("Bash"), |_, _, _| async {
-                Ok::<_, std::io::Error>(HookOutput::default())
-            })
+            .hook(
+                HookEvent::PreToolUse,
+                HookMatcher::new("Bash"),
+                |_, _, _| async { Ok(HookOutput::default()) },
+            )
             .build()
             .unwrap();
         let d = Dispatcher::new(&options);
@@ -252,7 +256,7 @@ mod tests {
                 if true {
                     panic!("hook bug");
                 }
-                Ok::<_, std::io::Error>(HookOutput::default())
+                Ok(HookOutput::default())
             })
             .build()
             .unwrap();
@@ -261,7 +265,8 @@ mod tests {
         let err = futures::executor::block_on(handler("teleport".into(), json!({}))).unwrap_err();
         assert!(err.contains("teleport"));
         let request = json!({"callback_id": "hook_0", "input": {"hook_event_name": "Stop"}});
-        let err = futures::executor::block_on(handler("hook_callback".into(), request)).unwrap_err();
+        let err =
+            futures::executor::block_on(handler("hook_callback".into(), request)).unwrap_err();
         assert!(err.contains("panicked"));
     }
 }

@@ -365,10 +365,6 @@ impl Error {
     pub fn session_id(&self) -> Option<&str> {
         self.inner.result.as_deref().map(|r| r.session_id.as_str())
     }
-
-    pub(crate) fn message(&self) -> &str {
-        &self.inner.message
-    }
 }
 
 impl fmt::Debug for Error {

@@ -210,7 +210,9 @@ impl HookInput {
 
     /// For `Stop`: the last thing the assistant said.
     pub fn last_assistant_message(&self) -> Option<&str> {
-        self.raw.get("last_assistant_message").and_then(Value::as_str)
+        self.raw
+            .get("last_assistant_message")
+            .and_then(Value::as_str)
     }
 }
 
@@ -363,17 +365,13 @@ type HookFn = dyn Fn(HookInput, Option<String>, HookContext) -> BoxFuture<'stati
 pub struct HookCallback(pub(crate) Arc<HookFn>);
 
 impl HookCallback {
-    /// Wraps an async function `(input, tool_use_id, context) -> Result<HookOutput, _>`.
-    pub fn new<F, Fut, E>(f: F) -> Self
+    /// Wraps an async function `(input, tool_use_id, context) -> Result<HookOutput, HookError>`.
+    pub fn new<F, Fut>(f: F) -> Self
     where
         F: Fn(HookInput, Option<String>, HookContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<HookOutput, E>> + Send + 'static,
-        E: Into<HookError>,
+        Fut: Future<Output = Result<HookOutput, HookError>> + Send + 'static,
     {
-        HookCallback(Arc::new(move |input, id, ctx| {
-            let fut = f(input, id, ctx);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        }))
+        HookCallback(Arc::new(move |input, id, ctx| Box::pin(f(input, id, ctx))))
     }
 }
 
@@ -436,6 +434,9 @@ mod tests {
         assert_eq!(HookOutput::default().to_wire(&HookEvent::Stop), json!({}));
         let stop = HookOutput::stop("enough").to_wire(&HookEvent::PostToolUse);
         assert_eq!(stop, json!({"continue": false, "stopReason": "enough"}));
-        assert_eq!(HookEvent::from_name("Elicitation"), HookEvent::Other("Elicitation".into()));
+        assert_eq!(
+            HookEvent::from_name("Elicitation"),
+            HookEvent::Other("Elicitation".into())
+        );
     }
 }

@@ -108,6 +108,7 @@ mod wire;
 
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
 pub use error::{Error, ErrorKind, Result};
+pub use hooks::{HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput};
 pub use message::{
     AssistantMessage, ContentBlock, Message, PermissionDenial, ResultMessage, Role, StreamEvent,
     SystemInit, SystemMessage, ToolResultContent, Usage, UserMessage, WebMessage,
@@ -116,7 +117,6 @@ pub use options::{
     AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, McpServerConfig,
     OutputFormat, PermissionMode, SettingSource,
 };
-pub use hooks::{HookContext, HookEvent, HookInput, HookMatcher, HookOutput};
 pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use query::{Prompt, Query, query};
-pub use tools::{SdkMcpServer, SdkTool, ToolResult, sdk_mcp_server, tool};
+pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};

@@ -674,9 +674,8 @@ impl Message {
                 .content
                 .iter()
                 .filter_map(|b| match b {
-                    ContentBlock::ToolUse { name, .. } | ContentBlock::ServerToolUse { name, .. } => {
-                        Some(name.as_str())
-                    }
+                    ContentBlock::ToolUse { name, .. }
+                    | ContentBlock::ServerToolUse { name, .. } => Some(name.as_str()),
                     _ => None,
                 })
                 .collect(),

@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::hooks::{HookCallback, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput, HookRegistration};
+use crate::hooks::{
+    HookCallback, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput,
+    HookRegistration,
+};
 use crate::permission::{CanUseTool, PermissionDecision, ToolPermissionContext};
 use crate::tools::SdkMcpServer;
 use crate::transport::discovery::CliVersion;
@@ -286,7 +289,10 @@ pub enum McpServerConfig {
     Sdk(#[serde(serialize_with = "sdk_server_entry")] SdkMcpServer),
 }
 
-fn sdk_server_entry<S: serde::Serializer>(server: &SdkMcpServer, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn sdk_server_entry<S: serde::Serializer>(
+    server: &SdkMcpServer,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(1))?;
     map.serialize_entry("name", server.name())?;
@@ -496,7 +502,14 @@ impl fmt::Debug for ClaudeCodeOptions {
             .field("max_api_retries", &self.max_api_retries)
             .field("stderr", &self.stderr.as_ref().map(|_| "<callback>"))
             .field("can_use_tool", &self.can_use_tool)
-            .field("hooks", &self.hooks.iter().map(|h| h.event.as_str()).collect::<Vec<_>>())
+            .field(
+                "hooks",
+                &self
+                    .hooks
+                    .iter()
+                    .map(|h| h.event.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -643,8 +656,12 @@ impl ClaudeCodeOptions {
                 )));
             }
         }
-        for (name, _) in &self.mcp_servers {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        for name in self.mcp_servers.keys() {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(Error::invalid_options(format!(
                     "mcp_servers: {name:?} is not a valid server name (letters, digits, - and _)"
                 )));
@@ -652,7 +669,9 @@ impl ClaudeCodeOptions {
         }
         if self.permission_mode == Some(PermissionMode::ReadOnly)
             && let Some(tools) = &self.tools
-            && let Some(writer) = tools.iter().find(|t| !READ_ONLY_TOOLS.contains(&t.as_str()))
+            && let Some(writer) = tools
+                .iter()
+                .find(|t| !READ_ONLY_TOOLS.contains(&t.as_str()))
         {
             return Err(Error::invalid_options(format!(
                 "permission mode readOnly exposes only {}; tools names {writer:?}",
@@ -772,7 +791,9 @@ impl ClaudeCodeOptions {
             if !has_callback
                 && matches!(
                     mode,
-                    PermissionMode::AskForEdits | PermissionMode::Strict | PermissionMode::AcceptEdits
+                    PermissionMode::AskForEdits
+                        | PermissionMode::Strict
+                        | PermissionMode::AcceptEdits
                 )
                 && version.supports_permission_prompts_flag()
             {
@@ -1098,11 +1119,12 @@ impl ClaudeCodeOptionsBuilder {
 
     /// Adds a hook: `|input, tool_use_id, context| async { Ok(HookOutput::default()) }`.
     /// See [`crate::hooks`].
-    pub fn hook<F, Fut, E>(mut self, event: HookEvent, matcher: HookMatcher, callback: F) -> Self
+    pub fn hook<F, Fut>(mut self, event: HookEvent, matcher: HookMatcher, callback: F) -> Self
     where
         F: Fn(HookInput, Option<String>, HookContext) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = std::result::Result<HookOutput, E>> + Send + 'static,
-        E: Into<HookError>,
+        Fut: std::future::Future<Output = std::result::Result<HookOutput, HookError>>
+            + Send
+            + 'static,
     {
         self.options.hooks.push(HookRegistration {
             event,
@@ -1173,8 +1195,18 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("set by the SDK"));
 
-        assert!(ClaudeCodeOptions::builder().session_id("nope").build().is_err());
-        assert!(ClaudeCodeOptions::builder().fork_session(true).build().is_err());
+        assert!(
+            ClaudeCodeOptions::builder()
+                .session_id("nope")
+                .build()
+                .is_err()
+        );
+        assert!(
+            ClaudeCodeOptions::builder()
+                .fork_session(true)
+                .build()
+                .is_err()
+        );
         assert!(ClaudeCodeOptions::builder().max_turns(0).build().is_err());
         assert!(
             ClaudeCodeOptions::builder()
@@ -1183,7 +1215,12 @@ mod tests {
                 .build()
                 .is_err()
         );
-        assert!(ClaudeCodeOptions::builder().json_schema(json!(3)).build().is_err());
+        assert!(
+            ClaudeCodeOptions::builder()
+                .json_schema(json!(3))
+                .build()
+                .is_err()
+        );
     }
 
     #[test]

@@ -162,7 +162,11 @@ impl ToolPermissionContext {
 /// A permission callback, shareable and cheap to clone.
 #[derive(Clone)]
 pub struct CanUseTool(
-    pub(crate) Arc<dyn Fn(String, Value, ToolPermissionContext) -> BoxFuture<'static, PermissionDecision> + Send + Sync>,
+    pub(crate)  Arc<
+        dyn Fn(String, Value, ToolPermissionContext) -> BoxFuture<'static, PermissionDecision>
+            + Send
+            + Sync,
+    >,
 );
 
 impl CanUseTool {
@@ -172,7 +176,9 @@ impl CanUseTool {
         F: Fn(String, Value, ToolPermissionContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = PermissionDecision> + Send + 'static,
     {
-        CanUseTool(Arc::new(move |name, input, ctx| Box::pin(f(name, input, ctx))))
+        CanUseTool(Arc::new(move |name, input, ctx| {
+            Box::pin(f(name, input, ctx))
+        }))
     }
 
     pub(crate) async fn call(
@@ -204,6 +210,9 @@ mod tests {
         let wire = PermissionDecision::allow_with_input(json!({"command": "pwd"})).to_wire(&input);
         assert_eq!(wire["updatedInput"]["command"], "pwd");
         let wire = PermissionDecision::deny_and_interrupt("no").to_wire(&input);
-        assert_eq!(wire, json!({"behavior": "deny", "message": "no", "interrupt": true}));
+        assert_eq!(
+            wire,
+            json!({"behavior": "deny", "message": "no", "interrupt": true})
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! }
 //!
 //! let add = tool("add", "Add two numbers", |args: AddArgs| async move {
-//!     Ok::<_, std::convert::Infallible>(ToolResult::text(format!("{}", args.a + args.b)))
+//!     Ok(ToolResult::text(format!("{}", args.a + args.b)))
 //! });
 //! let calc = sdk_mcp_server("calc", "1.0.0", [add]);
 //! let options = ClaudeCodeOptions::builder()
@@ -108,6 +108,9 @@ impl ToolResult {
 
 type ToolFn = dyn Fn(Value) -> BoxFuture<'static, ToolResult> + Send + Sync;
 
+/// The error a tool handler may return: its text becomes an error tool result.
+pub type ToolError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A tool: a name, a description, an input schema and an async handler.
 #[derive(Clone)]
 pub struct SdkTool {
@@ -143,12 +146,11 @@ impl fmt::Debug for SdkTool {
 /// `A` gives the schema (`schemars::JsonSchema`) and is deserialized from the model's
 /// arguments; a mismatch becomes an error result naming the problem. The function's
 /// error, if it returns one, becomes an error result with the error's text.
-pub fn tool<A, F, Fut, E>(name: impl Into<String>, description: impl Into<String>, f: F) -> SdkTool
+pub fn tool<A, F, Fut>(name: impl Into<String>, description: impl Into<String>, f: F) -> SdkTool
 where
     A: DeserializeOwned + JsonSchema + Send + 'static,
     F: Fn(A) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<ToolResult, E>> + Send + 'static,
-    E: fmt::Display + 'static,
+    Fut: Future<Output = Result<ToolResult, ToolError>> + Send + 'static,
 {
     let name = name.into();
     let schema = match serde_json::to_value(schemars::schema_for!(A)) {
@@ -157,7 +159,10 @@ where
             map.remove("title");
             map
         }
-        _ => json!({"type": "object"}).as_object().cloned().unwrap_or_default(),
+        _ => json!({"type": "object"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
     };
     let f = Arc::new(f);
     let tool_name = name.clone();
@@ -244,10 +249,15 @@ impl SdkMcpServer {
                     .tools
                     .values()
                     .map(|t| {
-                        Tool::new(t.name.clone(), t.description.clone(), Arc::new(t.schema.clone()))
+                        Tool::new(
+                            t.name.clone(),
+                            t.description.clone(),
+                            Arc::new(t.schema.clone()),
+                        )
                     })
                     .collect();
-                Ok(serde_json::to_value(ListToolsResult::with_all_items(tools)).unwrap_or(Value::Null))
+                Ok(serde_json::to_value(ListToolsResult::with_all_items(tools))
+                    .unwrap_or(Value::Null))
             }
             "tools/call" => match serde_json::from_value::<CallToolRequestParams>(params) {
                 Ok(call) => {
@@ -261,7 +271,11 @@ impl SdkMcpServer {
                                 Err(err) => ToolResult::error(format!(
                                     "{} failed: {}",
                                     call.name,
-                                    if err.is_panic() { "it panicked" } else { "it was cancelled" }
+                                    if err.is_panic() {
+                                        "it panicked"
+                                    } else {
+                                        "it was cancelled"
+                                    }
                                 )),
                             }
                         }
@@ -318,10 +332,10 @@ mod tests {
 
     fn calc() -> SdkMcpServer {
         let add = tool("add", "Add two numbers", |args: AddArgs| async move {
-            Ok::<_, String>(ToolResult::text(format!("{}", args.a + args.b)))
+            Ok(ToolResult::text(format!("{}", args.a + args.b)))
         });
         let fail = tool("fail", "Always fails", |_: AddArgs| async move {
-            Err::<ToolResult, _>("disk on fire")
+            Err("disk on fire".into())
         });
         sdk_mcp_server("calc", "1.0.0", [add, fail])
     }
@@ -337,30 +351,42 @@ mod tests {
         assert_eq!(init["result"]["protocolVersion"], "2025-11-25");
         assert!(init["result"]["capabilities"]["tools"].is_object());
 
-        let list = server.handle(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"})).await;
+        let list = server
+            .handle(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+            .await;
         let tools = list["result"]["tools"].as_array().unwrap();
         assert_eq!(tools.len(), 2);
         assert_eq!(tools[0]["name"], "add");
         assert_eq!(tools[0]["inputSchema"]["required"], json!(["a", "b"]));
 
-        let call = |args: Value, name: &str| {
-            json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":name,"arguments":args}})
-        };
+        let call = |args: Value, name: &str| json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":name,"arguments":args}});
         let ok = server.handle(call(json!({"a": 1, "b": 2}), "add")).await;
         assert_eq!(ok["result"]["content"][0]["text"], "3");
         assert_ne!(ok["result"]["isError"], true);
 
         let bad = server.handle(call(json!({"a": "one"}), "add")).await;
         assert_eq!(bad["result"]["isError"], true);
-        assert!(bad["result"]["content"][0]["text"].as_str().unwrap().contains("invalid arguments"));
+        assert!(
+            bad["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("invalid arguments")
+        );
 
         let failed = server.handle(call(json!({"a": 1, "b": 2}), "fail")).await;
-        assert!(failed["result"]["content"][0]["text"].as_str().unwrap().contains("disk on fire"));
+        assert!(
+            failed["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("disk on fire")
+        );
 
         let unknown = server.handle(call(json!({}), "mul")).await;
         assert_eq!(unknown["result"]["isError"], true);
 
-        let note = server.handle(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+        let note = server
+            .handle(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
         assert_eq!(note["result"], json!({}));
         assert_eq!(server.tool_names(), ["mcp__calc__add", "mcp__calc__fail"]);
     }

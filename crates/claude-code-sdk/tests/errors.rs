@@ -12,7 +12,10 @@ async fn run_with_status(status: u16) -> (Vec<claude_code_sdk::Message>, claude_
     h.mock.on(Rule::any().reply(Reply::error(status)));
     let options = h.options().max_api_retries(0).build().unwrap();
     let (messages, error) = query("hello", options).collect_messages().await;
-    (messages, error.unwrap_or_else(|| panic!("a {status} ends the stream with an error")))
+    (
+        messages,
+        error.unwrap_or_else(|| panic!("a {status} ends the stream with an error")),
+    )
 }
 
 #[tokio::test]
@@ -46,7 +49,10 @@ async fn api_529_overloaded_is_transient() {
     let (messages, err) = run_with_status(529).await;
     assert_eq!(err.api_status(), Some(529));
     assert!(err.is_transient());
-    assert_eq!(err.result().unwrap().session_id, result_of(&messages).session_id);
+    assert_eq!(
+        err.result().unwrap().session_id,
+        result_of(&messages).session_id
+    );
 }
 
 #[tokio::test]
@@ -77,7 +83,8 @@ async fn an_unreachable_api_is_a_connection_error() {
 #[tokio::test]
 async fn a_timeout_kills_the_run() {
     let h = Harness::new().await;
-    h.mock.on(Rule::any().reply(Reply::text("late").delay(std::time::Duration::from_secs(60))));
+    h.mock
+        .on(Rule::any().reply(Reply::text("late").delay(std::time::Duration::from_secs(60))));
     let options = h
         .options()
         .timeout(std::time::Duration::from_secs(3))

@@ -31,7 +31,10 @@ async fn a_crash_mid_stream_is_a_connection_error_with_exit_code_and_stderr() {
     let err = err.expect("a crash is an error");
     assert!(err.is_connection(), "{err:?}");
     assert_eq!(err.exit_code(), Some(3));
-    assert!(err.stderr_tail().is_some_and(|t| !t.trim().is_empty()), "{err:?}");
+    assert!(
+        err.stderr_tail().is_some_and(|t| !t.trim().is_empty()),
+        "{err:?}"
+    );
     assert_all_gone(&sandbox).await;
 }
 
@@ -106,20 +109,28 @@ async fn a_hang_hits_the_timeout_and_the_group_is_killed() {
 #[tokio::test]
 async fn close_escalates_to_sigkill_when_sigterm_is_ignored() {
     let sandbox = Sandbox::without_mock();
-    let options = fake_options(&sandbox, FakeMode::IgnoreSigterm).build().unwrap();
+    let options = fake_options(&sandbox, FakeMode::IgnoreSigterm)
+        .build()
+        .unwrap();
     let mut stream = query("hello", options);
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.kind(), "system");
     stream.close().await.unwrap();
     // close() returns once the process is gone.
     let pids = read_pid_file(pid_file(&sandbox));
-    assert!(pids.iter().all(|p| !claude_code_testkit::pid_is_running(*p)), "{pids:?}");
+    assert!(
+        pids.iter()
+            .all(|p| !claude_code_testkit::pid_is_running(*p)),
+        "{pids:?}"
+    );
 }
 
 #[tokio::test]
 async fn dropping_the_query_kills_grandchildren_too() {
     let sandbox = Sandbox::without_mock();
-    let options = fake_options(&sandbox, FakeMode::Grandchild).build().unwrap();
+    let options = fake_options(&sandbox, FakeMode::Grandchild)
+        .build()
+        .unwrap();
     let mut stream = query("hello", options);
     let _ = stream.next().await.unwrap().unwrap();
     // Wait until fake-claude has written its own pid and its grandchild's.
@@ -133,7 +144,10 @@ async fn dropping_the_query_kills_grandchildren_too() {
     }
     assert_eq!(pids.len(), 2, "{pids:?}");
     drop(stream);
-    assert!(wait_until_gone(&pids, Duration::from_secs(10)).await, "{pids:?}");
+    assert!(
+        wait_until_gone(&pids, Duration::from_secs(10)).await,
+        "{pids:?}"
+    );
 }
 
 #[tokio::test]
@@ -158,6 +172,10 @@ async fn an_old_cli_is_refused() {
         .build()
         .unwrap();
     let err = query("hello", options).collect_all().await.unwrap_err();
-    assert_eq!(err.kind(), claude_code_sdk::ErrorKind::UnsupportedCli, "{err:?}");
+    assert_eq!(
+        err.kind(),
+        claude_code_sdk::ErrorKind::UnsupportedCli,
+        "{err:?}"
+    );
     assert!(err.to_string().contains("1.0.128"), "{err}");
 }

@@ -45,21 +45,29 @@ impl Outcome {
 }
 
 /// A model that tries Read, Write, Edit and Bash, one after the other.
-async fn try_everything(configure: impl FnOnce(ClaudeCodeOptionsBuilder) -> ClaudeCodeOptionsBuilder) -> Outcome {
+async fn try_everything(
+    configure: impl FnOnce(ClaudeCodeOptionsBuilder) -> ClaudeCodeOptionsBuilder,
+) -> Outcome {
     let h = Harness::new().await;
     std::fs::write(h.file("secret.txt"), SECRET).unwrap();
     let cwd = h.sandbox.cwd().to_owned();
     let path = |name: &str| cwd.join(name).display().to_string();
     h.mock.on(Rule::prompt_contains("try everything").steps([
         Reply::tool_use("Read", json!({"file_path": path("secret.txt")})),
-        Reply::tool_use("Write", json!({"file_path": path("written.txt"), "content": "written by Write"})),
+        Reply::tool_use(
+            "Write",
+            json!({"file_path": path("written.txt"), "content": "written by Write"}),
+        ),
         Reply::tool_use(
             "Edit",
             json!({"file_path": path("secret.txt"), "old_string": "42", "new_string": "43"}),
         ),
         // Through `sh -c`: the CLI approves simple file-writing commands
         // (`echo > f`, `touch`) under acceptEdits as edits; this is a command.
-        Reply::tool_use("Bash", json!({"command": "sh -c 'echo ran > bash.txt'", "description": "run a command"})),
+        Reply::tool_use(
+            "Bash",
+            json!({"command": "sh -c 'echo ran > bash.txt'", "description": "run a command"}),
+        ),
         Reply::text("All attempts made."),
     ]));
     let options = configure(h.options().max_turns(10)).build().unwrap();
@@ -101,7 +109,11 @@ async fn read_only_exposes_only_read_tools_and_changes_nothing() {
     assert!(o.ran("Read"));
     assert!(o.results["Read"].1.contains(SECRET));
     for tool in ["Write", "Edit", "Bash"] {
-        assert!(!o.ran(tool), "{tool} ran under readOnly: {:?}", o.results.get(tool));
+        assert!(
+            !o.ran(tool),
+            "{tool} ran under readOnly: {:?}",
+            o.results.get(tool)
+        );
     }
     assert_eq!(o.file("written.txt"), None);
     assert_eq!(o.file("bash.txt"), None);
@@ -129,12 +141,20 @@ async fn ask_for_edits_without_a_callback_reads_but_denies_every_change() {
     assert!(o.ran("Read"));
     assert!(o.results["Read"].1.contains(SECRET));
     for tool in ["Write", "Edit", "Bash"] {
-        assert!(!o.ran(tool), "{tool} ran under askForEdits: {:?}", o.results.get(tool));
+        assert!(
+            !o.ran(tool),
+            "{tool} ran under askForEdits: {:?}",
+            o.results.get(tool)
+        );
     }
     assert_eq!(o.file("written.txt"), None);
     assert_eq!(o.file("bash.txt"), None);
     assert_eq!(o.file("secret.txt").as_deref(), Some(SECRET));
-    assert!(o.error.as_ref().is_some_and(Error::is_permission), "{:?}", o.error);
+    assert!(
+        o.error.as_ref().is_some_and(Error::is_permission),
+        "{:?}",
+        o.error
+    );
     assert_eq!(o.denied_tools(), ["Bash", "Edit", "Write"]);
 }
 
@@ -142,12 +162,23 @@ async fn ask_for_edits_without_a_callback_reads_but_denies_every_change() {
 async fn strict_without_a_callback_denies_even_reads() {
     let o = try_everything(|b| b.permission_mode(PermissionMode::Strict)).await;
     for tool in ["Read", "Write", "Edit", "Bash"] {
-        assert!(!o.ran(tool), "{tool} ran under strict: {:?}", o.results.get(tool));
+        assert!(
+            !o.ran(tool),
+            "{tool} ran under strict: {:?}",
+            o.results.get(tool)
+        );
     }
-    assert!(!o.results["Read"].1.contains(SECRET), "the model saw the file");
+    assert!(
+        !o.results["Read"].1.contains(SECRET),
+        "the model saw the file"
+    );
     assert_eq!(o.file("written.txt"), None);
     assert_eq!(o.file("bash.txt"), None);
-    assert!(o.error.as_ref().is_some_and(Error::is_permission), "{:?}", o.error);
+    assert!(
+        o.error.as_ref().is_some_and(Error::is_permission),
+        "{:?}",
+        o.error
+    );
 }
 
 #[tokio::test]
@@ -160,6 +191,10 @@ async fn strict_runs_what_allowed_tools_names() {
     assert!(o.ran("Read"));
     assert!(o.results["Read"].1.contains(SECRET));
     for tool in ["Write", "Edit", "Bash"] {
-        assert!(!o.ran(tool), "{tool} ran under strict: {:?}", o.results.get(tool));
+        assert!(
+            !o.ran(tool),
+            "{tool} ran under strict: {:?}",
+            o.results.get(tool)
+        );
     }
 }

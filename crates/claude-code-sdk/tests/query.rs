@@ -31,12 +31,18 @@ async fn a_text_answer() {
         std::path::Path::new(&init.cwd).canonicalize().unwrap(),
         h.sandbox.cwd().canonicalize().unwrap()
     );
-    let assistant: Vec<&Message> = messages.iter().filter(|m| m.role() == Role::Assistant).collect();
+    let assistant: Vec<&Message> = messages
+        .iter()
+        .filter(|m| m.role() == Role::Assistant)
+        .collect();
     assert_eq!(assistant.len(), 1);
     assert_eq!(assistant[0].content(), "The capital of France is Paris.");
     let result = result_of(&messages);
     assert!(!result.is_error);
-    assert_eq!(result.result.as_deref(), Some("The capital of France is Paris."));
+    assert_eq!(
+        result.result.as_deref(),
+        Some("The capital of France is Paris.")
+    );
     assert!(result.total_cost_usd.is_some());
     assert_eq!(result.turn_cost_usd, result.total_cost_usd);
     assert!(!result.session_id.is_empty());
@@ -56,12 +62,18 @@ async fn a_text_answer() {
 async fn a_bash_tool_call_really_runs() {
     let h = Harness::new().await;
     h.mock.on(Rule::prompt_contains("make a file").steps([
-        Reply::tool_use("Bash", json!({"command": "echo made-by-bash > bash.txt", "description": "write a file"})),
+        Reply::tool_use(
+            "Bash",
+            json!({"command": "echo made-by-bash > bash.txt", "description": "write a file"}),
+        ),
         Reply::text("Done."),
     ]));
     let options = h.options().allowed_tools(["Bash"]).build().unwrap();
 
-    let messages = query("please make a file", options).collect_all().await.unwrap();
+    let messages = query("please make a file", options)
+        .collect_all()
+        .await
+        .unwrap();
 
     let written = std::fs::read_to_string(h.file("bash.txt")).expect("Bash ran in the cwd");
     assert_eq!(written.trim(), "made-by-bash");
@@ -99,7 +111,10 @@ async fn partial_messages_stream_the_text() {
         })
         .collect();
     assert_eq!(deltas, "one two three four five");
-    let events = messages.iter().filter(|m| matches!(m, Message::StreamEvent(_))).count();
+    let events = messages
+        .iter()
+        .filter(|m| matches!(m, Message::StreamEvent(_)))
+        .count();
     assert!(events >= 5, "{events} stream events");
 }
 
@@ -116,7 +131,10 @@ async fn structured_output_conforms_to_the_schema() {
     });
     let options = h.options().json_schema(schema.clone()).build().unwrap();
 
-    let messages = query("Who wrote the first program?", options).collect_all().await.unwrap();
+    let messages = query("Who wrote the first program?", options)
+        .collect_all()
+        .await
+        .unwrap();
 
     let result = result_of(&messages);
     assert_eq!(
@@ -131,8 +149,14 @@ async fn structured_output_conforms_to_the_schema() {
 #[tokio::test]
 async fn max_turns_ends_with_a_typed_error_after_the_result() {
     let h = Harness::new().await;
-    h.mock.on(Rule::any().reply(Reply::tool_use("Bash", json!({"command": "true"}))));
-    let options = h.options().allowed_tools(["Bash"]).max_turns(1).build().unwrap();
+    h.mock
+        .on(Rule::any().reply(Reply::tool_use("Bash", json!({"command": "true"}))));
+    let options = h
+        .options()
+        .allowed_tools(["Bash"])
+        .max_turns(1)
+        .build()
+        .unwrap();
 
     let (messages, error) = query("loop forever", options).collect_messages().await;
 
@@ -155,7 +179,10 @@ async fn resume_continues_a_previous_session() {
     let session = result_of(&first).session_id.clone();
 
     let options = h.options().resume(&session).build().unwrap();
-    let second = query("What is my favourite colour?", options).collect_all().await.unwrap();
+    let second = query("What is my favourite colour?", options)
+        .collect_all()
+        .await
+        .unwrap();
 
     let last = h.mock.requests().pop().unwrap();
     assert!(
@@ -168,7 +195,11 @@ async fn resume_continues_a_previous_session() {
 #[tokio::test]
 async fn unknown_tool_names_are_reported() {
     let h = Harness::new().await;
-    let options = h.options().allowed_tools(["Read", "Grep", "LS"]).build().unwrap();
+    let options = h
+        .options()
+        .allowed_tools(["Read", "Grep", "LS"])
+        .build()
+        .unwrap();
     let mut stream = query("hello", options);
     while let Some(message) = stream.next().await {
         message.unwrap();
@@ -184,7 +215,10 @@ async fn dropping_a_query_mid_run_kills_the_cli() {
         Reply::text("a slow answer that takes a while to stream out word by word")
             .chunk_delay(std::time::Duration::from_millis(500)),
     ));
-    let mut stream = query("slow please", h.options().include_partial_messages(true).build().unwrap());
+    let mut stream = query(
+        "slow please",
+        h.options().include_partial_messages(true).build().unwrap(),
+    );
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.kind(), "system");
     let pid = stream.pid().expect("the CLI runs");

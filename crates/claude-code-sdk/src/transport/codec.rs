@@ -18,7 +18,11 @@ pub(crate) struct LineCodec {
 #[derive(Debug)]
 pub(crate) enum LineError {
     /// The line is longer than the limit; `seen` bytes had arrived without a newline.
-    TooLong { limit: usize, seen: usize, head: Vec<u8> },
+    TooLong {
+        limit: usize,
+        seen: usize,
+        head: Vec<u8>,
+    },
     /// Reading failed.
     Io(std::io::Error),
 }
@@ -103,11 +107,16 @@ mod tests {
         let mut codec = LineCodec::new(8);
         let mut buf = BytesMut::from(&b"0123456789"[..]);
         match codec.decode(&mut buf) {
-            Err(LineError::TooLong { limit: 8, seen: 10, .. }) => {}
+            Err(LineError::TooLong {
+                limit: 8, seen: 10, ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         let mut buf = BytesMut::from(&b"0123456789\n"[..]);
         let mut codec = LineCodec::new(8);
-        assert!(matches!(codec.decode(&mut buf), Err(LineError::TooLong { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(LineError::TooLong { .. })
+        ));
     }
 }

@@ -182,7 +182,12 @@ pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVer
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(30), command.output())
         .await
-        .map_err(|_| Error::timeout(format!("{} --version did not answer in 30 s", path.display())))?
+        .map_err(|_| {
+            Error::timeout(format!(
+                "{} --version did not answer in 30 s",
+                path.display()
+            ))
+        })?
         .map_err(|e| {
             Error::connection(format!("could not run {} --version", path.display())).with_source(e)
         })?;
@@ -227,7 +232,10 @@ mod tests {
             Some(CliVersion::new(2, 1, 331))
         );
         assert_eq!(CliVersion::parse("v1.0.2"), Some(CliVersion::new(1, 0, 2)));
-        assert_eq!(CliVersion::parse("claude 2.0.0-beta"), Some(CliVersion::new(2, 0, 0)));
+        assert_eq!(
+            CliVersion::parse("claude 2.0.0-beta"),
+            Some(CliVersion::new(2, 0, 0))
+        );
         assert_eq!(CliVersion::parse("no version"), None);
         assert!(CliVersion::new(2, 1, 197) < CliVersion::new(2, 1, 331));
         assert!(!CliVersion::new(2, 1, 197).supports_permission_prompts_flag());

@@ -48,16 +48,17 @@ pub(crate) async fn open(
 ) -> Result<(Pipes, CliVersion)> {
     options.validate()?;
     let program = discovery::find_cli(options.cli_path.as_deref())?;
-    let user_env: Vec<(String, String)> =
-        options.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let user_env: Vec<(String, String)> = options
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let version = discovery::cli_version(&program, &user_env).await?;
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(options.cli_args(&version)?);
     args.extend(extra_args);
 
-    let mut env: Vec<(String, String)> = vec![
-        ("CLAUDE_CODE_ENTRYPOINT".into(), ENTRYPOINT.into()),
-    ];
+    let mut env: Vec<(String, String)> = vec![("CLAUDE_CODE_ENTRYPOINT".into(), ENTRYPOINT.into())];
     if let Some(retries) = options.max_api_retries {
         env.push(("CLAUDE_CODE_MAX_RETRIES".into(), retries.to_string()));
     }

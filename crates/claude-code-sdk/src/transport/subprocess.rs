@@ -80,7 +80,9 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         ))
         .with_source(e)
     })?;
-    let pid = child.id().ok_or_else(|| Error::connection("the CLI exited at once"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| Error::connection("the CLI exited at once"))?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -177,7 +179,10 @@ impl ProcessGuard {
         if let Ok(state) = tokio::time::timeout(grace, self.wait()).await {
             return state;
         }
-        tracing::debug!(pid = self.pgid, "CLI did not exit after stdin closed; sending SIGTERM");
+        tracing::debug!(
+            pid = self.pgid,
+            "CLI did not exit after stdin closed; sending SIGTERM"
+        );
         signal_group(self.pgid, Signal::SIGTERM);
         if let Ok(state) = tokio::time::timeout(term_grace, self.wait()).await {
             return state;

@@ -234,9 +234,11 @@ pub(crate) fn parse_line(line: String) -> Result<Inbound> {
     let kind = match serde_json::from_str::<Head<'_>>(&line) {
         Ok(head) => head.kind.map(Cow::into_owned),
         Err(err) => {
-            return Err(Error::protocol("the CLI wrote a line that is not a JSON object")
-                .with_source(err)
-                .with_raw_line(shorten(&line, RAW_KEEP)));
+            return Err(
+                Error::protocol("the CLI wrote a line that is not a JSON object")
+                    .with_source(err)
+                    .with_raw_line(shorten(&line, RAW_KEEP)),
+            );
         }
     };
     let raw: Arc<str> = Arc::from(line);
@@ -438,7 +440,9 @@ pub(crate) fn block_to_value(block: &ContentBlock) -> Value {
             thinking: thinking.into(),
             signature: signature.into(),
         },
-        ContentBlock::RedactedThinking { data } => WireBlock::RedactedThinking { data: data.into() },
+        ContentBlock::RedactedThinking { data } => {
+            WireBlock::RedactedThinking { data: data.into() }
+        }
         ContentBlock::ToolUse { id, name, input } => WireBlock::ToolUse {
             id: id.into(),
             name: name.into(),
@@ -531,7 +535,9 @@ pub(crate) fn classify_result(result: &ResultMessage) -> Option<Error> {
         }
     };
     let message = match kind {
-        ErrorKind::MaxTurns => format!("the run reached max_turns after {} turns", result.num_turns),
+        ErrorKind::MaxTurns => {
+            format!("the run reached max_turns after {} turns", result.num_turns)
+        }
         ErrorKind::Budget => "the run reached max_budget_usd".to_owned(),
         _ => text,
     };
@@ -559,7 +565,11 @@ fn retry_after_hint(result: &ResultMessage) -> Option<Duration> {
 // ---------------------------------------------------------------------------
 
 /// A prompt as a `user` line.
-pub(crate) fn user_line(content: Value, session_id: &str, parent_tool_use_id: Option<&str>) -> String {
+pub(crate) fn user_line(
+    content: Value,
+    session_id: &str,
+    parent_tool_use_id: Option<&str>,
+) -> String {
     json!({
         "type": "user",
         "session_id": session_id,

@@ -1,0 +1,189 @@
+//! `ClaudeClient` against the real CLI: many turns on one process, interrupt, and
+//! runtime changes of mode and model.
+
+mod common;
+
+use std::time::Duration;
+
+use claude_code_sdk::{ClaudeClient, ErrorKind, Message, PermissionMode};
+use claude_code_testkit::{Reply, Rule, pid_is_running, wait_until_gone};
+use common::Harness;
+use futures::StreamExt;
+use serde_json::json;
+
+async fn turn(
+    client: &ClaudeClient,
+    prompt: &str,
+) -> (Vec<Message>, Option<claude_code_sdk::Error>) {
+    client.query(prompt).await.unwrap();
+    let mut messages = Vec::new();
+    let mut error = None;
+    let mut stream = std::pin::pin!(client.receive_response());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(m) => messages.push(m),
+            Err(e) => error = Some(e),
+        }
+    }
+    (messages, error)
+}
+
+#[tokio::test]
+async fn three_turns_on_one_process_share_the_conversation() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::prompt_contains("name is").reply(Reply::text("Nice to meet you, Ada.")));
+    h.mock
+        .on(Rule::prompt_contains("favourite").reply(Reply::text("Noted: the Analytical Engine.")));
+    h.mock
+        .on(Rule::prompt_contains("What is my name").reply(Reply::text("Your name is Ada.")));
+    let client = ClaudeClient::connect(h.options().build().unwrap())
+        .await
+        .unwrap();
+    let pid = client.pid().unwrap();
+    assert!(!client.server_info().commands.is_empty());
+
+    let (first, _) = turn(&client, "My name is Ada.").await;
+    let session = client.session_id().unwrap();
+    let (_, _) = turn(&client, "My favourite machine is the Analytical Engine.").await;
+    let (third, error) = turn(&client, "What is my name?").await;
+
+    assert!(error.is_none());
+    assert_eq!(third.last().unwrap().content(), "Your name is Ada.");
+    let last_request = h.mock.requests().pop().unwrap();
+    assert!(
+        last_request.mentions("My name is Ada."),
+        "turn 3 sees turn 1"
+    );
+    assert!(last_request.mentions("Nice to meet you, Ada."));
+    assert!(last_request.mentions("Analytical Engine"));
+    assert_eq!(client.pid(), Some(pid), "one process for all turns");
+    assert_eq!(client.session_id().unwrap(), session);
+    assert!(first.iter().any(Message::is_result));
+
+    let totals = client.totals();
+    assert_eq!(totals.turns, 3);
+    assert!(totals.total_cost_usd > 0.0);
+    assert!(totals.last_turn_cost_usd > 0.0 && totals.last_turn_cost_usd < totals.total_cost_usd);
+    client.close().await.unwrap();
+    assert!(!pid_is_running(pid));
+}
+
+#[tokio::test]
+async fn interrupt_ends_a_slow_turn_and_the_client_stays_usable() {
+    let h = Harness::new().await;
+    let words: Vec<String> = (0..200).map(|i| format!("tick{i}")).collect();
+    h.mock.on(Rule::prompt_contains("SLOW")
+        .reply(Reply::text(words.join(" ")).chunk_delay(Duration::from_millis(50))));
+    let options = h.options().include_partial_messages(true).build().unwrap();
+    let client = ClaudeClient::connect(options).await.unwrap();
+    let pid = client.pid().unwrap();
+
+    client.query("SLOW please").await.unwrap();
+    let mut interrupted = false;
+    let mut result = None;
+    let mut error = None;
+    {
+        let mut stream = std::pin::pin!(client.receive_response());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Message::StreamEvent(e)) if e.text_delta().is_some() && !interrupted => {
+                    client.interrupt().await.unwrap();
+                    interrupted = true;
+                }
+                Ok(Message::Result(r)) => result = Some(r),
+                Ok(_) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+    }
+    assert!(interrupted);
+    let result = result.expect("the interrupted turn still ends with a result");
+    assert!(result.is_error);
+    assert_eq!(error.unwrap().kind(), ErrorKind::Interrupted);
+    assert!(pid_is_running(pid), "the CLI survives an interrupt");
+
+    let (after, error) = turn(&client, "hello after the interrupt").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        after.last().unwrap().content(),
+        "Mock reply to: hello after the interrupt"
+    );
+    drop(client);
+    assert!(wait_until_gone(&[pid], Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn set_permission_mode_takes_effect_for_the_next_turn() {
+    let h = Harness::new().await;
+    let target = h.file("notes.txt").display().to_string();
+    h.mock.on(Rule::prompt_contains("write").steps([
+        Reply::tool_use("Write", json!({"file_path": target, "content": "hello"})),
+        Reply::text("tried"),
+    ]));
+    let options = h
+        .options()
+        .permission_mode(PermissionMode::AskForEdits)
+        .build()
+        .unwrap();
+    let client = ClaudeClient::connect(options).await.unwrap();
+
+    let (_, error) = turn(&client, "write the notes").await;
+    assert!(error.is_some_and(|e| e.is_permission()));
+    assert!(!h.file("notes.txt").exists());
+
+    client
+        .set_permission_mode(PermissionMode::AcceptEdits)
+        .await
+        .unwrap();
+    assert_eq!(client.permission_mode(), Some(PermissionMode::AcceptEdits));
+    let (_, error) = turn(&client, "write the notes again").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        std::fs::read_to_string(h.file("notes.txt")).unwrap(),
+        "hello"
+    );
+
+    let err = client
+        .set_permission_mode(PermissionMode::ReadOnly)
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_options());
+}
+
+#[tokio::test]
+async fn set_model_changes_the_model_of_the_next_request() {
+    let h = Harness::new().await;
+    let options = h.options().model("claude-sonnet-4-5").build().unwrap();
+    let client = ClaudeClient::connect(options).await.unwrap();
+    turn(&client, "first").await;
+    client.set_model(Some("claude-haiku-4-5")).await.unwrap();
+    turn(&client, "second").await;
+    let requests = h.mock.requests();
+    assert_eq!(requests[0].model(), Some("claude-sonnet-4-5"));
+    assert_eq!(requests.last().unwrap().model(), Some("claude-haiku-4-5"));
+}
+
+#[tokio::test]
+async fn control_requests_answer_or_fail_clearly() {
+    let h = Harness::new().await;
+    let client = ClaudeClient::connect(h.options().build().unwrap())
+        .await
+        .unwrap();
+    let status = client.mcp_status().await.unwrap();
+    assert!(status["mcpServers"].is_array(), "{status}");
+    let usage = client.context_usage().await.unwrap();
+    assert!(
+        usage["totalTokens"].is_number() || usage["categories"].is_array(),
+        "{usage}"
+    );
+    let err = client
+        .control_request(json!({"subtype": "no_such_subtype"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ControlRequest);
+    assert!(err.to_string().contains("no_such_subtype"), "{err}");
+    // The client is still fine.
+    let (_, error) = turn(&client, "still there?").await;
+    assert!(error.is_none());
+}
