@@ -99,6 +99,7 @@ pub mod message;
 pub mod options;
 pub mod permission;
 pub mod query;
+pub mod retry;
 pub mod tools;
 pub mod transport;
 
@@ -119,4 +120,5 @@ pub use options::{
 };
 pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use query::{Prompt, Query, query};
+pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
 pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};
