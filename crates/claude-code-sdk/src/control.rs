@@ -466,6 +466,10 @@ impl Reader {
                     shared.last_total_cost = Some(total);
                 }
             }
+            // `/clear` starts a new conversation, and the CLI's cumulative cost with it.
+            Message::Unknown(u) if u.kind.as_deref() == Some("conversation_reset") => {
+                shared.last_total_cost = None;
+            }
             _ => {}
         }
     }

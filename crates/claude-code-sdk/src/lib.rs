@@ -98,6 +98,7 @@ pub mod hooks;
 pub mod message;
 pub mod options;
 pub mod permission;
+pub mod pool;
 pub mod query;
 pub mod retry;
 pub mod tools;
@@ -119,6 +120,7 @@ pub use options::{
     OutputFormat, PermissionMode, SettingSource,
 };
 pub use permission::{PermissionDecision, ToolPermissionContext};
+pub use pool::{PoolConfig, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
 pub use query::{Prompt, Query, query};
 pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
 pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};

@@ -697,6 +697,87 @@ impl ClaudeCodeOptions {
         Ok(())
     }
 
+    /// A digest (SHA-256, hex) of everything in these options that can change what a
+    /// run does or answers: model and prompts, tools and permissions, the working
+    /// directory (canonicalized), sessions, MCP servers, agents, structured output,
+    /// environment, settings, the CLI, extra flags, and the identity of callbacks,
+    /// hooks and in-process tools (two different closures never share a key).
+    ///
+    /// Left out, because they do not change the answer: `timeout`, `verbose`,
+    /// `max_line_bytes`, `max_api_retries` and the stderr callback.
+    ///
+    /// Used as the pool's options profile and, with the prompt, as the cache key. It is
+    /// stable within a build of this crate, not across versions.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.fingerprint_value().to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn fingerprint_value(&self) -> Value {
+        let ptr = |p: usize| json!(format!("{p:#x}"));
+        let cwd = self.cwd.as_ref().map(|c| {
+            c.canonicalize()
+                .unwrap_or_else(|_| c.clone())
+                .display()
+                .to_string()
+        });
+        let mcp: BTreeMap<&String, Value> = self
+            .mcp_servers
+            .iter()
+            .map(|(name, config)| {
+                let value = match config {
+                    McpServerConfig::Sdk(server) => {
+                        json!({"sdk": server.tool_names(), "identity": ptr(server.identity())})
+                    }
+                    other => serde_json::to_value(other).unwrap_or(Value::Null),
+                };
+                (name, value)
+            })
+            .collect();
+        let hooks: Vec<Value> = self
+            .hooks
+            .iter()
+            .map(|h| {
+                json!([
+                    h.event.as_str(),
+                    h.matcher.matcher,
+                    ptr(std::sync::Arc::as_ptr(&h.callback.0) as *const () as usize)
+                ])
+            })
+            .collect();
+        json!({
+            "max_turns": self.max_turns,
+            "system_prompt": self.system_prompt,
+            "append_system_prompt": self.append_system_prompt,
+            "cwd": cwd,
+            "allowed_tools": self.allowed_tools,
+            "disallowed_tools": self.disallowed_tools,
+            "tools": self.tools,
+            "permission_mode": self.permission_mode,
+            "model": self.model,
+            "fallback_model": self.fallback_model,
+            "output_format": self.output_format,
+            "continue_conversation": self.continue_conversation,
+            "resume": self.resume,
+            "fork_session": self.fork_session,
+            "session_id": self.session_id,
+            "mcp_servers": mcp,
+            "env": self.env,
+            "add_dirs": self.add_dirs,
+            "settings": self.settings,
+            "setting_sources": self.setting_sources,
+            "include_partial_messages": self.include_partial_messages,
+            "max_budget_usd": self.max_budget_usd,
+            "effort": self.effort,
+            "agents": self.agents,
+            "cli_path": self.cli_path,
+            "extra_args": self.extra_args,
+            "can_use_tool": self.can_use_tool.as_ref().map(|c| ptr(std::sync::Arc::as_ptr(&c.0) as *const () as usize)),
+            "hooks": hooks,
+        })
+    }
+
     /// The names this configuration asks for in `tools` and `allowed_tools` (built-in
     /// names only: patterns are reduced to their tool, MCP tools are left out), used to
     /// report names the CLI does not know.
@@ -1260,6 +1341,39 @@ mod tests {
         assert!(!a[pos + 1].contains("Bash"));
         let pos = a.iter().position(|s| s == "--permission-mode").unwrap();
         assert_eq!(a[pos + 1], "dontAsk");
+    }
+
+    #[test]
+    fn fingerprints_separate_what_changes_the_answer() {
+        let a = ClaudeCodeOptions::builder().model("opus").build().unwrap();
+        let same = ClaudeCodeOptions::builder()
+            .model("opus")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(a.fingerprint(), same.fingerprint());
+        assert_eq!(a.fingerprint().len(), 64);
+        let dir = std::env::temp_dir();
+        for other in [
+            a.to_builder().model("sonnet").build().unwrap(),
+            a.to_builder().cwd(&dir).build().unwrap(),
+            a.to_builder().max_turns(2).build().unwrap(),
+            a.to_builder().system_prompt("x").build().unwrap(),
+            a.to_builder()
+                .permission_mode(PermissionMode::ReadOnly)
+                .build()
+                .unwrap(),
+            a.to_builder()
+                .json_schema(json!({"type": "object"}))
+                .build()
+                .unwrap(),
+            a.to_builder()
+                .can_use_tool(|_, _, _| async { PermissionDecision::allow() })
+                .build()
+                .unwrap(),
+        ] {
+            assert_ne!(a.fingerprint(), other.fingerprint(), "{other:?}");
+        }
     }
 
     #[test]

@@ -170,26 +170,29 @@ pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
     let timeout = options.timeout;
     let requested_tools = options.requested_tool_names();
     let start = async move {
-        let dispatcher = Dispatcher::new(&options);
-        let connected = connect(
-            &options,
-            Some(dispatcher.handler()),
-            dispatcher.initialize_request(),
-        )
-        .await?;
-        let line = wire::user_line(prompt.to_content(), "", None);
-        if let Err(err) = connected.session.send_line(line).await {
-            return Err(with_exit_context(&connected.session, err).await);
-        }
-        Ok(connected)
+        let connected = connect_for(&options).await?;
+        send_prompt(connected, &prompt).await
     };
-    Query {
-        state: State::Connecting(Box::pin(start)),
-        deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
-        timeout,
-        requested_tools,
-        unknown_tools: Vec::new(),
+    Query::new(Box::pin(start), timeout, requested_tools)
+}
+
+/// Starts and initializes a CLI for `options`, with the options' callbacks.
+pub(crate) async fn connect_for(options: &ClaudeCodeOptions) -> Result<Connected> {
+    let dispatcher = Dispatcher::new(options);
+    connect(
+        options,
+        Some(dispatcher.handler()),
+        dispatcher.initialize_request(),
+    )
+    .await
+}
+
+async fn send_prompt(connected: Connected, prompt: &Prompt) -> Result<Connected> {
+    let line = wire::user_line(prompt.to_content(), "", None);
+    if let Err(err) = connected.session.send_line(line).await {
+        return Err(with_exit_context(&connected.session, err).await);
     }
+    Ok(connected)
 }
 
 /// The stream of messages of one run. See [`query()`].
@@ -200,17 +203,22 @@ pub struct Query {
     timeout: Option<Duration>,
     requested_tools: Vec<String>,
     unknown_tools: Vec<String>,
+    keep_alive: bool,
+    pending_after_idle: Option<Error>,
 }
 
 enum State {
     Connecting(BoxFuture<'static, Result<Connected>>),
     Running(Box<Running>),
+    /// Kept alive after its result, for reuse (see [`Query::keep_alive`]).
+    Idle(Box<Running>),
     Done,
 }
 
 struct Running {
     session: Session,
     events: mpsc::Receiver<Event>,
+    version: CliVersion,
     result_seen: bool,
     /// The error to yield after the process has exited.
     pending_error: Option<Error>,
@@ -219,6 +227,71 @@ struct Running {
 }
 
 impl Query {
+    fn new(
+        start: BoxFuture<'static, Result<Connected>>,
+        timeout: Option<Duration>,
+        requested_tools: Vec<String>,
+    ) -> Query {
+        Query {
+            state: State::Connecting(start),
+            deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            timeout,
+            requested_tools,
+            unknown_tools: Vec::new(),
+            keep_alive: false,
+            pending_after_idle: None,
+        }
+    }
+
+    /// A run on a CLI that is already started and initialized (a pool's warm process).
+    pub(crate) fn on_connected(
+        connected: Connected,
+        prompt: Prompt,
+        options: &ClaudeCodeOptions,
+    ) -> Query {
+        let start = async move { send_prompt(connected, &prompt).await };
+        Query::new(
+            Box::pin(start),
+            options.timeout,
+            options.requested_tool_names(),
+        )
+    }
+
+    /// Keeps the CLI running after the result instead of closing it: the stream ends
+    /// right after the result (and its error, if any), and [`Query::take_idle`] hands
+    /// the live process back.
+    pub(crate) fn keep_alive(mut self) -> Query {
+        self.keep_alive = true;
+        self
+    }
+
+    /// The live process of a run that ended with a result in keep-alive mode.
+    pub(crate) fn take_idle(&mut self) -> Option<Connected> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Idle(running) => {
+                let running = *running;
+                Some(Connected {
+                    session: running.session,
+                    events: running.events,
+                    server_info: Value::Null,
+                    version: running.version,
+                })
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The process behind the run, while there is one.
+    pub(crate) fn process(&self) -> Option<Arc<crate::transport::subprocess::ProcessGuard>> {
+        match &self.state {
+            State::Running(r) | State::Idle(r) => r.session.process().cloned(),
+            _ => None,
+        }
+    }
+
     /// Collects every message of the run.
     ///
     /// # Errors
@@ -250,7 +323,7 @@ impl Query {
     /// The session id, once the CLI has reported it.
     pub fn session_id(&self) -> Option<String> {
         match &self.state {
-            State::Running(r) => r.session.session_id(),
+            State::Running(r) | State::Idle(r) => r.session.session_id(),
             _ => None,
         }
     }
@@ -258,7 +331,7 @@ impl Query {
     /// The CLI's process id (also its process group id), while it runs.
     pub fn pid(&self) -> Option<u32> {
         match &self.state {
-            State::Running(r) => r.session.process().map(|p| p.pid()),
+            State::Running(r) | State::Idle(r) => r.session.process().map(|p| p.pid()),
             _ => None,
         }
     }
@@ -277,7 +350,9 @@ impl Query {
     ///
     /// None today; the signature leaves room for reporting a failed shutdown.
     pub async fn close(mut self) -> Result<()> {
-        if let State::Running(running) = std::mem::replace(&mut self.state, State::Done) {
+        if let State::Running(running) | State::Idle(running) =
+            std::mem::replace(&mut self.state, State::Done)
+        {
             running.session.close_stdin();
             if let Some(process) = running.session.process() {
                 process.shutdown(EXIT_GRACE, TERM_GRACE).await;
@@ -319,7 +394,7 @@ impl Stream for Query {
         let this = self.get_mut();
         loop {
             if let Some(deadline) = &mut this.deadline
-                && !matches!(this.state, State::Done)
+                && matches!(this.state, State::Connecting(_) | State::Running(_))
                 && deadline.as_mut().poll(cx).is_ready()
             {
                 if let State::Running(r) = &this.state {
@@ -337,6 +412,7 @@ impl Stream for Query {
                 .with_stderr(stderr))));
             }
             match &mut this.state {
+                State::Idle(_) => return Poll::Ready(this.pending_after_idle.take().map(Err)),
                 State::Done => return Poll::Ready(None),
                 State::Connecting(start) => match start.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -348,6 +424,7 @@ impl Stream for Query {
                         this.state = State::Running(Box::new(Running {
                             session: connected.session,
                             events: connected.events,
+                            version: connected.version,
                             result_seen: false,
                             pending_error: None,
                             failed: false,
@@ -363,6 +440,17 @@ impl Stream for Query {
                         if let Message::Result(result) = &*message {
                             running.result_seen = true;
                             running.pending_error = result.to_error();
+                            if this.keep_alive {
+                                // End the stream after the result; keep the process.
+                                let error = running.pending_error.take();
+                                if let State::Running(r) =
+                                    std::mem::replace(&mut this.state, State::Done)
+                                {
+                                    this.state = State::Idle(r);
+                                }
+                                this.pending_after_idle = error;
+                                return Poll::Ready(Some(Ok(*message)));
+                            }
                             running.session.close_stdin();
                             if let Some(process) = running.session.process() {
                                 let process = Arc::clone(process);
@@ -408,6 +496,7 @@ impl std::fmt::Debug for Query {
         let state = match &self.state {
             State::Connecting(_) => "connecting",
             State::Running(_) => "running",
+            State::Idle(_) => "idle",
             State::Done => "done",
         };
         f.debug_struct("Query")

@@ -226,6 +226,11 @@ impl SdkMcpServer {
             .collect()
     }
 
+    /// Identifies this server's tool set (for cache and pool keys).
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.tools) as *const () as usize
+    }
+
     /// Answers one JSON-RPC message from the CLI. Notifications get an empty result.
     pub(crate) async fn handle(&self, message: Value) -> Value {
         let id = message.get("id").cloned();

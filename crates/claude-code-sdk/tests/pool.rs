@@ -1,0 +1,230 @@
+//! `QueryPool` against the real CLI: the process bound, the queue, warm processes and
+//! reuse.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use claude_code_sdk::{ErrorKind, PoolConfig, QueryPool};
+use claude_code_testkit::{Reply, Rule, cli_path, pid_is_running, wait_until_gone};
+use common::{Harness, result_of};
+use futures::StreamExt;
+
+/// Live CLI processes whose working directory is `cwd` (read from /proc).
+fn cli_processes_in(cwd: &Path, exe: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let same_cwd = std::fs::read_link(dir.join("cwd")).is_ok_and(|c| c == cwd);
+        let same_exe = std::fs::read_link(dir.join("exe")).is_ok_and(|e| e == exe);
+        if same_cwd && same_exe && pid_is_running(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn cli_exe() -> PathBuf {
+    cli_path().canonicalize().unwrap()
+}
+
+#[tokio::test]
+async fn a_pool_of_three_runs_ten_queries_with_never_more_than_three_processes() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::any().reply(Reply::text("pooled answer").delay(Duration::from_millis(300))));
+    let pool = QueryPool::new(PoolConfig {
+        max_concurrent: 3,
+        max_queued: 10,
+        queue_timeout: Duration::from_secs(120),
+        ..Default::default()
+    });
+
+    // Count the CLI processes of this test every few milliseconds while it runs.
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        let (cwd, exe) = (h.sandbox.cwd().to_owned(), cli_exe());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let alive = cli_processes_in(&cwd, &exe).len();
+                peak.fetch_max(alive, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    let runs = (0..10).map(|i| {
+        let pool = pool.clone();
+        let options = h.options().build().unwrap();
+        async move {
+            pool.query(format!("question {i}"), options)
+                .await?
+                .collect_all()
+                .await
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+
+    for result in &results {
+        let messages = result.as_ref().expect("every query completes");
+        assert_eq!(result_of(messages).result.as_deref(), Some("pooled answer"));
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak >= 2, "the sampler saw the processes ({peak})");
+    assert!(peak <= 3, "{peak} CLI processes were alive at once");
+    let stats = pool.stats();
+    assert_eq!(stats.completed, 10);
+    assert_eq!(stats.failed, 0);
+    assert_eq!(stats.started, 10);
+    assert_eq!(stats.active, 0);
+    assert!(stats.mean_wait > Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_full_queue_is_refused_and_a_long_wait_times_out() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::any().reply(Reply::text("slow").delay(Duration::from_secs(3))));
+    let pool = QueryPool::new(PoolConfig {
+        max_concurrent: 1,
+        max_queued: 1,
+        queue_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    });
+
+    let first = pool
+        .query("first", h.options().build().unwrap())
+        .await
+        .unwrap();
+    let running = tokio::spawn(first.collect_all());
+    let waiting = {
+        let pool = pool.clone();
+        let options = h.options().build().unwrap();
+        tokio::spawn(async move { pool.query("second", options).await.map(drop) })
+    };
+    while pool.stats().queued < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = pool
+        .query("third", h.options().build().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PoolBusy);
+    assert!(refused.to_string().contains("queue is full"), "{refused}");
+
+    let timed_out = waiting.await.unwrap().unwrap_err();
+    assert!(timed_out.is_pool_busy());
+    assert!(
+        timed_out.to_string().contains("queue timeout"),
+        "{timed_out}"
+    );
+    running.await.unwrap().unwrap();
+    assert_eq!(pool.stats().rejected, 2);
+}
+
+#[tokio::test]
+async fn a_warm_query_starts_no_new_process() {
+    let h = Harness::new().await;
+    let options = h.options().build().unwrap();
+    let pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
+    assert!(pool.wait_warm(1, Duration::from_secs(60)).await);
+    let warm = pool.warm_pids();
+    assert_eq!(warm.len(), 1);
+    assert_eq!(pool.stats().started, 1);
+
+    let run = pool.query("hello warm", options).await.unwrap();
+    assert!(run.was_warm());
+    assert_eq!(
+        run.pid(),
+        Some(warm[0]),
+        "the query ran on the warm process"
+    );
+    let messages = run.collect_all().await.unwrap();
+    assert_eq!(
+        result_of(&messages).result.as_deref(),
+        Some("Mock reply to: hello warm")
+    );
+    assert_eq!(pool.stats().warm_hits, 1);
+
+    // A query with other options starts cold.
+    let other = h.options().model("claude-haiku-4-5").build().unwrap();
+    let cold = pool.query("hello cold", other).await.unwrap();
+    assert!(!cold.was_warm());
+    cold.collect_all().await.unwrap();
+
+    // The pool replaces the used warm process; dropping the pool kills it.
+    assert!(pool.wait_warm(1, Duration::from_secs(60)).await);
+    let replacement = pool.warm_pids();
+    drop(pool);
+    assert!(wait_until_gone(&replacement, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_reused_process_never_shows_one_query_to_the_next() {
+    let h = Harness::new().await;
+    let options = h.options().build().unwrap();
+    let pool = QueryPool::new(
+        PoolConfig {
+            max_concurrent: 1,
+            ..PoolConfig::default()
+        }
+        .reuse_processes(true),
+    );
+
+    let mut first = pool
+        .query("The secret word is PAPAYA.", options.clone())
+        .await
+        .unwrap();
+    let opening = first.next().await.unwrap().unwrap();
+    let first_pid = first.pid().expect("the first query's process runs");
+    let (mut first_messages, error) = first.collect_messages().await;
+    assert!(error.is_none());
+    first_messages.insert(0, opening);
+    assert!(
+        pool.wait_warm(1, Duration::from_secs(30)).await,
+        "the process came back"
+    );
+    assert_eq!(pool.stats().reused, 1);
+
+    let second = pool
+        .query("What is the secret word?", options)
+        .await
+        .unwrap();
+    assert!(second.was_warm());
+    let second_pid = second.pid();
+    assert_eq!(second_pid, Some(first_pid), "the same process served both");
+    let second_messages = second.collect_all().await.unwrap();
+
+    let last = h.mock.requests().pop().unwrap();
+    assert!(last.mentions("What is the secret word?"));
+    assert!(
+        !last.mentions("PAPAYA"),
+        "the second query saw the first one's conversation"
+    );
+    assert_ne!(
+        result_of(&first_messages).session_id,
+        result_of(&second_messages).session_id
+    );
+    assert!(pool.wait_warm(1, Duration::from_secs(30)).await);
+    assert_eq!(pool.stats().reused, 2);
+    assert!(pid_is_running(first_pid));
+    drop(pool);
+    assert!(wait_until_gone(&[first_pid], Duration::from_secs(10)).await);
+}
