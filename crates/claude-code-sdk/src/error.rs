@@ -214,6 +214,30 @@ impl Error {
         self
     }
 
+    /// A copy for a second receiver of the same failure (the source error, which
+    /// cannot be cloned, is kept as its text).
+    pub(crate) fn duplicate(&self) -> Error {
+        let i = &self.inner;
+        Error {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                message: i.message.clone(),
+                source: i
+                    .source
+                    .as_ref()
+                    .map(|s| Box::<dyn std::error::Error + Send + Sync>::from(s.to_string())),
+                exit_code: i.exit_code,
+                stderr_tail: i.stderr_tail.clone(),
+                raw_line: i.raw_line.clone(),
+                api_status: i.api_status,
+                retry_after: i.retry_after,
+                result: i.result.clone(),
+                searched: i.searched.clone(),
+                tools_ran: i.tools_ran.clone(),
+            }),
+        }
+    }
+
     pub(crate) fn invalid_options(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidOptions, message)
     }

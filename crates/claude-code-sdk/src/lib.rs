@@ -92,6 +92,7 @@
 //! that is dropped is killed with its whole process group (`SIGKILL`), including tool
 //! processes it started; [`Query::close`] ends one gracefully instead.
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod hooks;
@@ -108,6 +109,7 @@ mod control;
 mod dispatch;
 mod wire;
 
+pub use cache::{CacheStats, ResponseCache, ResponseCacheBuilder, cached_query};
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
 pub use error::{Error, ErrorKind, Result};
 pub use hooks::{HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput};
