@@ -16,8 +16,8 @@ run: cli
 
 ## make test: every test, against the real pinned CLI and the testkit's mock model
 test: cli
-	$(CARGO) build --workspace --all-targets --quiet
-	$(CARGO) test --workspace --quiet -- --test-threads=4
+	$(CARGO) build --workspace --all-targets --all-features --quiet
+	$(CARGO) test --workspace --all-features --quiet -- --test-threads=4
 
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli
@@ -26,7 +26,7 @@ bench: cli
 ## make lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 ## the pinned CLI, installed once (npm ci is reproducible from package-lock.json)
 cli: $(CLI_BIN)

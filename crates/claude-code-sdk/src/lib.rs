@@ -94,6 +94,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod conversation;
 pub mod error;
 pub mod hooks;
 pub mod message;
@@ -102,6 +103,7 @@ pub mod permission;
 pub mod pool;
 pub mod query;
 pub mod retry;
+pub mod session;
 pub mod tools;
 pub mod transport;
 
@@ -111,6 +113,11 @@ mod wire;
 
 pub use cache::{CacheStats, ResponseCache, ResponseCacheBuilder, cached_query};
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
+#[cfg(feature = "sqlite")]
+pub use conversation::SqliteStore;
+pub use conversation::{
+    ConversationManager, ConversationRecord, ConversationStore, ManagerConfig, MemoryStore, Turn,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use hooks::{HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput};
 pub use message::{
@@ -125,4 +132,5 @@ pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use pool::{PoolConfig, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
 pub use query::{Prompt, Query, query};
 pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
+pub use session::{ClaudeSession, claude_session};
 pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};
