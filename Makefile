@@ -21,7 +21,7 @@ test: cli
 
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli
-	$(CARGO) run --release --quiet -p claude-code-sdk --example bench
+	$(CARGO) bench -p claude-code-sdk --bench latency
 
 ## make lint: formatting and clippy, warnings are errors
 lint:

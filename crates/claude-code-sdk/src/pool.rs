@@ -49,7 +49,8 @@
 //! process is offered again. Limits of reuse: state outside the conversation survives
 //! the reset (files the tools wrote, background shells, the process environment, MCP
 //! server state), and a query that ended in a fatal error, a timeout or an interrupt is
-//! never reused.
+//! never reused. Processes whose options name a conversation (`resume`,
+//! `continue_conversation`, `session_id`) are never reset or reused.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -98,6 +99,10 @@ pub struct PoolConfig {
     pub max_process_age: Duration,
     /// Keep finished processes for the next query of the same profile, after a reset.
     pub reuse_processes: bool,
+    /// How long after a warm process is taken its replacement starts. A starting CLI
+    /// burns about a CPU-second; starting it at once slows the query that just took
+    /// the warm process on a small machine (see BENCHMARKS.md).
+    pub refill_delay: Duration,
     /// Profiles to keep warm processes for.
     pub prewarm: Vec<PrewarmProfile>,
 }
@@ -110,6 +115,7 @@ impl Default for PoolConfig {
             queue_timeout: Duration::from_secs(30),
             max_process_age: Duration::from_secs(600),
             reuse_processes: false,
+            refill_delay: Duration::from_millis(250),
             prewarm: Vec::new(),
         }
     }
@@ -260,7 +266,7 @@ impl QueryPool {
         let mut queued: Option<QueueSlot<'_>> = None;
         let (permit, warm) = loop {
             if let Some(warm) = inner.take_warm(&key) {
-                inner.refill.notify_one();
+                inner.schedule_refill();
                 break (warm.permit, Some(warm.connected));
             }
             if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
@@ -307,6 +313,7 @@ impl QueryPool {
                 c.started += 1;
             }
         }
+        let options_snapshot = options.clone();
         let warm_pid = warm
             .as_ref()
             .and_then(|c| c.session.process().map(|p| p.pid()));
@@ -314,7 +321,7 @@ impl QueryPool {
             Some(connected) => Query::on_connected(connected, prompt, &options),
             None => query(prompt, options),
         };
-        if inner.config.reuse_processes {
+        if inner.config.reuse_processes && reusable(&options_snapshot) {
             run = run.keep_alive();
         }
         inner.active.fetch_add(1, Ordering::SeqCst);
@@ -453,6 +460,13 @@ impl Inner {
     }
 }
 
+/// Whether a process of these options may be reset with `/clear`: not when the
+/// options name a conversation (`resume`, `continue_conversation`, `session_id`),
+/// which a reset would throw away.
+fn reusable(options: &ClaudeCodeOptions) -> bool {
+    options.resume.is_none() && !options.continue_conversation && options.session_id.is_none()
+}
+
 /// Kills a process and gives its slot back once it has exited.
 fn retire(connected: Connected, permit: OwnedSemaphorePermit) {
     let process = connected.session.process().cloned();
@@ -505,7 +519,14 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
                     .entry(key.clone())
                     .or_default() += 1;
                 inner.lock_counters().started += 1;
-                let started = connect_for(&profile.options).await;
+                let started = match connect_for(&profile.options).await {
+                    // A first `/clear` runs the CLI's start-of-conversation work (no
+                    // model request), so the first real prompt is as fast as a later one.
+                    Ok(connected) if reusable(&profile.options) => {
+                        reset(connected).await.map_err(|(err, _)| err)
+                    }
+                    other => other,
+                };
                 *inner
                     .starting
                     .lock()
@@ -547,6 +568,22 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
 }
 
 impl Inner {
+    /// Wakes the refill task after `refill_delay`.
+    fn schedule_refill(self: &Arc<Self>) {
+        let delay = self.config.refill_delay;
+        if delay.is_zero() {
+            self.refill.notify_one();
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(pool) = pool.upgrade() {
+                pool.refill.notify_one();
+            }
+        });
+    }
+
     fn recycle_old(&self) {
         let max_age = self.config.max_process_age;
         let old: Vec<Warm> = {
@@ -657,6 +694,14 @@ impl Stream for PooledQuery {
         };
         let item = Pin::new(query).poll_next(cx);
         match &item {
+            // A result decides: readers often stop there without polling to the end.
+            Poll::Ready(Some(Ok(Message::Result(result)))) => {
+                this.finish(if result.to_error().is_none() {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                })
+            }
             Poll::Ready(Some(Err(_))) => this.finish(Outcome::Failed),
             Poll::Ready(None) => this.finish(Outcome::Succeeded),
             _ => {}

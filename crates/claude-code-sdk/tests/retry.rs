@@ -10,8 +10,11 @@ use claude_code_testkit::{Reply, Rule};
 use common::{Harness, result_of};
 use serde_json::json;
 
+/// Each retry's attempt number and wait.
+type RetryLog = Arc<Mutex<Vec<(u32, Duration)>>>;
+
 /// A policy with short waits that records each retry's attempt number and wait.
-fn recording_policy(max: u32) -> (RetryPolicy, Arc<Mutex<Vec<(u32, Duration)>>>) {
+fn recording_policy(max: u32) -> (RetryPolicy, RetryLog) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let policy = RetryPolicy::exponential(max, Duration::from_millis(50))

@@ -43,6 +43,14 @@ pub const RECORD_ENV: &str = "FAKE_CLAUDE_RECORD";
 /// The version fake-claude reports by default: the pinned CLI's.
 pub const DEFAULT_VERSION: &str = "2.1.331";
 
+/// The `request_id` of the control request the `unknown-request` mode sends.
+pub const UNKNOWN_REQUEST_ID: &str = "fake_unknown_1";
+/// The subtype of the control request the `unknown-request` mode sends: one no SDK knows.
+pub const UNKNOWN_REQUEST_SUBTYPE: &str = "no_such_subtype";
+/// The text before the JSON of the SDK's answer in the `unknown-request` mode's
+/// assistant line (and result): `<prefix><control_response line as JSON>`.
+pub const UNKNOWN_REQUEST_ANSWER_PREFIX: &str = "fake-claude got this control_response: ";
+
 /// What fake-claude does with a prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -72,11 +80,17 @@ pub enum FakeMode {
     ExitEarly,
     /// A few assistant lines `FAKE_CLAUDE_DELAY_MS` apart, then a result.
     Slow,
+    /// After the prompt's `init`, sends the SDK a control request of an unknown subtype
+    /// (`{"type":"control_request","request_id":"fake_unknown_1","request":{"subtype":"no_such_subtype"}}`),
+    /// waits for the SDK's `control_response` to it, then writes an assistant text
+    /// [`UNKNOWN_REQUEST_ANSWER_PREFIX`] followed by that response line's JSON, and a
+    /// success result with the same text.
+    UnknownRequest,
 }
 
 impl FakeMode {
     /// Every mode.
-    pub const ALL: [FakeMode; 10] = [
+    pub const ALL: [FakeMode; 11] = [
         FakeMode::Ok,
         FakeMode::Crash,
         FakeMode::Garbage,
@@ -87,6 +101,7 @@ impl FakeMode {
         FakeMode::Grandchild,
         FakeMode::ExitEarly,
         FakeMode::Slow,
+        FakeMode::UnknownRequest,
     ];
 
     /// The value for [`MODE_ENV`], e.g. `ignore-sigterm`.
@@ -102,6 +117,7 @@ impl FakeMode {
             FakeMode::Grandchild => "grandchild",
             FakeMode::ExitEarly => "exit-early",
             FakeMode::Slow => "slow",
+            FakeMode::UnknownRequest => "unknown-request",
         }
     }
 }

@@ -307,3 +307,71 @@ async fn grandchild_dies_with_the_process_group() {
     child.wait().await.unwrap();
     assert!(wait_until_gone(&pids, Duration::from_secs(5)).await);
 }
+
+#[tokio::test]
+async fn unknown_request_asks_the_sdk_and_reports_its_answer() {
+    let sandbox = Sandbox::without_mock();
+    let mut child = command(&sandbox, FakeMode::UnknownRequest)
+        .spawn()
+        .expect("spawn fake-claude");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_json = async || -> Value {
+        let line = tokio::time::timeout(TIMEOUT, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("stdout stays open");
+        serde_json::from_str(&line).expect("a JSON line")
+    };
+    stdin
+        .write_all(format!("{}\n{}\n", initialize(), user("hello")).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next_json().await["type"], "control_response");
+    assert_eq!(next_json().await["subtype"], "init");
+    let request = next_json().await;
+    assert_eq!(
+        request,
+        json!({"type": "control_request", "request_id": fake::UNKNOWN_REQUEST_ID,
+            "request": {"subtype": fake::UNKNOWN_REQUEST_SUBTYPE}})
+    );
+
+    // An answer to some other request changes nothing; the right one ends the turn.
+    let answer = |id: &str| {
+        json!({"type": "control_response", "response": {"subtype": "error",
+            "request_id": id, "error": "Unsupported control request subtype: no_such_subtype"}})
+    };
+    let other = answer("someone_else");
+    let ours = answer(fake::UNKNOWN_REQUEST_ID);
+    stdin
+        .write_all(format!("{other}\n{ours}\n").as_bytes())
+        .await
+        .unwrap();
+    let assistant = next_json().await;
+    let text = assistant["message"]["content"][0]["text"].as_str().unwrap();
+    let echoed = text
+        .strip_prefix(fake::UNKNOWN_REQUEST_ANSWER_PREFIX)
+        .expect("the assistant text starts with the prefix");
+    assert_eq!(serde_json::from_str::<Value>(echoed).unwrap(), ours);
+    let result = next_json().await;
+    assert_eq!(result["type"], "result");
+    assert_eq!(result["subtype"], "success");
+    assert_eq!(result["result"], text);
+
+    drop(stdin);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("fake-claude exits when stdin closes")
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn every_mode_has_a_distinct_name() {
+    let mut names: Vec<&str> = FakeMode::ALL.iter().map(|mode| mode.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), FakeMode::ALL.len());
+    assert!(names.contains(&"unknown-request"));
+}

@@ -5,7 +5,8 @@
 //! It answers `--version` like the CLI and ignores its other flags; the behaviour comes
 //! from `FAKE_CLAUDE_MODE` (see `claude_code_testkit::FakeMode`). It speaks the
 //! stream-json protocol: a `control_response` for each `control_request`, and for each
-//! `user` line a `system`/`init` line, then whatever the mode does. Lines have the
+//! `user` line a `system`/`init` line, then whatever the mode does (`unknown-request`
+//! sends a `control_request` of its own and reads the SDK's `control_response`). Lines have the
 //! shapes of CLI 2.1.331.
 
 use std::collections::BTreeMap;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use claude_code_testkit::fake::{
     self, DEFAULT_VERSION, DELAY_MS_ENV, FakeMode, HUGE_BYTES_ENV, MODE_ENV, PID_FILE_ENV,
-    RECORD_ENV, RecordLine, STDERR_BYTES_ENV, VERSION_ENV,
+    RECORD_ENV, RecordLine, STDERR_BYTES_ENV, UNKNOWN_REQUEST_ANSWER_PREFIX, UNKNOWN_REQUEST_ID,
+    UNKNOWN_REQUEST_SUBTYPE, VERSION_ENV,
 };
 use serde_json::{Value, json};
 
@@ -89,6 +91,8 @@ struct Session {
     session_id: String,
     turns: u32,
     messages: u32,
+    /// `unknown-request`: the turn waiting for the SDK's answer, by when it started.
+    awaiting_answer: Option<Instant>,
     out: BufWriter<io::StdoutLock<'static>>,
 }
 
@@ -99,6 +103,7 @@ impl Session {
             session_id: uuid::Uuid::new_v4().to_string(),
             turns: 0,
             messages: 0,
+            awaiting_answer: None,
             out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
         }
     }
@@ -110,6 +115,7 @@ impl Session {
         };
         match value.get("type").and_then(Value::as_str) {
             Some("control_request") => self.control(&value),
+            Some("control_response") => self.answer(&value),
             Some("user") => self.prompt(&value),
             _ => Ok(()),
         }
@@ -131,6 +137,23 @@ impl Session {
             "type": "control_response",
             "response": {"subtype": "success", "request_id": id, "response": response},
         }))
+    }
+
+    /// A `control_response` from the SDK: in `unknown-request` mode, the answer to the
+    /// request of unknown subtype ends the waiting turn.
+    fn answer(&mut self, response: &Value) -> io::Result<()> {
+        let id = response
+            .pointer("/response/request_id")
+            .and_then(Value::as_str);
+        if id != Some(UNKNOWN_REQUEST_ID) {
+            return Ok(());
+        }
+        let Some(started) = self.awaiting_answer.take() else {
+            return Ok(());
+        };
+        let text = format!("{UNKNOWN_REQUEST_ANSWER_PREFIX}{response}");
+        self.say(&text)?;
+        self.emit(&self.result(&text, started))
     }
 
     fn prompt(&mut self, user: &Value) -> io::Result<()> {
@@ -162,6 +185,15 @@ impl Session {
                     self.say(&text)?;
                 }
                 self.emit(&self.result(&text, started))
+            }
+            FakeMode::UnknownRequest => {
+                // The turn goes on in `answer`, when the SDK's control_response arrives.
+                self.awaiting_answer = Some(started);
+                self.emit(&json!({
+                    "type": "control_request",
+                    "request_id": UNKNOWN_REQUEST_ID,
+                    "request": {"subtype": UNKNOWN_REQUEST_SUBTYPE},
+                }))
             }
             FakeMode::Hang | FakeMode::IgnoreSigterm | FakeMode::Grandchild => Ok(()),
             // Exits before reading stdin; a future mode answers like `ok`.
