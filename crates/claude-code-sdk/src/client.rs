@@ -265,7 +265,7 @@ impl ClaudeClient {
                         if let Message::Result(result) = &message {
                             self.record(result);
                             if stop_at_result {
-                                let next = match result.to_error() {
+                                let next = match self.dispatcher.result_error(result) {
                                     Some(err) => Phase::ErrorThenEnd(err),
                                     None => Phase::End,
                                 };

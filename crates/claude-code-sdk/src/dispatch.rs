@@ -13,7 +13,7 @@
 //!
 //! It follows [`ClaudeClient::set_permission_mode`](crate::ClaudeClient::set_permission_mode).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +21,11 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::control::RequestHandler;
+use crate::error::{Error, ErrorKind};
 use crate::hooks::{
     HookContext, HookEvent, HookInput, HookOutput, HookRegistration, initialize_hooks,
 };
+use crate::message::ResultMessage;
 use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode, is_side_effect_tool};
 use crate::permission::{CanUseTool, PermissionDecision, ToolPermissionContext};
 use crate::tools::SdkMcpServer;
@@ -38,6 +40,8 @@ pub(crate) struct Dispatcher {
     servers: HashMap<String, SdkMcpServer>,
     allowed_tools: Vec<String>,
     mode: Mutex<Option<PermissionMode>>,
+    /// Tool uses your callback or hooks chose to deny.
+    decided: Mutex<HashSet<String>>,
 }
 
 impl Dispatcher {
@@ -66,6 +70,7 @@ impl Dispatcher {
             servers,
             allowed_tools: options.allowed_tools.clone(),
             mode: Mutex::new(options.permission_mode),
+            decided: Mutex::new(HashSet::new()),
         })
     }
 
@@ -77,6 +82,31 @@ impl Dispatcher {
     /// Follows a permission mode change.
     pub(crate) fn set_mode(&self, mode: PermissionMode) {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+    }
+
+    fn decide_denial(&self, tool_use_id: Option<&str>) {
+        if let Some(id) = tool_use_id {
+            self.decided
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned());
+        }
+    }
+
+    /// The error a result stands for, given what the callbacks decided: denials your
+    /// callback or hooks chose are reported in the result but are not errors; a denial
+    /// nobody decided (nobody to ask, the SDK's guard) is.
+    pub(crate) fn result_error(&self, result: &ResultMessage) -> Option<Error> {
+        let err = result.to_error()?;
+        if err.kind() != ErrorKind::PermissionDenied {
+            return Some(err);
+        }
+        let decided = self.decided.lock().unwrap_or_else(|e| e.into_inner());
+        let undecided = result
+            .permission_denials
+            .iter()
+            .any(|d| !decided.contains(&d.tool_use_id));
+        undecided.then_some(err)
     }
 
     fn mode(&self) -> Option<PermissionMode> {
@@ -112,7 +142,11 @@ impl Dispatcher {
         let decision = match &self.can_use_tool {
             Some(callback) => {
                 let context = ToolPermissionContext::from_request(&request);
-                callback.call(tool, input.clone(), context).await
+                let decision = callback.call(tool, input.clone(), context).await;
+                if !decision.is_allow() {
+                    self.decide_denial(request["tool_use_id"].as_str());
+                }
+                decision
             }
             None => PermissionDecision::deny("no permission callback is set"),
         };
@@ -136,8 +170,15 @@ impl Dispatcher {
             input.event.clone()
         };
         let context = HookContext { callback_id: id };
-        match (hook.callback.0)(input, tool_use_id, context).await {
-            Ok(output) => Ok(output.to_wire(&event)),
+        match (hook.callback.0)(input, tool_use_id.clone(), context).await {
+            Ok(output) => {
+                if output.permission_decision.as_deref() == Some("deny")
+                    || output.decision.as_deref() == Some("block")
+                {
+                    self.decide_denial(tool_use_id.as_deref());
+                }
+                Ok(output.to_wire(&event))
+            }
             Err(err) => Err(err.to_string()),
         }
     }
@@ -162,7 +203,11 @@ impl Dispatcher {
                     raw: input.clone(),
                     ..Default::default()
                 };
-                match callback.call(tool.to_owned(), tool_input, context).await {
+                let decision = callback.call(tool.to_owned(), tool_input, context).await;
+                if !decision.is_allow() {
+                    self.decide_denial(input["tool_use_id"].as_str());
+                }
+                match decision {
                     PermissionDecision::Allow { updated_input, .. } => {
                         let mut out = HookOutput::allow();
                         out.updated_input = updated_input;

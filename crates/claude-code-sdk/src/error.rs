@@ -57,7 +57,8 @@ pub enum ErrorKind {
     MaxTurns,
     /// The run hit `max_budget_usd`.
     Budget,
-    /// A tool use was denied by the permission mode or callback.
+    /// A tool use was denied without anyone deciding: nobody could be asked, or the
+    /// permission mode's guard refused it. (Also: `bypassPermissions` refused as root.)
     PermissionDenied,
     /// The run was interrupted.
     Interrupted,
@@ -271,7 +272,9 @@ impl Error {
         self.inner.kind == ErrorKind::Connection
     }
 
-    /// A tool use was denied: by the permission mode, a permission callback or a hook.
+    /// A tool use was denied and nobody decided it: there was no permission callback to
+    /// ask, or the permission mode forbids it. (Denials your callback or hooks chose are
+    /// not errors; they are in the result's `permission_denials`.)
     /// [`permission_denials`](Error::permission_denials) lists them.
     pub fn is_permission(&self) -> bool {
         self.inner.kind == ErrorKind::PermissionDenied

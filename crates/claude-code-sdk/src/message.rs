@@ -282,6 +282,8 @@ impl ResultMessage {
     /// The classification follows the official SDKs: API failures by status,
     /// `error_max_turns`, `error_max_budget_usd`, interrupts, connection failures; a
     /// successful turn that denied tool uses is a [`PermissionDenied`](crate::ErrorKind::PermissionDenied).
+    /// (Streams refine the last case: denials a permission callback or hook decided are
+    /// not errors there; this function cannot know who decided.)
     pub fn to_error(&self) -> Option<Error> {
         wire::classify_result(self)
     }

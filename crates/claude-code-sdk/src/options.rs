@@ -431,6 +431,8 @@ pub struct ClaudeCodeOptions {
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
     /// Extra environment variables for the CLI.
     pub env: BTreeMap<String, String>,
+    /// Variables of this process the CLI must not inherit (`CLAUDECODE` never is).
+    pub env_remove: Vec<String>,
     /// More directories the tools may access (`--add-dir`).
     pub add_dirs: Vec<PathBuf>,
     /// A settings file path or a JSON string (`--settings`).
@@ -489,6 +491,7 @@ impl fmt::Debug for ClaudeCodeOptions {
             .field("session_id", &self.session_id)
             .field("mcp_servers", &self.mcp_servers)
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("env_remove", &self.env_remove)
             .field("add_dirs", &self.add_dirs)
             .field("settings", &self.settings)
             .field("setting_sources", &self.setting_sources)
@@ -764,6 +767,7 @@ impl ClaudeCodeOptions {
             "session_id": self.session_id,
             "mcp_servers": mcp,
             "env": self.env,
+            "env_remove": self.env_remove,
             "add_dirs": self.add_dirs,
             "settings": self.settings,
             "setting_sources": self.setting_sources,
@@ -1110,6 +1114,13 @@ impl ClaudeCodeOptionsBuilder {
         self.options
             .env
             .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Keeps a variable of this process from the CLI's environment, e.g. a parent's
+    /// `ANTHROPIC_API_KEY` when the CLI should use its own login.
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.options.env_remove.push(key.into());
         self
     }
 

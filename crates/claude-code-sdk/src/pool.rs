@@ -692,15 +692,16 @@ impl Stream for PooledQuery {
         let Some(query) = this.query.as_mut() else {
             return Poll::Ready(None);
         };
-        let item = Pin::new(query).poll_next(cx);
+        let item = Pin::new(&mut *query).poll_next(cx);
         match &item {
             // A result decides: readers often stop there without polling to the end.
             Poll::Ready(Some(Ok(Message::Result(result)))) => {
-                this.finish(if result.to_error().is_none() {
-                    Outcome::Succeeded
-                } else {
+                let outcome = if query.result_fails(result) {
                     Outcome::Failed
-                })
+                } else {
+                    Outcome::Succeeded
+                };
+                this.finish(outcome);
             }
             Poll::Ready(Some(Err(_))) => this.finish(Outcome::Failed),
             Poll::Ready(None) => this.finish(Outcome::Succeeded),

@@ -23,8 +23,13 @@
 //! - A successful run yields its messages, ending with a [`Message::Result`]; the
 //!   stream ends (`None`) once the CLI has exited.
 //! - A run that ends in an error result (an API error, max turns, budget, an
-//!   interrupt, a denied tool use) yields the result, with [`Message::error`] set,
-//!   and then one `Err` classified by the [`Error`] predicates.
+//!   interrupt) yields the result, with [`Message::error`] set, and then one `Err`
+//!   classified by the [`Error`] predicates.
+//! - A run in which a tool use was denied without anyone deciding (no permission
+//!   callback to ask, the permission mode's guard) yields its result, then a
+//!   [`PermissionDenied`](crate::ErrorKind::PermissionDenied) error. Denials your
+//!   permission callback or hooks chose are listed in the result's
+//!   `permission_denials` but do not make the run fail.
 //! - A failure of the process or the protocol (the CLI crashed, a line over the limit,
 //!   the timeout) ends the stream with an `Err` carrying the exit code and stderr tail.
 //!
@@ -116,6 +121,8 @@ pub(crate) struct Connected {
     pub(crate) events: mpsc::Receiver<Event>,
     pub(crate) server_info: Value,
     pub(crate) version: CliVersion,
+    /// Serves the CLI's requests; also knows which denials were decided.
+    pub(crate) dispatcher: Option<Arc<Dispatcher>>,
 }
 
 /// Starts the CLI for `options` and completes the `initialize` handshake.
@@ -132,6 +139,7 @@ pub(crate) async fn connect(
             events,
             server_info,
             version,
+            dispatcher: None,
         }),
         Err(err) => Err(with_exit_context(&session, err).await),
     }
@@ -179,12 +187,14 @@ pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
 /// Starts and initializes a CLI for `options`, with the options' callbacks.
 pub(crate) async fn connect_for(options: &ClaudeCodeOptions) -> Result<Connected> {
     let dispatcher = Dispatcher::new(options);
-    connect(
+    let mut connected = connect(
         options,
         Some(dispatcher.handler()),
         dispatcher.initialize_request(),
     )
-    .await
+    .await?;
+    connected.dispatcher = Some(dispatcher);
+    Ok(connected)
 }
 
 async fn send_prompt(connected: Connected, prompt: &Prompt) -> Result<Connected> {
@@ -219,6 +229,7 @@ struct Running {
     session: Session,
     events: mpsc::Receiver<Event>,
     version: CliVersion,
+    dispatcher: Option<Arc<Dispatcher>>,
     result_seen: bool,
     /// The error to yield after the process has exited.
     pending_error: Option<Error>,
@@ -275,12 +286,25 @@ impl Query {
                     events: running.events,
                     server_info: Value::Null,
                     version: running.version,
+                    dispatcher: running.dispatcher,
                 })
             }
             other => {
                 self.state = other;
                 None
             }
+        }
+    }
+
+    /// Whether a result of this run ends it in an error (denials the callbacks decided
+    /// do not).
+    pub(crate) fn result_fails(&self, result: &crate::message::ResultMessage) -> bool {
+        match &self.state {
+            State::Running(r) | State::Idle(r) => match &r.dispatcher {
+                Some(d) => d.result_error(result).is_some(),
+                None => result.to_error().is_some(),
+            },
+            _ => result.to_error().is_some(),
         }
     }
 
@@ -425,6 +449,7 @@ impl Stream for Query {
                             session: connected.session,
                             events: connected.events,
                             version: connected.version,
+                            dispatcher: connected.dispatcher,
                             result_seen: false,
                             pending_error: None,
                             failed: false,
@@ -439,7 +464,10 @@ impl Stream for Query {
                         }
                         if let Message::Result(result) = &*message {
                             running.result_seen = true;
-                            running.pending_error = result.to_error();
+                            running.pending_error = match &running.dispatcher {
+                                Some(d) => d.result_error(result),
+                                None => result.to_error(),
+                            };
                             if this.keep_alive {
                                 // End the stream after the result; keep the process.
                                 let error = running.pending_error.take();

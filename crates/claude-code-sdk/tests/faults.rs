@@ -179,3 +179,48 @@ async fn an_old_cli_is_refused() {
     );
     assert!(err.to_string().contains("1.0.128"), "{err}");
 }
+
+#[tokio::test]
+async fn the_cli_gets_the_flags_and_environment_the_options_say() {
+    let sandbox = Sandbox::without_mock();
+    let record = sandbox.root().join("record.jsonl");
+    let base =
+        fake_options(&sandbox, FakeMode::Ok).env(fake::RECORD_ENV, record.display().to_string());
+    let options = base
+        .clone()
+        .max_turns(2)
+        .model("claude-sonnet-4-5")
+        .permission_mode(claude_code_sdk::PermissionMode::AcceptEdits)
+        .env("ANTHROPIC_MODEL_HINT", "kept")
+        .build()
+        .unwrap();
+    query("hello", options).collect_all().await.unwrap();
+    let removed = base.env_remove("CLAUDE_CODE_ENTRYPOINT").build().unwrap();
+    query("hello", removed).collect_all().await.unwrap();
+
+    let runs: Vec<_> = claude_code_testkit::read_record(&record)
+        .unwrap()
+        .into_iter()
+        .filter(|inv| !inv.has_flag("--version"))
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let first = &runs[0];
+    for flag in ["--output-format", "--input-format", "--verbose"] {
+        assert!(first.has_flag(flag), "{flag} missing: {:?}", first.argv);
+    }
+    assert_eq!(first.flag_value("--max-turns"), Some("2"));
+    assert_eq!(first.flag_value("--model"), Some("claude-sonnet-4-5"));
+    assert_eq!(first.flag_value("--permission-mode"), Some("acceptEdits"));
+    assert_eq!(
+        first.env.get("ANTHROPIC_MODEL_HINT").map(String::as_str),
+        Some("kept")
+    );
+    assert_eq!(
+        first.env.get("CLAUDE_CODE_ENTRYPOINT").map(String::as_str),
+        Some("sdk-cli")
+    );
+    let stdin = first.stdin_json();
+    assert_eq!(stdin[0]["request"]["subtype"], "initialize");
+    assert_eq!(stdin[1]["message"]["content"], "hello");
+    assert!(!runs[1].env.contains_key("CLAUDE_CODE_ENTRYPOINT"));
+}

@@ -62,6 +62,8 @@ pub(crate) async fn open(
     if let Some(retries) = options.max_api_retries {
         env.push(("CLAUDE_CODE_MAX_RETRIES".into(), retries.to_string()));
     }
+    // A removed variable goes for the SDK's own defaults too; the caller's env wins.
+    env.retain(|(key, _)| !options.env_remove.contains(key));
     env.extend(user_env);
     if let Some(cwd) = &options.cwd {
         env.push(("PWD".into(), cwd.display().to_string()));
@@ -73,6 +75,7 @@ pub(crate) async fn open(
         args,
         cwd: options.cwd.clone(),
         env,
+        env_remove: options.env_remove.clone(),
     })?;
     let stderr_tail = subprocess::StderrTail::default();
     let stderr_task =

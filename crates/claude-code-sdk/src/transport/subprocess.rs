@@ -40,6 +40,7 @@ pub(crate) struct SpawnSpec {
     pub(crate) args: Vec<OsString>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) env_remove: Vec<String>,
 }
 
 /// A started CLI: its pipes and the guard that ends it.
@@ -67,6 +68,9 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    for key in &spec.env_remove {
+        command.env_remove(key);
+    }
     for (key, value) in &spec.env {
         command.env(key, value);
     }
