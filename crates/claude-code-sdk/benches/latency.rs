@@ -7,7 +7,9 @@
 //! 90th percentile over `BENCH_RUNS` runs (default 20) of each way:
 //!
 //! - `query()` cold: a new CLI process per prompt;
-//! - `QueryPool` warm: a pre-started, initialized process per prompt;
+//! - `QueryPool` warm: a pre-started, initialized process per prompt, its replacement
+//!   started after the default `refill_delay` (250 ms), and the same with the
+//!   replacement started at once (`refill_delay` zero);
 //! - `QueryPool` reuse: one process reset with `/clear` between prompts;
 //! - `ClaudeClient` turn: the next turn on an open client;
 //! - `ResponseCache` hit: no process at all.
@@ -84,11 +86,19 @@ async fn main() {
     // Interleave the ways round by round, so machine noise hits them alike.
     let mut cold = Samples::default();
     let mut warm = Samples::default();
+    let mut warm_eager = Samples::default();
     let mut reuse = Samples::default();
     let mut client_turn = Samples::default();
     let mut cache_hit = Samples::default();
 
     let warm_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
+    let eager_pool = QueryPool::new(
+        PoolConfig {
+            refill_delay: Duration::ZERO,
+            ..PoolConfig::default()
+        }
+        .prewarm(options.clone(), 1),
+    );
     let reuse_pool = QueryPool::new(
         PoolConfig {
             max_concurrent: 1,
@@ -122,6 +132,13 @@ async fn main() {
         let (first, result) = time_stream(start, run).await;
         warm.push(first, result);
 
+        assert!(eager_pool.wait_warm(1, Duration::from_secs(60)).await);
+        let start = Instant::now();
+        let run = eager_pool.query(prompt.as_str(), options.clone()).await.expect("warm");
+        assert!(run.was_warm());
+        let (first, result) = time_stream(start, run).await;
+        warm_eager.push(first, result);
+
         assert!(reuse_pool.wait_warm(1, Duration::from_secs(60)).await);
         let start = Instant::now();
         let run = reuse_pool
@@ -145,7 +162,8 @@ async fn main() {
         cache_hit.push(at, at);
     }
     table.push(("`query()` cold (new process)", cold));
-    table.push(("`QueryPool` warm process", warm));
+    table.push(("`QueryPool` warm process (refill after 250 ms)", warm));
+    table.push(("`QueryPool` warm process (refill at once)", warm_eager));
     table.push(("`QueryPool` reused process (after `/clear`)", reuse));
     table.push(("`ClaudeClient` next turn", client_turn));
     table.push(("`ResponseCache` hit", cache_hit));
