@@ -603,6 +603,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_request_stops_its_handler_and_gets_no_answer() {
+        let started = Arc::new(tokio::sync::Notify::new());
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let handler: RequestHandler = {
+            let (started, dropped) = (started.clone(), dropped.clone());
+            Arc::new(move |subtype, _request| {
+                let (started, dropped) = (started.clone(), dropped.clone());
+                Box::pin(async move {
+                    if subtype == "slow" {
+                        let _guard = SetOnDrop(dropped);
+                        started.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(json!({"fast": true}))
+                })
+            })
+        };
+        let (_session, _events, mut cli_out, mut cli_in) = harness(Some(handler));
+        cli_out
+            .write_all(b"{\"type\":\"control_request\",\"request_id\":\"s1\",\"request\":{\"subtype\":\"slow\"}}\n")
+            .await
+            .unwrap();
+        started.notified().await;
+        cli_out
+            .write_all(b"{\"type\":\"control_cancel_request\",\"request_id\":\"s1\"}\n\
+                         {\"type\":\"control_request\",\"request_id\":\"f1\",\"request\":{\"subtype\":\"fast\"}}\n")
+            .await
+            .unwrap();
+        // The next answer is the fast one's: the cancelled request gets none.
+        let answer = read_json(&mut cli_in).await;
+        assert_eq!(answer["response"]["request_id"], "f1");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the cancelled handler was dropped"
+        );
+    }
+
+    #[tokio::test]
     async fn messages_flow_and_garbage_is_skipped() {
         let (_session, mut events, mut cli_out, _cli_in) = harness(None);
         cli_out

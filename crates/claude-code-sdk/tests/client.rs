@@ -187,3 +187,57 @@ async fn control_requests_answer_or_fail_clearly() {
     let (_, error) = turn(&client, "still there?").await;
     assert!(error.is_none());
 }
+
+#[tokio::test]
+async fn a_prompt_with_an_image_reaches_the_model_as_blocks() {
+    use claude_code_sdk::ContentBlock;
+    // A 1x1 transparent PNG.
+    const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+    let h = Harness::new().await;
+    let client = ClaudeClient::connect(h.options().build().unwrap())
+        .await
+        .unwrap();
+    client
+        .query(vec![
+            ContentBlock::text("What is in this picture?"),
+            ContentBlock::image_base64("image/png", PIXEL),
+        ])
+        .await
+        .unwrap();
+    let messages: Vec<_> = client.receive_response().collect().await;
+    assert!(messages.iter().all(Result::is_ok));
+    let request = h.mock.requests().pop().unwrap();
+    let user = request
+        .messages()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .to_string();
+    assert!(user.contains(PIXEL), "the image reached the model");
+    assert!(user.contains("What is in this picture?"));
+}
+
+#[tokio::test]
+async fn query_stream_sends_each_prompt_in_order() {
+    let h = Harness::new().await;
+    let client = ClaudeClient::connect(h.options().build().unwrap())
+        .await
+        .unwrap();
+    client
+        .query_stream(futures::stream::iter(["first prompt", "second prompt"]))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let turn: Vec<_> = client.receive_response().collect().await;
+        answers.push(turn.last().unwrap().as_ref().unwrap().content());
+    }
+    assert!(h.mock.requests().iter().any(|r| r.mentions("first prompt")));
+    assert!(
+        h.mock
+            .requests()
+            .iter()
+            .any(|r| r.mentions("second prompt"))
+    );
+}

@@ -60,6 +60,7 @@ async fn a_200_mb_line_arrives_whole_under_the_default_limit() {
         .expect("the huge assistant line");
     assert_eq!(huge.text().len(), 200_000_000);
     assert!(!result_of(&messages).is_error);
+    assert_all_gone(&sandbox).await;
 }
 
 #[tokio::test]
@@ -92,6 +93,7 @@ async fn a_stderr_flood_is_drained_and_does_not_deadlock() {
     let messages = query("hello", options).collect_all().await.unwrap();
     assert!(!result_of(&messages).is_error);
     assert!(seen.load(Ordering::Relaxed) >= 64 * 1024 * 1024, "{seen:?}");
+    assert_all_gone(&sandbox).await;
 }
 
 #[tokio::test]
