@@ -47,8 +47,9 @@ use crate::dispatch::Dispatcher;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, ResultMessage};
 use crate::options::{ClaudeCodeOptions, PermissionMode};
-use crate::query::{EXIT_GRACE, Prompt, TERM_GRACE, connect};
+use crate::query::{EXIT_GRACE, ProcessSlot, Prompt, TERM_GRACE, connect_for};
 use crate::transport::discovery::CliVersion;
+use crate::util::lock;
 use crate::wire;
 
 /// How long a control request may wait for its answer.
@@ -118,6 +119,8 @@ struct ClientState {
     totals: SessionTotals,
     /// Why the client cannot go on, once it cannot.
     dead: Option<String>,
+    /// Results of turns abandoned after a timeout, still to be skipped.
+    stale_results: usize,
     mode: Option<PermissionMode>,
 }
 
@@ -143,12 +146,8 @@ impl ClaudeClient {
     ///
     /// Invalid options, a missing or old CLI, or a CLI that fails to start.
     pub async fn connect(options: ClaudeCodeOptions) -> Result<ClaudeClient> {
-        let dispatcher = Dispatcher::new(&options);
-        let start = connect(
-            &options,
-            Some(dispatcher.handler()),
-            dispatcher.initialize_request(),
-        );
+        let slot = ProcessSlot::default();
+        let start = connect_for(&options, &slot);
         let connected = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, start)
                 .await
@@ -159,7 +158,7 @@ impl ClaudeClient {
             server_info: ServerInfo::from_wire(connected.server_info, connected.version),
             session: connected.session,
             events: tokio::sync::Mutex::new(connected.events),
-            dispatcher,
+            dispatcher: connected.dispatcher,
             timeout: options.timeout,
             read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
             state: Mutex::new(ClientState {
@@ -245,7 +244,11 @@ impl ClaudeClient {
                             if let Err(err) = self.check_alive() {
                                 return Some((Err(err), (None, Phase::End)));
                             }
-                            self.events.lock().await
+                            let mut guard = self.events.lock().await;
+                            if let Err(err) = self.skip_stale(&mut guard).await {
+                                return Some((Err(err), (None, Phase::End)));
+                            }
+                            guard
                         }
                     },
                 };
@@ -298,20 +301,48 @@ impl ClaudeClient {
         let err = Error::timeout(format!(
             "the turn did not finish within {limit:?}; it was interrupted"
         ));
-        if self.interrupt().await.is_err() {
-            return err;
-        }
+        // Drain while interrupting: the interrupt's answer may sit behind messages the
+        // reader cannot deliver until someone reads them.
         let drain = async {
             while let Some(event) = events.recv().await {
                 match event {
-                    Event::Message(m) if m.is_result() => return,
+                    Event::Message(m) if m.is_result() => return true,
                     Event::Message(_) => {}
-                    _ => return,
+                    _ => return false,
                 }
             }
+            false
         };
-        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        let drained = tokio::time::timeout(Duration::from_secs(10), drain);
+        let (_, drained) = tokio::join!(self.interrupt(), drained);
+        if drained != Ok(true) {
+            // Its result is still to come: the next reader skips it.
+            self.lock_state().stale_results += 1;
+        }
         err
+    }
+
+    /// Drops what is left of turns abandoned after a timeout.
+    async fn skip_stale(&self, events: &mut mpsc::Receiver<Event>) -> Result<()> {
+        while self.lock_state().stale_results > 0 {
+            match events.recv().await {
+                Some(Event::Message(m)) if m.is_result() => {
+                    self.lock_state().stale_results -= 1;
+                }
+                Some(Event::Message(_)) => {}
+                Some(Event::Fatal(err)) => {
+                    self.mark_dead(err.to_string());
+                    return Err(err);
+                }
+                Some(Event::Closed(closed)) => {
+                    let err = closed.premature_exit_error();
+                    self.mark_dead(err.to_string());
+                    return Err(err);
+                }
+                None => return Err(Error::connection("the client's CLI is gone")),
+            }
+        }
+        Ok(())
     }
 
     /// Stops the current turn. The turn ends with an `error_during_execution` result
@@ -330,10 +361,11 @@ impl ClaudeClient {
 
     /// Changes the permission mode for the next tool uses.
     ///
-    /// The seed modes keep their guarantees: [`Strict`](PermissionMode::Strict) and
-    /// [`AskForEdits`](PermissionMode::AskForEdits) take effect in the SDK's guard at
-    /// once. [`ReadOnly`](PermissionMode::ReadOnly) narrows the tool set, which is fixed
-    /// when the CLI starts, so it can only be chosen at connect.
+    /// The seed modes keep their guarantees: [`Strict`](PermissionMode::Strict) takes
+    /// effect in the SDK's guard at once (it asks the callback, or denies, before every
+    /// tool not in `allowed_tools`); the others map to the CLI's modes.
+    /// [`ReadOnly`](PermissionMode::ReadOnly) narrows the tool set, which is fixed when
+    /// the CLI starts, so it can only be chosen at connect.
     ///
     /// # Errors
     ///
@@ -433,11 +465,23 @@ impl ClaudeClient {
     ///
     /// None today; the signature leaves room for reporting a failed shutdown.
     pub async fn close(self) -> Result<()> {
-        self.session.close_stdin();
-        if let Some(process) = self.session.process() {
+        let ClaudeClient {
+            session, events, ..
+        } = self;
+        // Nobody reads the rest: let the reader drain the CLI's output freely.
+        drop(events);
+        session.close_stdin();
+        if let Some(process) = session.process() {
             process.shutdown(EXIT_GRACE, TERM_GRACE).await;
         }
         Ok(())
+    }
+
+    /// Whether the client can still run turns: its CLI has not exited and no fatal
+    /// error ended it.
+    pub fn is_alive(&self) -> bool {
+        self.lock_state().dead.is_none()
+            && self.session.process().is_none_or(|p| p.exited().is_none())
     }
 
     async fn control(&self, request: Value) -> Result<Value> {
@@ -474,7 +518,7 @@ impl ClaudeClient {
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ClientState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 

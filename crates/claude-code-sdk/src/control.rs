@@ -29,7 +29,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,7 @@ use crate::message::Message;
 use crate::transport::Pipes;
 use crate::transport::codec::{LineCodec, LineError};
 use crate::transport::subprocess::{ExitState, ProcessGuard, StderrTail};
+use crate::util::lock;
 use crate::wire::{self, Inbound};
 
 /// Messages buffered between the reader and a consumer.
@@ -105,6 +106,8 @@ pub(crate) struct Session {
     shared: Arc<Mutex<Shared>>,
     next_id: AtomicU64,
     tasks: Vec<AbortHandle>,
+    /// Cancelled by the reader when the CLI's output has ended: no answer can come.
+    closed: CancellationToken,
 }
 
 impl Session {
@@ -122,6 +125,7 @@ impl Session {
         let pending: Pending = Arc::default();
         let shared: Arc<Mutex<Shared>> = Arc::default();
         let process = pipes.process.map(Arc::new);
+        let closed = CancellationToken::new();
 
         let writer = tokio::spawn(write_loop(
             pipes.stdin,
@@ -140,6 +144,9 @@ impl Session {
                 stderr_tail: pipes.stderr_tail.clone(),
                 stderr_task: pipes.stderr_task,
                 handlers: HashMap::new(),
+                tasks: JoinSet::new(),
+                consumer_gone: false,
+                closed: closed.clone(),
                 log_wire,
             }
             .run(pipes.stdout, line_limit),
@@ -153,6 +160,7 @@ impl Session {
             shared,
             next_id: AtomicU64::new(1),
             tasks: vec![writer.abort_handle(), reader.abort_handle()],
+            closed,
         };
         (session, ev_rx)
     }
@@ -163,6 +171,11 @@ impl Session {
     ///
     /// [`Connection`](ErrorKind::Connection) when stdin is closed.
     pub(crate) async fn send_line(&self, line: String) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(self
+                .closed_error_after_exit("could not write to the CLI: it has exited")
+                .await);
+        }
         self.outbound
             .send(line)
             .await
@@ -199,15 +212,25 @@ impl Session {
         };
         self.send_line(wire::control_request_line(&id, &request))
             .await?;
-        let answer = tokio::time::timeout(timeout, rx).await;
+        let gone = || async {
+            self.closed_error_after_exit(&format!(
+                "the CLI went away before answering the {subtype} request"
+            ))
+            .await
+        };
+        // The reader may have ended (and dropped every pending sender) before this
+        // request was registered: then no answer can come.
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(timeout, rx) => answer,
+            () = self.closed.cancelled() => return Err(gone().await),
+        };
         drop(forget);
         match answer {
             Err(_) => Err(Error::timeout(format!(
                 "the CLI did not answer the {subtype} request within {timeout:?}"
-            ))),
-            Ok(Err(_)) => Err(self.closed_error(&format!(
-                "the CLI went away before answering the {subtype} request"
-            ))),
+            ))
+            .with_stderr(self.stderr_tail.text())),
+            Ok(Err(_)) => Err(gone().await),
             Ok(Ok(Err(text))) => Err(Error::new(
                 ErrorKind::ControlRequest,
                 format!("the CLI refused the {subtype} request: {text}"),
@@ -244,6 +267,15 @@ impl Session {
         self.stderr_tail.text()
     }
 
+    /// [`closed_error`](Session::closed_error), once the process has exited (2 s at
+    /// most), so the error carries the exit code.
+    async fn closed_error_after_exit(&self, message: &str) -> Error {
+        if let Some(process) = &self.process {
+            let _ = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
+        }
+        self.closed_error(message)
+    }
+
     fn closed_error(&self, message: &str) -> Error {
         let mut err = Error::connection(message.to_owned()).with_stderr(self.stderr_tail.text());
         if let Some(exit) = self.process.as_ref().and_then(|p| p.exited()) {
@@ -272,10 +304,6 @@ impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
         lock(self.pending).remove(self.id);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn short_uuid() -> String {
@@ -334,7 +362,13 @@ struct Reader {
     process: Option<Arc<ProcessGuard>>,
     stderr_tail: StderrTail,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
+    /// Handler tasks by request id, for cancellation.
     handlers: HashMap<String, AbortHandle>,
+    /// Owns the handler tasks: when the reader goes (its session dropped), they go too.
+    tasks: JoinSet<()>,
+    /// The consumer dropped its receiver: keep reading stdout, drop the messages.
+    consumer_gone: bool,
+    closed: CancellationToken,
     log_wire: bool,
 }
 
@@ -352,9 +386,7 @@ impl Reader {
                         Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
                     };
                     drop(bytes);
-                    if !self.route(line).await {
-                        break;
-                    }
+                    self.route(line).await;
                 }
                 Err(LineError::TooLong { limit, seen, head }) => {
                     let err = Error::protocol(format!(
@@ -376,8 +408,7 @@ impl Reader {
         self.finish().await;
     }
 
-    /// Returns `false` when the consumer is gone.
-    async fn route(&mut self, line: String) -> bool {
+    async fn route(&mut self, line: String) {
         if self.log_wire {
             tracing::debug!(target: "claude_code_sdk::wire", direction = "out", "{}", shorten(&line, 2000));
         }
@@ -388,7 +419,7 @@ impl Reader {
                     raw = err.raw_line().unwrap_or(""),
                     "skipping a line from the CLI that is not JSON: {err}"
                 );
-                return true;
+                return;
             }
         };
         match inbound {
@@ -402,31 +433,33 @@ impl Reader {
                         "answer to a request nobody waits for (timed out or cancelled)"
                     ),
                 }
-                true
             }
             Inbound::ControlRequest {
                 request_id,
                 request,
             } => {
                 self.serve(request_id, request);
-                true
             }
             Inbound::ControlCancel { request_id } => {
                 if let Some(task) = self.handlers.remove(&request_id) {
                     task.abort();
                     tracing::debug!(request_id, "the CLI cancelled its request");
                 }
-                true
             }
-            Inbound::KeepAlive => true,
+            Inbound::KeepAlive => {}
             Inbound::Message(mut message) => {
                 self.observe(&mut message);
-                self.events.send(Event::Message(message)).await.is_ok()
+                if !self.consumer_gone && self.events.send(Event::Message(message)).await.is_err() {
+                    // Nobody reads messages any more, but the CLI must not block on a
+                    // full pipe: keep draining its output until it ends.
+                    self.consumer_gone = true;
+                }
             }
         }
     }
 
     fn serve(&mut self, request_id: String, request: Value) {
+        while self.tasks.try_join_next().is_some() {}
         self.handlers.retain(|_, task| !task.is_finished());
         let subtype = request
             .get("subtype")
@@ -436,7 +469,7 @@ impl Reader {
         let handler = self.handler.clone();
         let outbound = self.outbound.clone();
         let id = request_id.clone();
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn(async move {
             let answer = match handler {
                 Some(handler) => handler(subtype.clone(), request).await,
                 None => Err(format!("Unsupported control request subtype: {subtype}")),
@@ -447,7 +480,7 @@ impl Reader {
             };
             let _ = outbound.send(line).await;
         });
-        self.handlers.insert(request_id, task.abort_handle());
+        self.handlers.insert(request_id, task);
     }
 
     fn observe(&self, message: &mut Message) {
@@ -482,11 +515,12 @@ impl Reader {
     }
 
     async fn finish(mut self) {
-        // Dropping the senders tells every waiting request that the CLI went away.
+        // Nothing more can be answered: tell requests now waiting (dropping their
+        // senders) and those about to register (the token).
+        self.closed.cancel();
         lock(&self.pending).clear();
-        for (_, task) in self.handlers.drain() {
-            task.abort();
-        }
+        self.handlers.clear();
+        self.tasks.abort_all();
         let exit = match &self.process {
             Some(process) => Some(
                 match tokio::time::timeout(EXIT_WAIT, process.wait()).await {

@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +48,8 @@ use crate::client::ClaudeClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::query;
+use crate::query::{collect_stream, query};
+use crate::util::lock;
 
 /// One turn of a conversation, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,7 +108,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConversationRecord>> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.records)
     }
 }
 
@@ -317,11 +317,7 @@ struct BusyGuard<'a> {
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
-        self.inner
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        lock(&self.inner.busy).remove(&self.id);
     }
 }
 
@@ -433,9 +429,10 @@ impl ConversationManager {
         let ids = self.inner.store.idle_since(cutoff).await?;
         let mut ended = 0;
         for id in ids {
-            if self.is_busy(&id) {
+            // A conversation with a turn in progress is not idle: leave it.
+            let Ok(_busy) = self.enter(&id) else {
                 continue;
-            }
+            };
             self.close_hot(&id).await;
             if self.inner.store.delete(&id).await? {
                 ended += 1;
@@ -491,12 +488,10 @@ impl ConversationManager {
                 }
             };
             let (messages, error) = match client.query(prompt).await {
-                Ok(()) => collect(client.receive_response()).await,
+                Ok(()) => collect_stream(client.receive_response()).await,
                 Err(err) => (Vec::new(), Some(err)),
             };
-            let alive = error
-                .as_ref()
-                .is_none_or(|e| !e.is_connection() && !e.is_timeout());
+            let alive = client.is_alive();
             (messages, error, alive.then_some(client))
         } else {
             let options = match &resume {
@@ -541,7 +536,7 @@ impl ConversationManager {
     }
 
     fn enter(&self, id: &str) -> Result<BusyGuard<'_>> {
-        let mut busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut busy = lock(&self.inner.busy);
         if !busy.insert(id.to_owned()) {
             return Err(Error::new(
                 ErrorKind::ConversationBusy,
@@ -554,14 +549,6 @@ impl ConversationManager {
         })
     }
 
-    fn is_busy(&self, id: &str) -> bool {
-        self.inner
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
     async fn load(&self, id: &str) -> Result<ConversationRecord> {
         self.inner
             .store
@@ -571,11 +558,16 @@ impl ConversationManager {
     }
 
     fn lock_hot(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hot>> {
-        self.inner.hot.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.hot)
     }
 
+    /// The conversation's hot client, if it has one that can still run turns (a dead
+    /// one is dropped: the conversation resumes cold).
     fn take_hot(&self, id: &str) -> Option<ClaudeClient> {
-        self.lock_hot().remove(id).map(|h| h.client)
+        self.lock_hot()
+            .remove(id)
+            .map(|h| h.client)
+            .filter(ClaudeClient::is_alive)
     }
 
     async fn put_hot(&self, id: &str, client: ClaudeClient) {
@@ -631,20 +623,6 @@ fn not_found(id: &str) -> Error {
     )
 }
 
-async fn collect(
-    mut stream: futures::stream::BoxStream<'_, Result<Message>>,
-) -> (Vec<Message>, Option<Error>) {
-    let mut messages = Vec::new();
-    let mut error = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(m) => messages.push(m),
-            Err(e) => error = Some(e),
-        }
-    }
-    (messages, error)
-}
-
 /// Closes hot conversations that have been idle too long.
 async fn sweep(manager: Weak<ManagerInner>) {
     loop {
@@ -652,7 +630,7 @@ async fn sweep(manager: Weak<ManagerInner>) {
             Some(inner) => {
                 let idle = inner.config.idle_timeout;
                 let stale: Vec<ClaudeClient> = {
-                    let mut hot = inner.hot.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut hot = lock(&inner.hot);
                     let ids: Vec<String> = hot
                         .iter()
                         .filter(|(_, h)| h.last_used.elapsed() >= idle)

@@ -26,9 +26,10 @@ use crate::hooks::{
     HookContext, HookEvent, HookInput, HookOutput, HookRegistration, initialize_hooks,
 };
 use crate::message::ResultMessage;
-use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode, is_side_effect_tool};
+use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode, has_side_effects};
 use crate::permission::{CanUseTool, PermissionDecision, ToolPermissionContext};
 use crate::tools::SdkMcpServer;
+use crate::util::lock;
 
 /// The callback id of the SDK's permission guard hook.
 pub(crate) const GUARD_ID: &str = "sdk_permission_guard";
@@ -81,15 +82,12 @@ impl Dispatcher {
 
     /// Follows a permission mode change.
     pub(crate) fn set_mode(&self, mode: PermissionMode) {
-        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
+        *lock(&self.mode) = Some(mode);
     }
 
     fn decide_denial(&self, tool_use_id: Option<&str>) {
         if let Some(id) = tool_use_id {
-            self.decided
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.to_owned());
+            lock(&self.decided).insert(id.to_owned());
         }
     }
 
@@ -101,7 +99,7 @@ impl Dispatcher {
         if err.kind() != ErrorKind::PermissionDenied {
             return Some(err);
         }
-        let decided = self.decided.lock().unwrap_or_else(|e| e.into_inner());
+        let decided = lock(&self.decided);
         let undecided = result
             .permission_denials
             .iter()
@@ -110,7 +108,7 @@ impl Dispatcher {
     }
 
     fn mode(&self) -> Option<PermissionMode> {
-        *self.mode.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.mode)
     }
 
     pub(crate) fn handler(self: &Arc<Self>) -> RequestHandler {
@@ -187,9 +185,9 @@ impl Dispatcher {
     async fn guard(&self, input: &Value) -> HookOutput {
         let tool = input["tool_name"].as_str().unwrap_or("");
         match self.mode() {
-            Some(PermissionMode::ReadOnly) if is_side_effect_tool(tool) => HookOutput::deny(
-                format!("read-only mode: {tool} may change files or run commands"),
-            ),
+            Some(PermissionMode::ReadOnly) if has_side_effects(tool) => HookOutput::deny(format!(
+                "read-only mode: {tool} may change files or run commands"
+            )),
             Some(PermissionMode::Strict) if !self.pre_approved(tool) => {
                 let tool_input = input.get("tool_input").cloned().unwrap_or(json!({}));
                 let Some(callback) = &self.can_use_tool else {

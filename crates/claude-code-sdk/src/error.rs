@@ -138,6 +138,8 @@ struct Inner {
     result: Option<Box<ResultMessage>>,
     searched: Vec<PathBuf>,
     tools_ran: Vec<String>,
+    /// Trying again cannot help, whatever the kind says (a CLI that cannot be executed).
+    permanent: bool,
 }
 
 impl Error {
@@ -155,6 +157,7 @@ impl Error {
                 result: None,
                 searched: Vec::new(),
                 tools_ran: Vec::new(),
+                permanent: false,
             }),
         }
     }
@@ -210,6 +213,11 @@ impl Error {
         self
     }
 
+    pub(crate) fn permanent(mut self) -> Self {
+        self.inner.permanent = true;
+        self
+    }
+
     pub(crate) fn with_tools_ran(mut self, tools: Vec<String>) -> Self {
         self.inner.tools_ran = tools;
         self
@@ -235,6 +243,7 @@ impl Error {
                 result: i.result.clone(),
                 searched: i.searched.clone(),
                 tools_ran: i.tools_ran.clone(),
+                permanent: i.permanent,
             }),
         }
     }
@@ -321,16 +330,17 @@ impl Error {
         self.inner.kind == ErrorKind::NotFound
     }
 
-    /// Trying again may succeed: connection failures, timeouts, and API statuses 408,
-    /// 429, 5xx and 529 (overloaded). Never true for authentication failures, bad
-    /// requests, permission denials, max turns or budget.
+    /// Trying again may succeed: connection failures, timeouts, and API statuses 408
+    /// (timeout), 409 (conflict), 429 (rate limit), 5xx and 529 (overloaded). Never
+    /// true for authentication failures, bad requests, an API error without a status,
+    /// permission denials, max turns, budget, or a CLI that cannot be executed.
     pub fn is_transient(&self) -> bool {
+        if self.inner.permanent {
+            return false;
+        }
         match self.inner.kind {
             ErrorKind::Connection | ErrorKind::Timeout => true,
-            ErrorKind::Api => matches!(
-                self.inner.api_status,
-                Some(408 | 409 | 429 | 500..=599) | None
-            ),
+            ErrorKind::Api => matches!(self.inner.api_status, Some(408 | 409 | 429 | 500..=599)),
             _ => false,
         }
     }

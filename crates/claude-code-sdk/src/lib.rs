@@ -109,6 +109,7 @@ pub mod transport;
 
 mod control;
 mod dispatch;
+mod util;
 mod wire;
 
 pub use cache::{CacheStats, ResponseCache, ResponseCacheBuilder, cached_query};

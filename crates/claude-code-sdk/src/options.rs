@@ -681,6 +681,14 @@ impl ClaudeCodeOptions {
                 READ_ONLY_TOOLS.join(", ")
             )));
         }
+        if self.permission_mode == Some(PermissionMode::ReadOnly)
+            && let Some(tool) = self.allowed_tools.iter().find(|t| has_side_effects(t))
+        {
+            return Err(Error::invalid_options(format!(
+                "permission mode readOnly cannot allow {tool:?}: it may change files or run \
+                 commands (MCP tools count, since the SDK cannot know what they do)"
+            )));
+        }
         if self.permission_mode == Some(PermissionMode::BypassPermissions)
             && nix::unistd::geteuid().is_root()
         {
@@ -844,7 +852,7 @@ impl ClaudeCodeOptions {
                 allowed.extend(
                     self.allowed_tools
                         .iter()
-                        .filter(|t| !is_side_effect_tool(t))
+                        .filter(|t| !has_side_effects(t))
                         .cloned(),
                 );
                 allowed
@@ -951,9 +959,13 @@ fn args_push_eq(flag: &mut impl FnMut(&str, Option<String>), name: &str, value: 
     }
 }
 
-pub(crate) fn is_side_effect_tool(name: &str) -> bool {
+/// Whether a tool (a name or an `allowed_tools` pattern) may change something: the
+/// built-in tools in [`SIDE_EFFECT_TOOLS`], and every MCP tool (`mcp__*`), since the
+/// SDK cannot know what those do. One definition for the read-only guard, the retry
+/// and the cache.
+pub(crate) fn has_side_effects(name: &str) -> bool {
     let base = name.split('(').next().unwrap_or(name).trim();
-    SIDE_EFFECT_TOOLS.contains(&base)
+    SIDE_EFFECT_TOOLS.contains(&base) || base.starts_with("mcp__")
 }
 
 /// Builds [`ClaudeCodeOptions`]; `build()` validates.
@@ -1340,9 +1352,17 @@ mod tests {
 
     #[test]
     fn read_only_exposes_only_read_tools() {
+        for writer in ["Bash(ls)", "Write", "mcp__fs__write_file"] {
+            let err = ClaudeCodeOptions::builder()
+                .permission_mode(PermissionMode::ReadOnly)
+                .allowed_tools([writer])
+                .build()
+                .unwrap_err();
+            assert!(err.is_invalid_options(), "{writer}");
+        }
         let options = ClaudeCodeOptions::builder()
             .permission_mode(PermissionMode::ReadOnly)
-            .allowed_tools(["Bash(ls)"])
+            .allowed_tools(["Grep"])
             .build()
             .unwrap();
         let a = args(&options);

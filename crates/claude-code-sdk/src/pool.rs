@@ -67,7 +67,8 @@ use crate::control::Event;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::{Connected, Prompt, Query, connect_for, query};
+use crate::query::{Connected, ProcessSlot, Prompt, Query, collect_stream, connect_for, query};
+use crate::util::lock;
 use crate::wire;
 
 /// How long a reset (`/clear`) of a reused process may take.
@@ -75,8 +76,9 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the refill task waits after a failed warm start.
 const REFILL_BACKOFF: Duration = Duration::from_secs(2);
 
-/// An options profile to keep warm processes for.
+/// An options profile to keep warm processes for (see [`PoolConfig::prewarm`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PrewarmProfile {
     /// The options the warm processes are started with.
     pub options: ClaudeCodeOptions,
@@ -192,7 +194,7 @@ struct Inner {
     profiles: Vec<(String, PrewarmProfile)>,
     counters: Mutex<Counters>,
     /// Wakes the refill task.
-    refill: Notify,
+    refill: Arc<Notify>,
     /// Wakes queries waiting for a warm process or a slot.
     warm_ready: Notify,
     shutdown: CancellationToken,
@@ -232,7 +234,7 @@ impl QueryPool {
             starting: Mutex::new(HashMap::new()),
             profiles,
             counters: Mutex::new(Counters::default()),
-            refill: Notify::new(),
+            refill: Arc::new(Notify::new()),
             warm_ready: Notify::new(),
             shutdown: CancellationToken::new(),
         });
@@ -264,7 +266,12 @@ impl QueryPool {
         let started_waiting = Instant::now();
         let deadline = tokio::time::Instant::now() + inner.config.queue_timeout;
         let mut queued: Option<QueueSlot<'_>> = None;
+        let mut retired = false;
         let (permit, warm) = loop {
+            // Listen before looking, so a warm process offered in between wakes us.
+            let warm_ready = inner.warm_ready.notified();
+            tokio::pin!(warm_ready);
+            warm_ready.as_mut().enable();
             if let Some(warm) = inner.take_warm(&key) {
                 inner.schedule_refill();
                 break (warm.permit, Some(warm.connected));
@@ -272,8 +279,10 @@ impl QueryPool {
             if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
                 break (permit, None);
             }
-            if inner.retire_one_idle(&key) {
-                // Its slot comes back once it has exited.
+            // Make room by stopping one idle warm process of another profile (one per
+            // query: its slot comes back once it has exited).
+            if !retired {
+                retired = inner.retire_one_idle(&key);
             }
             if queued.is_none() {
                 if inner.queued.load(Ordering::SeqCst) >= inner.config.max_queued {
@@ -291,7 +300,7 @@ impl QueryPool {
                         Err(_) => return Err(inner.refuse("the pool is shut down".to_owned())),
                     }
                 }
-                () = inner.warm_ready.notified() => continue,
+                () = warm_ready => continue,
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(inner.refuse(format!(
                         "no process slot became free within the queue timeout of {:?}",
@@ -330,7 +339,6 @@ impl QueryPool {
             permit: Some(permit),
             pool: Arc::downgrade(inner),
             key,
-            born: Instant::now(),
             was_warm,
             warm_pid,
             waited,
@@ -411,11 +419,11 @@ impl Drop for QueueSlot<'_> {
 
 impl Inner {
     fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
-        self.warm.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.warm)
     }
 
     fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.counters)
     }
 
     fn refuse(&self, message: String) -> Error {
@@ -499,27 +507,16 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
         for (key, profile) in &inner.profiles {
             loop {
                 let have = inner.lock_warm().iter().filter(|w| &w.key == key).count()
-                    + inner
-                        .starting
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(key)
-                        .copied()
-                        .unwrap_or(0);
+                    + lock(&inner.starting).get(key).copied().unwrap_or(0);
                 if have >= profile.count || inner.queued.load(Ordering::SeqCst) > 0 {
                     break;
                 }
                 let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() else {
                     break;
                 };
-                *inner
-                    .starting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key.clone())
-                    .or_default() += 1;
-                inner.lock_counters().started += 1;
-                let started = match connect_for(&profile.options).await {
+                *lock(&inner.starting).entry(key.clone()).or_default() += 1;
+                let slot = ProcessSlot::default();
+                let started = match connect_for(&profile.options, &slot).await {
                     // A first `/clear` runs the CLI's start-of-conversation work (no
                     // model request), so the first real prompt is as fast as a later one.
                     Ok(connected) if reusable(&profile.options) => {
@@ -527,32 +524,32 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
                     }
                     other => other,
                 };
-                *inner
-                    .starting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key.clone())
-                    .or_default() -= 1;
+                if lock(&slot).is_some() {
+                    inner.lock_counters().started += 1;
+                }
+                *lock(&inner.starting).entry(key.clone()).or_default() -= 1;
                 match started {
                     Ok(connected) => {
                         inner.lock_warm().push(Warm {
                             key: key.clone(),
+                            born: connected.born,
                             connected,
                             permit,
-                            born: Instant::now(),
                         });
                         inner.warm_ready.notify_waiters();
                     }
                     Err(err) => {
                         tracing::warn!(%err, "could not start a warm CLI process");
-                        drop(permit);
+                        let process = lock(&slot).take();
+                        release_after_exit(process, permit);
                         failed = true;
                         break;
                     }
                 }
             }
         }
-        let wake = Arc::clone(&inner);
+        let refill = Arc::clone(&inner.refill);
+        // Hold no strong reference while waiting: the pool must be able to drop.
         drop(inner);
         let pause = if failed {
             REFILL_BACKOFF
@@ -561,7 +558,7 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.refill.notified() => {}
+            () = refill.notified() => {}
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -619,7 +616,6 @@ pub struct PooledQuery {
     permit: Option<OwnedSemaphorePermit>,
     pool: Weak<Inner>,
     key: String,
-    born: Instant,
     was_warm: bool,
     warm_pid: Option<u32>,
     waited: Duration,
@@ -641,16 +637,8 @@ impl PooledQuery {
     }
 
     /// Collects every message, and the error that ended the run, if any.
-    pub async fn collect_messages(mut self) -> (Vec<Message>, Option<Error>) {
-        use futures::StreamExt;
-        let mut messages = Vec::new();
-        while let Some(item) = self.next().await {
-            match item {
-                Ok(m) => messages.push(m),
-                Err(e) => return (messages, Some(e)),
-            }
-        }
-        (messages, None)
+    pub async fn collect_messages(self) -> (Vec<Message>, Option<Error>) {
+        collect_stream(self).await
     }
 
     /// Whether a warm process served this query.
@@ -733,16 +721,15 @@ impl Drop for PooledQuery {
             tokio::runtime::Handle::try_current(),
         ) {
             let key = std::mem::take(&mut self.key);
-            let born = self.born;
             handle.spawn(async move {
                 match reset(connected).await {
                     Ok(connected) if !pool.shutdown.is_cancelled() => {
                         pool.lock_counters().reused += 1;
                         pool.lock_warm().push(Warm {
                             key,
+                            born: connected.born,
                             connected,
                             permit,
-                            born,
                         });
                         pool.warm_ready.notify_waiters();
                     }

@@ -41,7 +41,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use futures::future::BoxFuture;
@@ -49,12 +49,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
-use crate::control::{Closed, Event, RequestHandler, Session};
+use crate::control::{Closed, Event, Session};
 use crate::dispatch::Dispatcher;
 use crate::error::{Error, Result};
 use crate::message::{ContentBlock, Message};
 use crate::options::ClaudeCodeOptions;
+use crate::transport::subprocess::ProcessGuard;
 use crate::transport::{self, discovery::CliVersion};
+use crate::util::lock;
 use crate::wire;
 
 /// How long the CLI gets to answer `initialize`.
@@ -122,24 +124,58 @@ pub(crate) struct Connected {
     pub(crate) server_info: Value,
     pub(crate) version: CliVersion,
     /// Serves the CLI's requests; also knows which denials were decided.
-    pub(crate) dispatcher: Option<Arc<Dispatcher>>,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    /// When the process was started.
+    pub(crate) born: Instant,
 }
 
-/// Starts the CLI for `options` and completes the `initialize` handshake.
-pub(crate) async fn connect(
+/// Collects a stream of messages up to its end or its first error (the streams of this
+/// crate end after an error).
+pub(crate) async fn collect_stream<S>(mut stream: S) -> (Vec<Message>, Option<Error>)
+where
+    S: Stream<Item = Result<Message>> + Unpin,
+{
+    use futures::StreamExt;
+    let mut messages = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(message) => messages.push(message),
+            Err(err) => return (messages, Some(err)),
+        }
+    }
+    (messages, None)
+}
+
+/// Where a starting run publishes its process as soon as it exists, so whoever owns
+/// the run can wait for the process to exit even if the start is abandoned.
+pub(crate) type ProcessSlot = Arc<std::sync::Mutex<Option<Arc<ProcessGuard>>>>;
+
+/// Starts a CLI for `options` with the options' callbacks and completes the
+/// `initialize` handshake.
+pub(crate) async fn connect_for(
     options: &ClaudeCodeOptions,
-    handler: Option<RequestHandler>,
-    initialize: Value,
+    slot: &ProcessSlot,
 ) -> Result<Connected> {
+    let dispatcher = Dispatcher::new(options);
     let (pipes, version) = transport::open(options, Vec::new()).await?;
-    let (session, events) = Session::start(pipes, options.line_limit(), handler, options.verbose);
-    match session.request(initialize, INITIALIZE_TIMEOUT).await {
+    let (session, events) = Session::start(
+        pipes,
+        options.line_limit(),
+        Some(dispatcher.handler()),
+        options.verbose,
+    );
+    *lock(slot) = session.process().cloned();
+    match session
+        .request(dispatcher.initialize_request(), INITIALIZE_TIMEOUT)
+        .await
+    {
         Ok(server_info) => Ok(Connected {
             session,
             events,
             server_info,
             version,
-            dispatcher: None,
+            dispatcher,
+            born: Instant::now(),
         }),
         Err(err) => Err(with_exit_context(&session, err).await),
     }
@@ -147,12 +183,13 @@ pub(crate) async fn connect(
 
 /// Adds the exit code and stderr of a CLI that died during start-up.
 pub(crate) async fn with_exit_context(session: &Session, err: Error) -> Error {
-    if !err.is_connection() {
-        return err;
-    }
     let Some(process) = session.process() else {
         return err;
     };
+    if !err.is_connection() {
+        // Still alive (a start-up that hangs, say): what it said on stderr helps.
+        return err.with_stderr(session.stderr_tail());
+    }
     let exit = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
     // Give the stderr drain a moment to read what the CLI said on its way out.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -177,24 +214,13 @@ pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
     let prompt = prompt.into();
     let timeout = options.timeout;
     let requested_tools = options.requested_tool_names();
+    let slot = ProcessSlot::default();
+    let publish = Arc::clone(&slot);
     let start = async move {
-        let connected = connect_for(&options).await?;
+        let connected = connect_for(&options, &publish).await?;
         send_prompt(connected, &prompt).await
     };
-    Query::new(Box::pin(start), timeout, requested_tools)
-}
-
-/// Starts and initializes a CLI for `options`, with the options' callbacks.
-pub(crate) async fn connect_for(options: &ClaudeCodeOptions) -> Result<Connected> {
-    let dispatcher = Dispatcher::new(options);
-    let mut connected = connect(
-        options,
-        Some(dispatcher.handler()),
-        dispatcher.initialize_request(),
-    )
-    .await?;
-    connected.dispatcher = Some(dispatcher);
-    Ok(connected)
+    Query::new(Box::pin(start), slot, timeout, requested_tools)
 }
 
 async fn send_prompt(connected: Connected, prompt: &Prompt) -> Result<Connected> {
@@ -209,6 +235,8 @@ async fn send_prompt(connected: Connected, prompt: &Prompt) -> Result<Connected>
 #[must_use = "a Query does nothing unless polled"]
 pub struct Query {
     state: State,
+    /// The run's process, once started; kept after the run ends.
+    process: ProcessSlot,
     deadline: Option<Pin<Box<Sleep>>>,
     timeout: Option<Duration>,
     requested_tools: Vec<String>,
@@ -229,7 +257,8 @@ struct Running {
     session: Session,
     events: mpsc::Receiver<Event>,
     version: CliVersion,
-    dispatcher: Option<Arc<Dispatcher>>,
+    dispatcher: Arc<Dispatcher>,
+    born: Instant,
     result_seen: bool,
     /// The error to yield after the process has exited.
     pending_error: Option<Error>,
@@ -240,11 +269,13 @@ struct Running {
 impl Query {
     fn new(
         start: BoxFuture<'static, Result<Connected>>,
+        process: ProcessSlot,
         timeout: Option<Duration>,
         requested_tools: Vec<String>,
     ) -> Query {
         Query {
             state: State::Connecting(start),
+            process,
             deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
             timeout,
             requested_tools,
@@ -260,9 +291,11 @@ impl Query {
         prompt: Prompt,
         options: &ClaudeCodeOptions,
     ) -> Query {
+        let slot = ProcessSlot::new(std::sync::Mutex::new(connected.session.process().cloned()));
         let start = async move { send_prompt(connected, &prompt).await };
         Query::new(
             Box::pin(start),
+            slot,
             options.timeout,
             options.requested_tool_names(),
         )
@@ -287,6 +320,7 @@ impl Query {
                     server_info: Value::Null,
                     version: running.version,
                     dispatcher: running.dispatcher,
+                    born: running.born,
                 })
             }
             other => {
@@ -300,20 +334,14 @@ impl Query {
     /// do not).
     pub(crate) fn result_fails(&self, result: &crate::message::ResultMessage) -> bool {
         match &self.state {
-            State::Running(r) | State::Idle(r) => match &r.dispatcher {
-                Some(d) => d.result_error(result).is_some(),
-                None => result.to_error().is_some(),
-            },
+            State::Running(r) | State::Idle(r) => r.dispatcher.result_error(result).is_some(),
             _ => result.to_error().is_some(),
         }
     }
 
     /// The process behind the run, while there is one.
-    pub(crate) fn process(&self) -> Option<Arc<crate::transport::subprocess::ProcessGuard>> {
-        match &self.state {
-            State::Running(r) | State::Idle(r) => r.session.process().cloned(),
-            _ => None,
-        }
+    pub(crate) fn process(&self) -> Option<Arc<ProcessGuard>> {
+        lock(&self.process).clone()
     }
 
     /// Collects every message of the run.
@@ -332,16 +360,8 @@ impl Query {
     }
 
     /// Collects every message of the run, and the error that ended it, if any.
-    pub async fn collect_messages(mut self) -> (Vec<Message>, Option<Error>) {
-        use futures::StreamExt;
-        let mut messages = Vec::new();
-        while let Some(item) = self.next().await {
-            match item {
-                Ok(message) => messages.push(message),
-                Err(err) => return (messages, Some(err)),
-            }
-        }
-        (messages, None)
+    pub async fn collect_messages(self) -> (Vec<Message>, Option<Error>) {
+        collect_stream(self).await
     }
 
     /// The session id, once the CLI has reported it.
@@ -377,8 +397,13 @@ impl Query {
         if let State::Running(running) | State::Idle(running) =
             std::mem::replace(&mut self.state, State::Done)
         {
-            running.session.close_stdin();
-            if let Some(process) = running.session.process() {
+            let Running {
+                session, events, ..
+            } = *running;
+            // Nobody reads the rest: let the reader drain the CLI's output freely.
+            drop(events);
+            session.close_stdin();
+            if let Some(process) = session.process() {
                 process.shutdown(EXIT_GRACE, TERM_GRACE).await;
             }
         }
@@ -418,7 +443,13 @@ impl Stream for Query {
         let this = self.get_mut();
         loop {
             if let Some(deadline) = &mut this.deadline
-                && matches!(this.state, State::Connecting(_) | State::Running(_))
+                && match &this.state {
+                    State::Connecting(_) => true,
+                    // Once the result is in, the run succeeded or failed on its own
+                    // terms; the CLI's shutdown has its own escalation.
+                    State::Running(r) => !r.result_seen,
+                    _ => false,
+                }
                 && deadline.as_mut().poll(cx).is_ready()
             {
                 if let State::Running(r) = &this.state {
@@ -450,6 +481,7 @@ impl Stream for Query {
                             events: connected.events,
                             version: connected.version,
                             dispatcher: connected.dispatcher,
+                            born: connected.born,
                             result_seen: false,
                             pending_error: None,
                             failed: false,
@@ -464,11 +496,12 @@ impl Stream for Query {
                         }
                         if let Message::Result(result) = &*message {
                             running.result_seen = true;
-                            running.pending_error = match &running.dispatcher {
-                                Some(d) => d.result_error(result),
-                                None => result.to_error(),
-                            };
-                            if this.keep_alive {
+                            running.pending_error = running.dispatcher.result_error(result);
+                            let interrupted = running
+                                .pending_error
+                                .as_ref()
+                                .is_some_and(|e| e.kind() == crate::ErrorKind::Interrupted);
+                            if this.keep_alive && !interrupted {
                                 // End the stream after the result; keep the process.
                                 let error = running.pending_error.take();
                                 if let State::Running(r) =

@@ -42,8 +42,9 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{ContentBlock, Message};
-use crate::options::{ClaudeCodeOptions, SIDE_EFFECT_TOOLS};
+use crate::options::{ClaudeCodeOptions, has_side_effects};
 use crate::query::{Prompt, query};
+use crate::util::lock;
 
 /// The prompt a resumed attempt sends by default.
 pub const DEFAULT_RESUME_PROMPT: &str = "Your previous attempt at this task was cut off by an error. \
@@ -147,37 +148,28 @@ fn full_jitter(ceiling: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
-/// Tools with side effects that ran (their result came back) in a run's messages.
+/// Tools with side effects that ran, or may have: every side-effect tool use of the
+/// run except those the result lists as denied. A tool use without a result counts,
+/// since the run may have ended while it was running.
 pub(crate) fn side_effect_tools_ran(messages: &[Message]) -> Vec<String> {
-    let mut asked: Vec<(String, String)> = Vec::new();
-    let mut ran = Vec::new();
-    for message in messages {
-        match message {
-            Message::Assistant(a) => {
-                for block in &a.content {
-                    if let ContentBlock::ToolUse { id, name, .. } = block {
-                        asked.push((id.clone(), name.clone()));
-                    }
-                }
+    let denied: Vec<&str> = messages
+        .iter()
+        .filter_map(Message::as_result)
+        .flat_map(|r| r.permission_denials.iter().map(|d| d.tool_use_id.as_str()))
+        .collect();
+    messages
+        .iter()
+        .filter_map(Message::as_assistant)
+        .flat_map(|a| &a.content)
+        .filter_map(|block| match block {
+            ContentBlock::ToolUse { id, name, .. }
+                if has_side_effects(name) && !denied.contains(&id.as_str()) =>
+            {
+                Some(name.clone())
             }
-            Message::User(u) => {
-                for block in &u.content {
-                    if let ContentBlock::ToolResult { tool_use_id, .. } = block
-                        && let Some((_, name)) = asked.iter().find(|(id, _)| id == tool_use_id)
-                        && has_side_effects(name)
-                    {
-                        ran.push(name.clone());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    ran
-}
-
-fn has_side_effects(tool: &str) -> bool {
-    SIDE_EFFECT_TOOLS.contains(&tool) || tool.starts_with("mcp__")
+            _ => None,
+        })
+        .collect()
 }
 
 struct AttemptState {
@@ -211,7 +203,7 @@ pub async fn query_with_retry(
         let policy = policy.clone();
         async move {
             let (number, resume) = {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(&state);
                 s.attempt += 1;
                 (s.attempt, s.resume.clone())
             };
@@ -240,14 +232,14 @@ pub async fn query_with_retry(
             });
             match session {
                 Some(session) if policy.resume_after_tools => {
-                    state.lock().unwrap_or_else(|e| e.into_inner()).resume = Some(session);
+                    lock(&state).resume = Some(session);
                     Err(error.with_tools_ran(ran))
                 }
                 _ => Err(Error::new(
                     ErrorKind::SideEffectsNotRepeatable,
                     format!(
-                        "attempt {number} failed after {} already ran; not retrying from scratch \
-                         (RetryPolicy::resume_after_tools() continues the session instead)",
+                        "attempt {number} failed after {} ran (or may have); not retrying from \
+                         scratch (RetryPolicy::resume_after_tools() continues the session instead)",
                         ran.join(", ")
                     ),
                 )
@@ -266,7 +258,7 @@ pub async fn query_with_retry(
             })
         })
         .notify(|error: &Error, delay: Duration| {
-            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            let s = lock(&state);
             let event = RetryEvent {
                 attempt: s.attempt,
                 error,
@@ -303,15 +295,21 @@ mod tests {
     }
 
     #[test]
-    fn side_effects_count_only_tools_that_ran() {
+    fn side_effects_count_tools_that_ran_or_may_have() {
         let lines = [
-            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Read","input":{}},{"type":"tool_use","id":"t2","name":"Bash","input":{}},{"type":"tool_use","id":"t3","name":"Write","input":{}}]}}"#,
+            // Read has no side effects; Bash ran; Write was cut off before its result;
+            // Edit was denied; an MCP tool may do anything.
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Read","input":{}},{"type":"tool_use","id":"t2","name":"Bash","input":{}},{"type":"tool_use","id":"t3","name":"Write","input":{}},{"type":"tool_use","id":"t4","name":"Edit","input":{}},{"type":"tool_use","id":"t5","name":"mcp__db__query","input":{}}]}}"#,
             r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":"x"},{"type":"tool_result","tool_use_id":"t2","content":"ok"}]}}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"session_id":"s","permission_denials":[{"tool_name":"Edit","tool_use_id":"t4","tool_input":{}}]}"#,
         ];
         let messages: Vec<Message> = lines
             .iter()
             .map(|l| Message::from_json(l).unwrap())
             .collect();
-        assert_eq!(side_effect_tools_ran(&messages), ["Bash"]);
+        assert_eq!(
+            side_effect_tools_ran(&messages),
+            ["Bash", "Write", "mcp__db__query"]
+        );
     }
 }

@@ -17,13 +17,11 @@
 
 use std::path::Path;
 
-use futures::StreamExt;
-
 use crate::client::ClaudeClient;
 use crate::error::Result;
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::Prompt;
+use crate::query::{Prompt, collect_stream};
 
 /// A conversation that cleans up after itself. See the [module docs](crate::session).
 #[derive(Debug)]
@@ -67,12 +65,10 @@ impl ClaudeSession {
     /// The turn's error, after which the session is still usable unless the CLI died.
     pub async fn query(&self, prompt: impl Into<Prompt>) -> Result<Vec<Message>> {
         self.client.query(prompt).await?;
-        let mut turn = self.client.receive_response();
-        let mut messages = Vec::new();
-        while let Some(item) = turn.next().await {
-            messages.push(item?);
+        match collect_stream(self.client.receive_response()).await {
+            (messages, None) => Ok(messages),
+            (_, Some(err)) => Err(err),
         }
-        Ok(messages)
     }
 
     /// The underlying client, for interrupts, mode and model changes.

@@ -336,3 +336,48 @@ async fn an_in_process_tool_is_called_and_its_result_reaches_the_model() {
     assert!(bad.content.contains("invalid arguments"), "{bad:?}");
     assert!(messages.iter().any(|m| matches!(m, Message::Result(_))));
 }
+
+#[tokio::test]
+async fn a_callback_in_flight_is_stopped_when_the_query_is_dropped() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::prompt_contains("run").reply(Reply::tool_use(
+            "Bash",
+            json!({"command": "sh -c 'echo x > asked.txt'"}),
+        )));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(AtomicBool::new(false));
+    let options = {
+        let (started, finished) = (started.clone(), finished.clone());
+        h.options()
+            .timeout(std::time::Duration::from_secs(30))
+            .can_use_tool(move |_, _, _| {
+                let (started, finished) = (started.clone(), finished.clone());
+                async move {
+                    started.notify_one();
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    finished.store(true, Ordering::SeqCst);
+                    PermissionDecision::allow()
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let mut stream = query("run it", options);
+    let waiting = started.notified();
+    tokio::pin!(waiting);
+    tokio::select! {
+        () = &mut waiting => {}
+        _ = async { while let Some(m) = stream.next().await { m.unwrap(); } } => {
+            panic!("the run ended before the callback was asked");
+        }
+    }
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the callback outlived its query"
+    );
+}

@@ -226,3 +226,40 @@ async fn the_cli_gets_the_flags_and_environment_the_options_say() {
     assert_eq!(stdin[1]["message"]["content"], "hello");
     assert!(!runs[1].env.contains_key("CLAUDE_CODE_ENTRYPOINT"));
 }
+
+#[tokio::test]
+async fn a_client_whose_cli_died_fails_fast_with_its_exit_code() {
+    use claude_code_sdk::ClaudeClient;
+    let sandbox = Sandbox::without_mock();
+    let options = fake_options(&sandbox, FakeMode::Crash).build().unwrap();
+    let client = ClaudeClient::connect(options).await.unwrap();
+    client.query("hello").await.unwrap();
+    let turn: Vec<_> = client.receive_response().collect().await;
+    let err = turn
+        .into_iter()
+        .find_map(Result::err)
+        .expect("the crash is reported");
+    assert!(err.is_connection());
+    assert!(!client.is_alive());
+    // A guard against a hang, not a timing assertion: the answer is immediate.
+    let after = tokio::time::timeout(Duration::from_secs(10), client.set_model(Some("x")))
+        .await
+        .expect("a request to a dead CLI does not wait for its timeout");
+    let err = after.unwrap_err();
+    assert!(err.is_connection(), "{err:?}");
+    assert!(client.query("again").await.unwrap_err().is_connection());
+}
+
+#[tokio::test]
+async fn a_conversation_whose_cli_crashed_is_not_kept_hot() {
+    use claude_code_sdk::ConversationManager;
+    let sandbox = Sandbox::without_mock();
+    let options = fake_options(&sandbox, FakeMode::Crash).build().unwrap();
+    let manager = ConversationManager::new(options);
+    let err = manager
+        .start_conversation("c", "hello", sandbox.cwd())
+        .await
+        .unwrap_err();
+    assert!(err.is_connection(), "{err:?}");
+    assert_eq!(manager.hot_count(), 0);
+}

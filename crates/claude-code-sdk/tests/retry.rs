@@ -121,3 +121,31 @@ async fn resume_after_tools_continues_the_same_session() {
     assert!(last.mentions("append a line"));
     assert!(!result_of(&messages).is_error);
 }
+
+#[tokio::test]
+async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::prompt_contains("long job").reply(Reply::tool_use(
+            "Bash",
+            json!({"command": "echo started >> log.txt; sleep 30"}),
+        )));
+    let (policy, seen) = recording_policy(3);
+    let options = h
+        .options()
+        .allowed_tools(["Bash"])
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+
+    let err = query_with_retry("run the long job", options, policy)
+        .await
+        .unwrap_err();
+
+    // The timeout is transient, but the command may have done its work: no retry.
+    assert_eq!(err.kind(), ErrorKind::SideEffectsNotRepeatable, "{err:?}");
+    assert_eq!(err.tools_ran(), ["Bash"]);
+    assert!(seen.lock().unwrap().is_empty());
+    let log = std::fs::read_to_string(h.file("log.txt")).unwrap();
+    assert_eq!(log.lines().count(), 1);
+}

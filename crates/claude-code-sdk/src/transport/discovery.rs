@@ -20,6 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::util::lock;
 
 /// The oldest CLI the SDK drives: the control protocol (`initialize`, `interrupt`,
 /// `can_use_tool`) is complete from 2.0.0 on.
@@ -170,7 +171,7 @@ fn cache() -> &'static VersionCache {
 pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVersion> {
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let key = (path.to_owned(), mtime);
-    if let Some(version) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(version) = lock(cache()).get(&key) {
         return Ok(*version);
     }
     let mut command = tokio::process::Command::new(path);
@@ -214,10 +215,7 @@ pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVer
             ),
         ));
     }
-    cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, version);
+    lock(cache()).insert(key, version);
     Ok(version)
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::options::StderrCallback;
+use crate::util::lock;
 
 /// How much stderr an error keeps.
 pub(crate) const STDERR_TAIL_BYTES: usize = 16 * 1024;
@@ -83,6 +84,8 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
             spec.program.display()
         ))
         .with_source(e)
+        // Not executable, not a program: trying again will not change that.
+        .permanent()
     })?;
     let pid = child
         .id()
@@ -229,7 +232,7 @@ struct TailBuf {
 
 impl StderrTail {
     fn push(&self, line: String) {
-        let mut tail = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = lock(&self.inner);
         tail.bytes += line.len() + 1;
         tail.lines.push_back(line);
         while tail.bytes > STDERR_TAIL_BYTES && tail.lines.len() > 1 {
@@ -241,7 +244,7 @@ impl StderrTail {
 
     /// The tail as text.
     pub(crate) fn text(&self) -> String {
-        let tail = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = lock(&self.inner);
         let mut out = String::with_capacity(tail.bytes);
         for line in &tail.lines {
             out.push_str(line);
