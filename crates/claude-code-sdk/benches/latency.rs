@@ -134,7 +134,10 @@ async fn main() {
 
         assert!(eager_pool.wait_warm(1, Duration::from_secs(60)).await);
         let start = Instant::now();
-        let run = eager_pool.query(prompt.as_str(), options.clone()).await.expect("warm");
+        let run = eager_pool
+            .query(prompt.as_str(), options.clone())
+            .await
+            .expect("warm");
         assert!(run.was_warm());
         let (first, result) = time_stream(start, run).await;
         warm_eager.push(first, result);

@@ -65,7 +65,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries removed by TTL or the size bound.
     pub evictions: u64,
-    /// Entries now.
+    /// Entries now. The cache applies insertions and evictions lazily; call
+    /// [`ResponseCache::run_pending_tasks`] first for an exact figure.
     pub entries: u64,
     /// Runs not cached because they had side effects or resumed a conversation.
     pub uncacheable: u64,

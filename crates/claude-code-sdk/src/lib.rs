@@ -133,5 +133,5 @@ pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use pool::{PoolConfig, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
 pub use query::{Prompt, Query, query};
 pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
-pub use session::{ClaudeSession, claude_session};
+pub use session::{ClaudeSession, claude_session, claude_session_with};
 pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};

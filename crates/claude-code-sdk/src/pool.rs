@@ -287,7 +287,7 @@ impl QueryPool {
             if queued.is_none() {
                 if inner.queued.load(Ordering::SeqCst) >= inner.config.max_queued {
                     return Err(inner.refuse(format!(
-                        "the pool's queue is full ({} waiting for {} processes)",
+                        "the pool's queue is full ({} queries already wait for a slot; max_concurrent is {})",
                         inner.config.max_queued, inner.config.max_concurrent
                     )));
                 }
@@ -460,7 +460,7 @@ impl Inner {
         };
         match victim {
             Some(w) => {
-                retire(w.connected, w.permit);
+                retire(w.connected, w.permit, Some(Arc::clone(&self.refill)));
                 true
             }
             None => false,
@@ -476,25 +476,34 @@ fn reusable(options: &ClaudeCodeOptions) -> bool {
 }
 
 /// Kills a process and gives its slot back once it has exited.
-fn retire(connected: Connected, permit: OwnedSemaphorePermit) {
+fn retire(connected: Connected, permit: OwnedSemaphorePermit, wake: Option<Arc<Notify>>) {
     let process = connected.session.process().cloned();
     drop(connected);
-    release_after_exit(process, permit);
+    release_after_exit(process, permit, wake);
 }
 
+/// Kills a process (if any) and gives its slot back once it has exited; then wakes the
+/// refill task (`wake`), which may start a warm process in the freed slot.
 fn release_after_exit(
     process: Option<Arc<crate::transport::subprocess::ProcessGuard>>,
     permit: OwnedSemaphorePermit,
+    wake: Option<Arc<Notify>>,
 ) {
+    let release = move || {
+        drop(permit);
+        if let Some(wake) = wake {
+            wake.notify_one();
+        }
+    };
     match (process, tokio::runtime::Handle::try_current()) {
         (Some(process), Ok(handle)) => {
             process.kill();
             handle.spawn(async move {
                 process.wait().await;
-                drop(permit);
+                release();
             });
         }
-        _ => drop(permit),
+        _ => release(),
     }
 }
 
@@ -541,7 +550,7 @@ async fn maintain(pool: Weak<Inner>, shutdown: CancellationToken) {
                     Err(err) => {
                         tracing::warn!(%err, "could not start a warm CLI process");
                         let process = lock(&slot).take();
-                        release_after_exit(process, permit);
+                        release_after_exit(process, permit, None);
                         failed = true;
                         break;
                     }
@@ -596,7 +605,7 @@ impl Inner {
             old
         };
         for w in old {
-            retire(w.connected, w.permit);
+            retire(w.connected, w.permit, Some(Arc::clone(&self.refill)));
         }
     }
 }
@@ -733,10 +742,10 @@ impl Drop for PooledQuery {
                         });
                         pool.warm_ready.notify_waiters();
                     }
-                    Ok(connected) => retire(connected, permit),
+                    Ok(connected) => retire(connected, permit, None),
                     Err((err, connected)) => {
                         tracing::debug!(%err, "a pooled process could not be reset; stopping it");
-                        retire(connected, permit);
+                        retire(connected, permit, Some(Arc::clone(&pool.refill)));
                     }
                 }
             });
@@ -744,7 +753,8 @@ impl Drop for PooledQuery {
         }
         let process = query.process();
         drop(query);
-        release_after_exit(process, permit);
+        let wake = self.pool.upgrade().map(|pool| Arc::clone(&pool.refill));
+        release_after_exit(process, permit, wake);
     }
 }
 

@@ -372,12 +372,10 @@ impl Query {
         }
     }
 
-    /// The CLI's process id (also its process group id), while it runs.
+    /// The CLI's process id (also its process group id), once it has started; still
+    /// known after the run ends.
     pub fn pid(&self) -> Option<u32> {
-        match &self.state {
-            State::Running(r) | State::Idle(r) => r.session.process().map(|p| p.pid()),
-            _ => None,
-        }
+        self.process().map(|p| p.pid())
     }
 
     /// Tool names given in `tools` or `allowed_tools` that the CLI does not have (for

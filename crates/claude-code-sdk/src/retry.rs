@@ -15,11 +15,11 @@
 //! # What is retried
 //!
 //! Only [transient](crate::Error::is_transient) failures: connection failures,
-//! timeouts, and API statuses 408, 429, 5xx and 529. Never an authentication failure
+//! timeouts, and API statuses 408, 409, 429, 5xx and 529. Never an authentication failure
 //! (401), a bad request, a permission denial, `max_turns` or a budget limit.
 //!
-//! The wait before attempt *n + 1* is drawn uniformly from zero to
-//! `min(max_delay, base × 2ⁿ)` ("full jitter", which spreads out clients that failed
+//! The wait before retry *n* (n = 1, 2, ...) is drawn uniformly from zero to
+//! `min(max_delay, base × 2ⁿ⁻¹)` ("full jitter", which spreads out clients that failed
 //! together), and is never shorter than a `retry-after` the API asked for.
 //! The exponential schedule comes from the `backon` crate.
 //!

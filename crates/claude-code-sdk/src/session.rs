@@ -39,7 +39,22 @@ pub async fn claude_session(
     project_path: impl AsRef<Path>,
     max_turns: u32,
 ) -> Result<ClaudeSession> {
-    let options = ClaudeCodeOptions::builder()
+    claude_session_with(ClaudeCodeOptions::default(), project_path, max_turns).await
+}
+
+/// Opens a session working in `project_path` with at most `max_turns` model round
+/// trips per prompt, on top of `options` (environment, CLI path, model, ...).
+///
+/// # Errors
+///
+/// See [`claude_session`].
+pub async fn claude_session_with(
+    options: ClaudeCodeOptions,
+    project_path: impl AsRef<Path>,
+    max_turns: u32,
+) -> Result<ClaudeSession> {
+    let options = options
+        .to_builder()
         .cwd(project_path.as_ref())
         .max_turns(max_turns)
         .build()?;

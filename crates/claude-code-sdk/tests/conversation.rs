@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use claude_code_sdk::{ClaudeSession, ConversationManager, ErrorKind, ManagerConfig, MemoryStore};
+use claude_code_sdk::{
+    ConversationManager, ErrorKind, ManagerConfig, MemoryStore, claude_session_with,
+};
 use claude_code_testkit::{Reply, Rule, wait_until_gone};
 use common::Harness;
 
@@ -215,7 +217,7 @@ async fn a_scoped_session_is_gone_when_it_drops() {
         .on(Rule::prompt_contains("colour").reply(Reply::text("Teal, you said.")));
     let pid;
     {
-        let session = ClaudeSession::open(h.options().max_turns(3).build().unwrap())
+        let session = claude_session_with(h.options().build().unwrap(), h.sandbox.cwd(), 3)
             .await
             .unwrap();
         pid = session.client().pid().unwrap();

@@ -53,6 +53,13 @@ struct Mocked {
 impl Backend {
     /// Picks the backend and prints which one it is.
     pub async fn start() -> Backend {
+        Backend::start_with(Vec::new()).await
+    }
+
+    /// Like [`Backend::start`], and with the mock model, `first_rules` are checked
+    /// before every other rule: for an example that scripts a fault, such as an
+    /// overloaded API. They are ignored with real Claude.
+    pub async fn start_with(first_rules: Vec<Rule>) -> Backend {
         let Some(cli) = find_claude() else {
             eprintln!(
                 "No Claude Code CLI found: run `make cli` (or `make run`) to install the \
@@ -68,7 +75,7 @@ impl Backend {
         };
         match credentials {
             Some(how) => Backend::real(&how, cli),
-            None => Backend::mock(forced_mock, cli).await,
+            None => Backend::mock(forced_mock, cli, first_rules).await,
         }
     }
 
@@ -85,11 +92,15 @@ impl Backend {
         }
     }
 
-    async fn mock(forced: bool, cli: PathBuf) -> Backend {
+    async fn mock(forced: bool, cli: PathBuf, first_rules: Vec<Rule>) -> Backend {
         let mock = MockAnthropic::start().await;
         let sandbox = Sandbox::new(&mock);
         // The examples' own scripts first: the demo rules end with a catch-all.
-        for rule in example_rules(sandbox.cwd()).into_iter().chain(demo_rules()) {
+        let rules = first_rules
+            .into_iter()
+            .chain(example_rules(sandbox.cwd()))
+            .chain(demo_rules());
+        for rule in rules {
             mock.on(rule);
         }
         print_banner(forced, &mock, &sandbox, &cli);
@@ -97,6 +108,11 @@ impl Backend {
             mode: Mode::Mock(Box::new(Mocked { mock, sandbox })),
             cli,
         }
+    }
+
+    /// Whether the answers come from the bundled mock model.
+    pub fn is_mock(&self) -> bool {
+        matches!(self.mode, Mode::Mock(_))
     }
 
     /// The directory the CLI works in (temporary, deleted at exit).
@@ -322,6 +338,96 @@ fn example_rules(cwd: &Path) -> Vec<Rule> {
                     "{MOCK} (12.5 × 4) + 7 = {sum}. Dividing it by 0 failed: {division}"
                 ))
             }
+        }),
+        // retry (its two 529s come first, from `Backend::start_with`)
+        Rule::prompt_contains("retry with jitter").reply(Reply::text(format!(
+            "{MOCK} Clients that failed together would retry together and overload the \
+             service again; random waits spread them out."
+        ))),
+        Rule::prompt_contains("revoked API key").reply(Reply::error(401)),
+        // pool
+        Rule::prompt_contains("In one sentence, what is a").reply_with(|req| {
+            let prompt = req.prompt().unwrap_or_default();
+            let answer = [
+                ("mutex", "a lock that lets one thread at a time touch shared data"),
+                ("semaphore", "a counter of permits that bounds how many tasks run at once"),
+                ("channel", "a queue that moves values from one task to another"),
+                ("thread pool", "a fixed set of threads that run queued jobs"),
+            ]
+            .into_iter()
+            .find(|(term, _)| prompt.contains(term))
+            .map_or("something I have no canned answer for".to_owned(), |(term, what)| {
+                format!("a {term} is {what}")
+            });
+            Reply::text(format!("{MOCK} In one sentence: {answer}."))
+        }),
+        Rule::prompt_contains("history of operating systems").reply(
+            Reply::text(format!(
+                "{MOCK} From batch monitors to time sharing, Unix, and the PC: a long story."
+            ))
+            .delay(Duration::from_secs(3)),
+        ),
+        // cache
+        Rule::prompt_contains("what an HTTP cache does").reply_with(|req| {
+            // Which project it was asked in, so that two projects' answers differ.
+            let said = everything_said(req);
+            let project = word_after(&said, "Primary working directory: ")
+                .and_then(|dir| dir.rsplit('/').next().map(str::to_owned))
+                .unwrap_or_default();
+            Reply::text(format!(
+                "{MOCK} (asked in {project}/) An HTTP cache keeps responses close to the \
+                 client, so a repeated request is answered without the origin server."
+            ))
+        }),
+        Rule::prompt_contains("request coalescing").reply(Reply::text(format!(
+            "{MOCK} Request coalescing lets identical requests that arrive together share one \
+             call to the backend."
+        ))),
+        Rule::prompt_contains("cache-note.txt").steps([
+            Reply::tool_use(
+                "Write",
+                json!({"file_path": path("cache-note.txt"), "content": "written by the cache example\n"}),
+            ),
+            Reply::text(format!("{MOCK} I wrote cache-note.txt.")),
+        ]),
+        // conversation_manager
+        Rule::prompt_contains("staging server is called").reply_with(|req| {
+            let name = word_after(&req.prompt().unwrap_or_default(), "staging server is called ");
+            Reply::text(format!(
+                "{MOCK} Got it: the staging server is {}.",
+                name.as_deref().unwrap_or("unnamed")
+            ))
+        }),
+        Rule::prompt_contains("name for the production server").reply(Reply::text(format!(
+            "{MOCK} How about \"kestrel\" for production?"
+        ))),
+        Rule::prompt_contains("what is the staging server called").reply_with(|req| {
+            Reply::text(
+                match word_after(&earlier_user_text(req), "staging server is called ") {
+                    Some(name) => format!("{MOCK} You told me in your first message: {name}."),
+                    None => format!("{MOCK} You have not told me what it is called."),
+                },
+            )
+        }),
+        Rule::prompt_contains("the deploy key is").reply(Reply::text(format!(
+            "{MOCK} Noted, I will remember the deploy key."
+        ))),
+        Rule::prompt_contains("Which deploy key").reply_with(|req| {
+            Reply::text(match word_after(&earlier_user_text(req), "deploy key is ") {
+                Some(key) => format!("{MOCK} The deploy key is {key}."),
+                None => format!("{MOCK} You have not given me a deploy key."),
+            })
+        }),
+        Rule::prompt_contains("favourite colour is").reply(Reply::text(format!(
+            "{MOCK} Noted."
+        ))),
+        Rule::prompt_contains("my favourite colour?").reply_with(|req| {
+            Reply::text(
+                match word_after(&earlier_user_text(req), "favourite colour is ") {
+                    Some(colour) => format!("{MOCK} Your favourite colour is {colour}."),
+                    None => format!("{MOCK} You have not told me your favourite colour."),
+                },
+            )
         }),
     ]
 }
