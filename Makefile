@@ -23,10 +23,11 @@ test: cli
 bench: cli
 	$(CARGO) bench -p claude-code-sdk --bench latency
 
-## make lint: formatting and clippy, warnings are errors
+## make lint: formatting, clippy and rustdoc, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features --quiet -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps --quiet
 
 ## the pinned CLI, installed once (npm ci is reproducible from package-lock.json)
 cli: $(CLI_BIN)

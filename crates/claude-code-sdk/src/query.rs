@@ -203,7 +203,7 @@ pub(crate) async fn with_exit_context(session: &Session, err: Error) -> Error {
 /// Runs one prompt through the Claude Code CLI and streams what happens.
 ///
 /// Nothing starts until the returned [`Query`] is first polled. See the [module
-/// docs](crate::query) for how a run ends and what dropping it does.
+/// docs](mod@crate::query) for how a run ends and what dropping it does.
 ///
 /// # Errors
 ///
