@@ -1,0 +1,102 @@
+//! Tool-use approvals answered from a browser.
+//!
+//! A streaming query with `"approvals": true` gets a permission callback that turns
+//! each question of the CLI into a `permission_request` event on the client's stream
+//! and waits for `POST /v1/approvals/{id}`. No answer within the approval timeout, or
+//! a client that went away, is a denial.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claude_code_sdk::{PermissionDecision, ToolPermissionContext};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{ApprovalAnswer, PermissionRequest};
+
+/// Pending approvals by id.
+#[derive(Debug, Clone, Default)]
+pub struct Approvals {
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<ApprovalAnswer>>>>,
+}
+
+impl Approvals {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<ApprovalAnswer>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers an answer; `false` when no request with that id waits (answered,
+    /// expired or unknown).
+    pub fn answer(&self, id: &str, answer: ApprovalAnswer) -> bool {
+        match self.pending().remove(id) {
+            Some(tx) => tx.send(answer).is_ok(),
+            None => false,
+        }
+    }
+
+    /// How many approvals wait for an answer.
+    pub fn waiting(&self) -> usize {
+        self.pending().len()
+    }
+
+    /// Asks the client on `events` and waits up to `timeout` for its answer.
+    pub(crate) async fn ask(
+        &self,
+        events: &mpsc::Sender<PermissionRequest>,
+        tool_name: String,
+        input: Value,
+        context: ToolPermissionContext,
+        timeout: Duration,
+    ) -> PermissionDecision {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(id.clone(), tx);
+        let forget = Forget {
+            approvals: self,
+            id: &id,
+        };
+        let request = PermissionRequest {
+            approval_id: id.clone(),
+            tool_name: tool_name.clone(),
+            input,
+            blocked_path: context.blocked_path,
+            expires_in_secs: timeout.as_secs(),
+        };
+        if events.send(request).await.is_err() {
+            return PermissionDecision::deny("the client that could approve this is gone");
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        drop(forget);
+        match answer {
+            Ok(Ok(ApprovalAnswer {
+                allow: true,
+                updated_input,
+                ..
+            })) => PermissionDecision::Allow {
+                updated_input,
+                updated_permissions: Vec::new(),
+            },
+            Ok(Ok(ApprovalAnswer { message, .. })) => PermissionDecision::deny(
+                message.unwrap_or_else(|| format!("the user denied {tool_name}")),
+            ),
+            Ok(Err(_)) | Err(_) => PermissionDecision::deny(format!(
+                "nobody approved {tool_name} within {} s",
+                timeout.as_secs()
+            )),
+        }
+    }
+}
+
+struct Forget<'a> {
+    approvals: &'a Approvals,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.approvals.pending().remove(self.id);
+    }
+}

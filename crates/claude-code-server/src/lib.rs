@@ -1,0 +1,271 @@
+//! The Claude Code SDK over HTTP.
+//!
+//! An axum [`Router`] that runs prompts through [`claude_code_sdk`]: as JSON, as a
+//! server-sent-event stream, and as named sessions that continue exactly; with tool-use
+//! approvals answered from the browser, bearer-token auth, and limits. A small web page
+//! at `/` uses it all.
+//!
+//! ```no_run
+//! use claude_code_server::{ServerConfig, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ServerConfig::new("127.0.0.1:8080".parse()?)
+//!     .api_token("change-me")
+//!     .project_root("/srv/projects");
+//! serve(config).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /` | the web page |
+//! | `GET /health` | `{"status": "ok"}`, no auth |
+//! | `POST /v1/query` | runs a [`QueryRequest`]; answers a [`QueryResponse`] |
+//! | `POST /v1/query/stream` | the same as server-sent events: `message` (a [`claude_code_sdk::WebMessage`]), `permission_request` (a [`PermissionRequest`]), then `done` (a [`ResultSummary`]) or `error` |
+//! | `POST /v1/approvals/{id}` | answers a `permission_request` with an [`ApprovalAnswer`] |
+//! | `POST /v1/sessions` | starts a conversation ([`NewSession`]); answers with its id |
+//! | `POST /v1/sessions/{id}/messages` | continues it ([`SessionTurn`]) |
+//! | `GET /v1/sessions/{id}` | its turns |
+//! | `DELETE /v1/sessions/{id}` | ends it |
+//! | `GET /v1/stats` | pool, session and approval figures |
+//!
+//! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
+//! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind): 400 invalid
+//! input, 401 no or bad token, 403 a permission mode the server does not allow or a
+//! denied tool use, 404 unknown session, 409 a session busy with another turn, 422 max
+//! turns or budget, 429 rate limited, 502 the model API or the CLI failed, 503 no
+//! process slot (with `Retry-After`), 504 timeout.
+//!
+//! # Limits
+//!
+//! Every run goes through one [`QueryPool`]: at most `max_concurrent` CLI processes, a
+//! bounded queue, a queue timeout. Requests cannot raise `max_turns` above the server's
+//! cap, pick a working directory outside the project root, or choose a permission mode
+//! the server does not allow (by default `readOnly`, `askForEdits`, `strict` and
+//! `plan`; the default mode is `readOnly`). Bodies are limited to 1 MiB by default.
+//! Each run has a timeout (5 minutes by default), and an approval that is not answered
+//! in time (2 minutes) is a denial.
+
+mod api;
+mod approvals;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use claude_code_sdk::{
+    ClaudeCodeOptions, ConversationManager, ManagerConfig, MemoryStore, PermissionMode, PoolConfig,
+    QueryPool,
+};
+
+pub use api::{
+    ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
+    SessionTurn,
+};
+pub use approvals::Approvals;
+pub use error::ApiError;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Accepted bearer tokens. Empty: no authentication (only sensible on loopback).
+    pub api_tokens: Vec<String>,
+    /// The options every run starts from (CLI path, environment, model, ...).
+    pub base_options: ClaudeCodeOptions,
+    /// Working directories are resolved under this directory (default: the current one).
+    pub project_root: PathBuf,
+    /// The process pool.
+    pub pool: PoolConfig,
+    /// Session (conversation) settings.
+    pub sessions: ManagerConfig,
+    /// The modes a request may choose.
+    pub allowed_modes: Vec<PermissionMode>,
+    /// The mode of requests that choose none.
+    pub default_mode: PermissionMode,
+    /// The most model round trips a request may ask for (and the default).
+    pub max_turns: u32,
+    /// The longest request body.
+    pub max_body_bytes: usize,
+    /// The longest a run may take.
+    pub request_timeout: Duration,
+    /// How long a browser has to answer a permission request.
+    pub approval_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, listening on `bind`.
+    pub fn new(bind: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            bind,
+            api_tokens: Vec::new(),
+            base_options: ClaudeCodeOptions::default(),
+            project_root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            pool: PoolConfig::default(),
+            sessions: ManagerConfig::default(),
+            allowed_modes: vec![
+                PermissionMode::ReadOnly,
+                PermissionMode::AskForEdits,
+                PermissionMode::Strict,
+                PermissionMode::Plan,
+            ],
+            default_mode: PermissionMode::ReadOnly,
+            max_turns: 10,
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(300),
+            approval_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Accepts this bearer token (call again for more).
+    #[must_use]
+    pub fn api_token(mut self, token: impl Into<String>) -> Self {
+        self.api_tokens.push(token.into());
+        self
+    }
+
+    /// Resolves working directories under `root`.
+    #[must_use]
+    pub fn project_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.project_root = root.into();
+        self
+    }
+
+    /// The options every run starts from.
+    #[must_use]
+    pub fn base_options(mut self, options: ClaudeCodeOptions) -> Self {
+        self.base_options = options;
+        self
+    }
+
+    /// The process pool.
+    #[must_use]
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The modes requests may choose, and the default.
+    #[must_use]
+    pub fn modes(
+        mut self,
+        allowed: impl IntoIterator<Item = PermissionMode>,
+        default: PermissionMode,
+    ) -> Self {
+        self.allowed_modes = allowed.into_iter().collect();
+        if !self.allowed_modes.contains(&default) {
+            self.allowed_modes.push(default);
+        }
+        self.default_mode = default;
+        self
+    }
+
+    /// The most model round trips per request.
+    #[must_use]
+    pub fn max_turns(mut self, turns: u32) -> Self {
+        self.max_turns = turns.max(1);
+        self
+    }
+
+    /// The longest a run may take.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a browser has to answer a permission request.
+    #[must_use]
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    config: ServerConfig,
+    project_root: PathBuf,
+    pool: QueryPool,
+    sessions: ConversationManager,
+    approvals: Approvals,
+}
+
+impl AppState {
+    /// Builds the state: the pool and the session manager start here (a Tokio runtime
+    /// is needed).
+    ///
+    /// # Errors
+    ///
+    /// An [`std::io::Error`] when the project root does not exist.
+    pub fn new(config: ServerConfig) -> std::io::Result<AppState> {
+        let project_root = config.project_root.canonicalize()?;
+        let pool = QueryPool::new(config.pool.clone());
+        let session_base = config
+            .base_options
+            .to_builder()
+            .permission_mode(config.default_mode)
+            .max_turns(config.max_turns)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(std::io::Error::other)?;
+        let sessions = ConversationManager::with_store(
+            session_base,
+            MemoryStore::default(),
+            config.sessions.clone(),
+        );
+        Ok(AppState {
+            inner: Arc::new(StateInner {
+                config,
+                project_root,
+                pool,
+                sessions,
+                approvals: Approvals::default(),
+            }),
+        })
+    }
+
+    /// The approvals waiting for browsers.
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
+    }
+
+    /// The process pool.
+    pub fn pool(&self) -> &QueryPool {
+        &self.inner.pool
+    }
+}
+
+/// The router, with auth and limits applied.
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Listens on `config.bind` and serves until the process is stopped.
+///
+/// # Errors
+///
+/// When the address cannot be bound or the project root does not exist.
+pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
+    let app = router(AppState::new(config)?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}

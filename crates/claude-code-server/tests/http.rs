@@ -1,0 +1,363 @@
+//! The server on a real socket, running the real CLI against the mock model.
+
+use std::time::Duration;
+
+use claude_code_sdk::{ClaudeCodeOptions, PermissionMode, PoolConfig};
+use claude_code_server::{AppState, ServerConfig, router};
+use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token";
+
+struct Server {
+    url: String,
+    mock: MockAnthropic,
+    sandbox: Sandbox,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> Server {
+        let mock = MockAnthropic::start().await;
+        let sandbox = Sandbox::new(&mock);
+        std::fs::create_dir_all(sandbox.cwd().join("app")).unwrap();
+        let options = ClaudeCodeOptions::builder()
+            .cli_path(cli_path())
+            .envs(sandbox.env())
+            .build()
+            .unwrap();
+        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            .api_token(TOKEN)
+            .project_root(sandbox.cwd())
+            .base_options(options)
+            .modes(
+                [PermissionMode::ReadOnly, PermissionMode::AskForEdits],
+                PermissionMode::ReadOnly,
+            )
+            .request_timeout(Duration::from_secs(120));
+        let app = router(AppState::new(configure(config)).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Server {
+            url,
+            mock,
+            sandbox,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn post(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+    }
+
+    async fn json(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.post(path, body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Reads server-sent events until the stream ends; `on_event` may act on each.
+async fn read_events(
+    response: reqwest::Response,
+    mut on_event: impl FnMut(&str, &Value),
+) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = "message".to_owned();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            let value: Value = serde_json::from_str(&data).unwrap();
+            on_event(&name, &value);
+            events.push((name, value));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_json_query_answers_with_messages_and_a_result() {
+    let s = Server::start(|c| c).await;
+    s.mock
+        .on(Rule::prompt_contains("capital").reply(Reply::text("Paris.")));
+    let (status, body) = s
+        .json("/v1/query", json!({"prompt": "The capital of France?"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["text"], "Paris.");
+    assert_eq!(body["result"]["is_error"], false);
+    assert!(
+        body["result"]["session_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    let assistant: Vec<&Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(assistant[0]["content"], "Paris.");
+    assert!(assistant[0]["timestamp"].is_string());
+}
+
+#[tokio::test]
+async fn requests_without_the_token_are_refused() {
+    let s = Server::start(|c| c).await;
+    let none = s
+        .http
+        .post(format!("{}/v1/query", s.url))
+        .json(&json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    let wrong = s
+        .http
+        .post(format!("{}/v1/query", s.url))
+        .bearer_auth("nope")
+        .json(&json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "unauthorized");
+    assert!(s.mock.requests().is_empty());
+    // The page and the health check need no token.
+    let page = s.http.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    let health = s
+        .http
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_stream_delivers_messages_then_done() {
+    let s = Server::start(|c| c).await;
+    s.mock
+        .on(Rule::any().reply(Reply::text("streamed words arrive in order")));
+    let response = s
+        .post(
+            "/v1/query/stream",
+            json!({"prompt": "stream please", "include_partial_messages": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = read_events(response, |_, _| {}).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"done"));
+    let deltas: String = events
+        .iter()
+        .filter(|(n, v)| n == "message" && v["type"] == "stream_event")
+        .map(|(_, v)| v["content"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(deltas, "streamed words arrive in order");
+    assert_eq!(
+        events.last().unwrap().1["text"],
+        "streamed words arrive in order"
+    );
+}
+
+#[tokio::test]
+async fn a_browser_approves_a_write_and_denies_the_next() {
+    let s = Server::start(|c| c).await;
+    let path = |name: &str| s.sandbox.cwd().join(name).display().to_string();
+    s.mock.on(Rule::prompt_contains("two files").steps([
+        Reply::tool_use(
+            "Write",
+            json!({"file_path": path("approved.txt"), "content": "yes"}),
+        ),
+        Reply::tool_use(
+            "Write",
+            json!({"file_path": path("denied.txt"), "content": "no"}),
+        ),
+        Reply::text("done writing"),
+    ]));
+    let response = s
+        .post(
+            "/v1/query/stream",
+            json!({"prompt": "write two files", "permission_mode": "askForEdits", "approvals": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (answers_tx, mut answers_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    let answering = {
+        let (http, url) = (s.http.clone(), s.url.clone());
+        tokio::spawn(async move {
+            while let Some((id, allow)) = answers_rx.recv().await {
+                let answer = http
+                    .post(format!("{url}/v1/approvals/{id}"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"allow": allow, "message": "not this one"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status().as_u16(), 204);
+            }
+        })
+    };
+    let mut asked = Vec::new();
+    let events = read_events(response, |name, value| {
+        if name == "permission_request" {
+            let first = asked.is_empty();
+            asked.push(value["tool_name"].as_str().unwrap().to_owned());
+            let id = value["approval_id"].as_str().unwrap().to_owned();
+            answers_tx.send((id, first)).unwrap();
+        }
+    })
+    .await;
+    drop(answers_tx);
+    answering.await.unwrap();
+
+    assert_eq!(asked, ["Write", "Write"]);
+    assert_eq!(
+        std::fs::read_to_string(s.sandbox.cwd().join("approved.txt")).unwrap(),
+        "yes"
+    );
+    assert!(!s.sandbox.cwd().join("denied.txt").exists());
+    let done = &events.last().unwrap().1;
+    assert_eq!(events.last().unwrap().0, "done");
+    assert_eq!(done["permission_denials"][0]["tool_name"], "Write");
+    let seen = s.mock.requests().pop().unwrap().tool_results();
+    assert!(seen.last().unwrap().content.contains("not this one"));
+}
+
+#[tokio::test]
+async fn sessions_continue_exactly_and_end() {
+    let s = Server::start(|c| c).await;
+    s.mock
+        .on(Rule::prompt_contains("Which city").reply(Reply::text("You said Lisbon.")));
+    let (status, first) = s
+        .json("/v1/sessions", json!({"prompt": "I live in Lisbon."}))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let id = first["session"].as_str().unwrap().to_owned();
+    let (status, second) = s
+        .json(
+            &format!("/v1/sessions/{id}/messages"),
+            json!({"prompt": "Which city do I live in?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["result"]["text"], "You said Lisbon.");
+    assert!(
+        s.mock
+            .requests()
+            .pop()
+            .unwrap()
+            .mentions("I live in Lisbon.")
+    );
+
+    let history: Value = s
+        .http
+        .get(format!("{}/v1/sessions/{id}", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["turns"].as_array().unwrap().len(), 2);
+    let ended = s
+        .http
+        .delete(format!("{}/v1/sessions/{id}", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 204);
+    let (status, gone) = s
+        .json(
+            &format!("/v1/sessions/{id}/messages"),
+            json!({"prompt": "hello?"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(gone["error"]["kind"], "not_found");
+}
+
+#[tokio::test]
+async fn limits_are_enforced() {
+    let s = Server::start(|c| {
+        c.pool(PoolConfig {
+            max_concurrent: 1,
+            max_queued: 0,
+            ..PoolConfig::default()
+        })
+    })
+    .await;
+    // A mode the server does not allow.
+    let (status, body) = s
+        .json(
+            "/v1/query",
+            json!({"prompt": "hi", "permission_mode": "bypassPermissions"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // A working directory outside the project root.
+    for cwd in ["../", "/etc", "missing"] {
+        let (status, body) = s
+            .json("/v1/query", json!({"prompt": "hi", "cwd": cwd}))
+            .await;
+        assert_eq!(status, 400, "{cwd}: {body}");
+        assert_eq!(body["error"]["kind"], "invalid_options");
+    }
+    let (status, _) = s
+        .json("/v1/query", json!({"prompt": "hi", "cwd": "app"}))
+        .await;
+    assert_eq!(status, 200);
+    // Unknown fields are refused rather than ignored.
+    let (status, _) = s
+        .json("/v1/query", json!({"prompt": "hi", "temperature": 2}))
+        .await;
+    assert_eq!(status, 422);
+    // No slot free and no queue: 503 with Retry-After.
+    s.mock
+        .on(Rule::prompt_contains("slow").reply(Reply::text("late").delay(Duration::from_secs(2))));
+    let slow = s.post("/v1/query", json!({"prompt": "slow one"})).send();
+    let busy = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.post("/v1/query", json!({"prompt": "another"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (slow, busy) = tokio::join!(slow, busy);
+    assert_eq!(slow.unwrap().status().as_u16(), 200);
+    assert_eq!(busy.status().as_u16(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    let body: Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "pool_busy");
+}
