@@ -87,7 +87,7 @@ pub struct ConversationRecord {
     pub turns: Vec<Turn>,
 }
 
-/// Where conversations are kept. [`MemoryStore`] by default; [`SqliteStore`] (feature
+/// Where conversations are kept. [`MemoryStore`] by default; `SqliteStore` (feature
 /// `sqlite`) survives restarts. Implement it for your own database.
 pub trait ConversationStore: Send + Sync + 'static {
     /// The conversation with this id, if any.

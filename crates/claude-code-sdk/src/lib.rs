@@ -76,15 +76,60 @@
 //! # }
 //! ```
 //!
+//! # Many turns, callbacks, hooks and tools
+//!
+//! [`ClaudeClient`] keeps one CLI process for a conversation, with `interrupt`,
+//! `set_model` and `set_permission_mode` while it runs. Your code can decide tool uses
+//! ([`permission`]), react to the CLI's hooks ([`hooks`]), and give the model tools
+//! written in Rust ([`tools`]):
+//!
+//! ```no_run
+//! use claude_code_sdk::{ClaudeClient, ClaudeCodeOptions, PermissionDecision, PermissionMode};
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> claude_code_sdk::Result<()> {
+//! let options = ClaudeCodeOptions::builder()
+//!     .permission_mode(PermissionMode::AskForEdits)
+//!     .can_use_tool(|tool, _input, _context| async move {
+//!         if tool == "Bash" { PermissionDecision::deny("no shell here") } else { PermissionDecision::allow() }
+//!     })
+//!     .build()?;
+//! let client = ClaudeClient::connect(options).await?;
+//! client.query("Add a CHANGELOG entry for the last commit").await?;
+//! let mut turn = client.receive_response();
+//! while let Some(message) = turn.next().await {
+//!     println!("{}", message?.content());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # For web applications
+//!
+//! [`query_with_retry`] retries transient failures without repeating side effects;
+//! [`QueryPool`] bounds the processes and keeps warm ones ready; [`ResponseCache`]
+//! shares answers keyed by everything that can change them; [`ConversationManager`]
+//! continues conversations exactly, in memory or in SQLite; [`claude_session`] is a
+//! conversation that cleans up after itself. The `claude-code-server` crate puts all of
+//! it behind HTTP.
+//!
 //! # Modules
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`query`](mod@query) | [`query()`] and its [`Query`] stream |
+//! | [`client`] | [`ClaudeClient`]: many turns on one process |
 //! | [`options`] | [`ClaudeCodeOptions`], [`PermissionMode`] and the option types |
 //! | [`message`] | [`Message`], [`ContentBlock`], [`ResultMessage`], [`Usage`] |
 //! | [`error`] | [`Error`] and [`ErrorKind`] |
+//! | [`permission`], [`hooks`], [`tools`] | permission callbacks, hooks, in-process MCP tools |
+//! | [`retry`], [`pool`], [`cache`], [`conversation`], [`session`] | the web-application toolkit |
 //! | [`transport`] | finding the CLI and its version |
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | no | [`SqliteStore`](conversation::ConversationStore), a conversation store in SQLite (sqlx, bundled SQLite) |
 //!
 //! # Caveats
 //!
