@@ -67,7 +67,9 @@ use crate::control::Event;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::{Connected, ProcessSlot, Prompt, Query, collect_stream, connect_for, query};
+use crate::query::{
+    Connected, ProcessSlot, Prompt, Query, collect_ok, collect_stream, connect_for, query,
+};
 use crate::util::lock;
 use crate::wire;
 
@@ -638,11 +640,7 @@ impl PooledQuery {
     ///
     /// The first error of the run.
     pub async fn collect_all(self) -> Result<Vec<Message>> {
-        let (messages, error) = self.collect_messages().await;
-        match error {
-            Some(err) => Err(err),
-            None => Ok(messages),
-        }
+        collect_ok(self).await
     }
 
     /// Collects every message, and the error that ended the run, if any.

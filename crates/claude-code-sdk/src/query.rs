@@ -146,6 +146,17 @@ where
     (messages, None)
 }
 
+/// Collects a stream of messages; its first error instead, if it has one.
+pub(crate) async fn collect_ok<S>(stream: S) -> Result<Vec<Message>>
+where
+    S: Stream<Item = Result<Message>> + Unpin,
+{
+    match collect_stream(stream).await {
+        (messages, None) => Ok(messages),
+        (_, Some(err)) => Err(err),
+    }
+}
+
 /// Where a starting run publishes its process as soon as it exists, so whoever owns
 /// the run can wait for the process to exit even if the start is abandoned.
 pub(crate) type ProcessSlot = Arc<std::sync::Mutex<Option<Arc<ProcessGuard>>>>;
@@ -352,11 +363,7 @@ impl Query {
     /// keeps the result message, if there was one). Use
     /// [`collect_messages`](Query::collect_messages) to keep them.
     pub async fn collect_all(self) -> Result<Vec<Message>> {
-        let (messages, error) = self.collect_messages().await;
-        match error {
-            Some(err) => Err(err),
-            None => Ok(messages),
-        }
+        collect_ok(self).await
     }
 
     /// Collects every message of the run, and the error that ended it, if any.

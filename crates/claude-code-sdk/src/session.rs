@@ -21,7 +21,7 @@ use crate::client::ClaudeClient;
 use crate::error::Result;
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::{Prompt, collect_stream};
+use crate::query::{Prompt, collect_ok};
 
 /// A conversation that cleans up after itself. See the [module docs](crate::session).
 #[derive(Debug)]
@@ -80,10 +80,7 @@ impl ClaudeSession {
     /// The turn's error, after which the session is still usable unless the CLI died.
     pub async fn query(&self, prompt: impl Into<Prompt>) -> Result<Vec<Message>> {
         self.client.query(prompt).await?;
-        match collect_stream(self.client.receive_response()).await {
-            (messages, None) => Ok(messages),
-            (_, Some(err)) => Err(err),
-        }
+        collect_ok(self.client.receive_response()).await
     }
 
     /// The underlying client, for interrupts, mode and model changes.
