@@ -3,10 +3,11 @@
 use claude_code_sdk::{Message, PermissionDenial, PermissionMode, WebMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A prompt and the per-request options a client may set. Everything else comes from
 /// the server's configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// The prompt.
@@ -20,14 +21,18 @@ pub struct QueryRequest {
     /// Model round trips; capped by the server's `max_turns`.
     #[serde(default)]
     pub max_turns: Option<u32>,
-    /// One of the modes the server allows (default: the server's default mode).
+    /// One of the modes the server allows (default: the server's default mode):
+    /// `readOnly`, `askForEdits`, `acceptEdits`, `strict`, `default`, `plan`,
+    /// `bypassPermissions`, `dontAsk`, `auto`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "askForEdits")]
     pub permission_mode: Option<PermissionMode>,
     /// A working directory relative to the server's project root.
     #[serde(default)]
     pub cwd: Option<String>,
     /// A JSON Schema for structured output.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub json_schema: Option<Value>,
     /// Continue the conversation with this session id.
     #[serde(default)]
@@ -42,7 +47,7 @@ pub struct QueryRequest {
 }
 
 /// The outcome of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ResultSummary {
     /// The final text.
     pub text: Option<String>,
@@ -57,8 +62,10 @@ pub struct ResultSummary {
     /// Wall time.
     pub duration_ms: u64,
     /// The structured output, for `json_schema` runs.
+    #[schema(value_type = Option<Object>)]
     pub structured_output: Option<Value>,
-    /// Tool uses that were denied.
+    /// Tool uses that were denied: `{tool_name, tool_use_id, tool_input}`.
+    #[schema(value_type = Vec<Object>)]
     pub permission_denials: Vec<PermissionDenial>,
 }
 
@@ -83,12 +90,14 @@ impl ResultSummary {
 }
 
 /// The answer of `POST /v1/query` and of session turns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueryResponse {
     /// The session (conversation) the turn belongs to, for session endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
-    /// Every message, in the flat web shape.
+    /// Every message, in the flat web shape:
+    /// `{content, role, timestamp, tools_used, error, type, session_id}`.
+    #[schema(value_type = Vec<Object>)]
     pub messages: Vec<WebMessage>,
     /// The outcome.
     pub result: Option<ResultSummary>,
@@ -106,7 +115,7 @@ impl QueryResponse {
 }
 
 /// `POST /v1/sessions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
     /// The first prompt.
@@ -117,7 +126,7 @@ pub struct NewSession {
 }
 
 /// `POST /v1/sessions/{id}/messages`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionTurn {
     /// The follow-up prompt.
@@ -125,7 +134,7 @@ pub struct SessionTurn {
 }
 
 /// `POST /v1/approvals/{id}`: a browser's answer to a `permission_request`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalAnswer {
     /// Run the tool?
@@ -135,17 +144,19 @@ pub struct ApprovalAnswer {
     pub message: Option<String>,
     /// Run the tool with this input instead.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub updated_input: Option<Value>,
 }
 
 /// A `permission_request` event on a stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PermissionRequest {
     /// Answer with `POST /v1/approvals/{approval_id}`.
     pub approval_id: String,
     /// The tool.
     pub tool_name: String,
     /// Its input.
+    #[schema(value_type = Object)]
     pub input: Value,
     /// The path that needs permission, if any.
     pub blocked_path: Option<String>,

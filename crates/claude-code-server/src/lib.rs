@@ -22,6 +22,7 @@
 //! |---|---|
 //! | `GET /` | the web page |
 //! | `GET /health` | `{"status": "ok"}`, no auth |
+//! | `GET /openapi.json` | this API as OpenAPI 3.1, no auth |
 //! | `POST /v1/query` | runs a [`QueryRequest`]; answers a [`QueryResponse`] |
 //! | `POST /v1/query/stream` | the same as server-sent events: `message` (a [`claude_code_sdk::WebMessage`]), `permission_request` (a [`PermissionRequest`]), then `done` (a [`ResultSummary`]) or `error` |
 //! | `POST /v1/approvals/{id}` | answers a `permission_request` with an [`ApprovalAnswer`] |
@@ -51,6 +52,7 @@
 mod api;
 mod approvals;
 mod error;
+pub mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

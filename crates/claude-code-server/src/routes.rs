@@ -41,16 +41,23 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .merge(api)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-async fn health() -> Json<Value> {
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, description = "The server is up")))]
+pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
@@ -170,7 +177,19 @@ impl StateInner {
     }
 }
 
-async fn query_json(
+#[utoipa::path(post, path = "/v1/query", tag = "query", request_body = QueryRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The run's messages and result", body = QueryResponse),
+        (status = 400, description = "Invalid options"),
+        (status = 401, description = "No or bad token"),
+        (status = 403, description = "A permission mode the server does not allow, or a tool use nobody could approve"),
+        (status = 422, description = "Max turns or budget reached"),
+        (status = 502, description = "The model API or the CLI failed"),
+        (status = 503, description = "No process slot free (see Retry-After)"),
+        (status = 504, description = "The run timed out"),
+    ))]
+pub(crate) async fn query_json(
     State(state): State<AppState>,
     Json(request): Json<QueryRequest>,
 ) -> Result<Json<QueryResponse>, ApiError> {
@@ -189,7 +208,15 @@ async fn query_json(
     }
 }
 
-async fn query_stream(
+#[utoipa::path(post, path = "/v1/query/stream", tag = "query", request_body = QueryRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+         description = "Server-sent events: `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (`{\"error\": {...}}`)"),
+        (status = 401, description = "No or bad token"),
+        (status = 503, description = "No process slot free (see Retry-After)"),
+    ))]
+pub(crate) async fn query_stream(
     State(state): State<AppState>,
     Json(request): Json<QueryRequest>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -259,7 +286,14 @@ async fn drive(
     }
 }
 
-async fn approve(
+#[utoipa::path(post, path = "/v1/approvals/{id}", tag = "query", request_body = ApprovalAnswer,
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The `approval_id` of a permission_request")),
+    responses(
+        (status = 204, description = "Delivered"),
+        (status = 404, description = "No such request waits (answered, expired or unknown)"),
+    ))]
+pub(crate) async fn approve(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
     Json(answer): Json<ApprovalAnswer>,
@@ -275,7 +309,10 @@ async fn approve(
     }
 }
 
-async fn start_session(
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = NewSession,
+    security(("bearer" = [])),
+    responses((status = 201, description = "The session's id (`session`) and its first turn", body = QueryResponse)))]
+pub(crate) async fn start_session(
     State(state): State<AppState>,
     Json(request): Json<NewSession>,
 ) -> Result<(StatusCode, Json<QueryResponse>), ApiError> {
@@ -292,7 +329,15 @@ async fn start_session(
     ))
 }
 
-async fn continue_session(
+#[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions", request_body = SessionTurn,
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "The turn", body = QueryResponse),
+        (status = 404, description = "Unknown session"),
+        (status = 409, description = "The session has a turn in progress"),
+    ))]
+pub(crate) async fn continue_session(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
     Json(request): Json<SessionTurn>,
@@ -305,7 +350,11 @@ async fn continue_session(
     Ok(Json(QueryResponse::new(Some(id), &messages)))
 }
 
-async fn session_history(
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The session id")),
+    responses((status = 200, description = "The session's turns"), (status = 404, description = "Unknown session")))]
+pub(crate) async fn session_history(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -319,7 +368,11 @@ async fn session_history(
     })))
 }
 
-async fn end_session(
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The session id")),
+    responses((status = 204, description = "Ended"), (status = 404, description = "Unknown session")))]
+pub(crate) async fn end_session(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -327,7 +380,10 @@ async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stats(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/stats", tag = "server",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Pool, session and approval figures")))]
+pub(crate) async fn stats(State(state): State<AppState>) -> Json<Value> {
     let pool = state.inner.pool.stats();
     Json(json!({
         "pool": {

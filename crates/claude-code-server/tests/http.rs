@@ -361,3 +361,30 @@ async fn limits_are_enforced() {
     let body: Value = busy.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "pool_busy");
 }
+
+#[tokio::test]
+async fn the_api_describes_itself_as_openapi() {
+    let s = Server::start(|c| c).await;
+    let doc: Value = s
+        .http
+        .get(format!("{}/openapi.json", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/query",
+        "/v1/query/stream",
+        "/v1/approvals/{id}",
+        "/v1/sessions",
+        "/v1/sessions/{id}/messages",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is missing");
+    }
+    let request = &doc["components"]["schemas"]["QueryRequest"];
+    assert_eq!(request["required"], json!(["prompt"]));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
