@@ -8,11 +8,15 @@ CARGO ?= cargo
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run test bench cli check lint clean
+.PHONY: run serve test bench cli check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
 	$(CARGO) run --quiet -p claude-code-sdk --example quickstart
+
+## make serve: the HTTP server and its web page on 127.0.0.1:8080 (real Claude or the mock model)
+serve: cli
+	$(CARGO) run --quiet -p claude-code-server --example demo
 
 ## make test: every test, against the real pinned CLI and the testkit's mock model
 test: cli
