@@ -240,3 +240,21 @@ async fn cli_not_found_says_where_it_looked() {
     assert!(err.to_string().contains("npm install"));
     assert!(h.mock.requests().is_empty());
 }
+
+#[tokio::test]
+async fn auth_status_reports_how_the_cli_authenticates() {
+    use claude_code_sdk::transport::discovery::auth_status;
+    let h = Harness::new().await;
+    let with_key = auth_status(&claude_code_testkit::cli_path(), &h.sandbox.env())
+        .await
+        .unwrap();
+    assert!(with_key.logged_in);
+    assert_eq!(with_key.auth_method, "api_key");
+    let mut without: Vec<(String, String)> = h.sandbox.env();
+    without.retain(|(k, _)| k != "ANTHROPIC_API_KEY");
+    without.push(("ANTHROPIC_API_KEY".into(), String::new()));
+    let status = auth_status(&claude_code_testkit::cli_path(), &without)
+        .await
+        .unwrap();
+    assert!(!status.logged_in, "{:?}", status.raw);
+}

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use claude_code_sdk::transport::discovery::find_cli;
+use claude_code_sdk::transport::discovery::{auth_status, find_cli};
 use claude_code_sdk::{ClaudeCodeOptions, ClaudeCodeOptionsBuilder};
 use claude_code_testkit::{MockAnthropic, RecordedRequest, Reply, Rule, Sandbox, demo_rules};
 use serde_json::{Value, json};
@@ -169,22 +169,11 @@ async fn credentials(cli: &Path) -> Option<String> {
     if std::env::var("ANTHROPIC_API_KEY").is_ok_and(|key| !key.trim().is_empty()) {
         return Some("ANTHROPIC_API_KEY is set".to_owned());
     }
-    // `claude auth status` prints JSON with "loggedIn" (and exits 1 when logged out).
-    let status = tokio::process::Command::new(cli)
-        .args(["auth", "status"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(15), status)
-        .await
-        .ok()?
-        .ok()?;
-    let status: Value = serde_json::from_slice(&output.stdout).ok()?;
-    if status["loggedIn"] != json!(true) {
+    let status = auth_status(cli, &[]).await.ok()?;
+    if !status.logged_in {
         return None;
     }
-    let method = status["authMethod"].as_str().unwrap_or("unknown method");
+    let method = status.auth_method;
     Some(format!("`claude auth status`: logged in, {method}"))
 }
 

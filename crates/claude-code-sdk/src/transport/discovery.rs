@@ -219,6 +219,60 @@ pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVer
     Ok(version)
 }
 
+/// What `claude auth status` says about the CLI's credentials.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AuthStatus {
+    /// Whether the CLI can call the model API (a login, or an API key it found).
+    pub logged_in: bool,
+    /// How: `"claude.ai"`, `"api_key"`, `"none"`, ... as the CLI names it.
+    pub auth_method: String,
+    /// The API provider (`firstParty`, `bedrock`, `vertex`, ...).
+    pub api_provider: String,
+    /// Everything the CLI printed.
+    pub raw: serde_json::Value,
+}
+
+/// Asks the CLI at `path` whether it has credentials (`claude auth status`), with
+/// `env` added to its environment. A login and an `ANTHROPIC_API_KEY` in that
+/// environment both count (`auth_method` says which).
+///
+/// # Errors
+///
+/// [`Connection`](crate::ErrorKind::Connection) when the CLI cannot be run;
+/// [`Timeout`](crate::ErrorKind::Timeout) after 15 s; [`Protocol`](crate::ErrorKind::Protocol)
+/// when its answer is not the expected JSON (older CLIs have no `auth status`).
+pub async fn auth_status(path: &Path, env: &[(String, String)]) -> Result<AuthStatus> {
+    let mut command = tokio::process::Command::new(path);
+    command
+        .args(["auth", "status", "--json"])
+        .env_remove("CLAUDECODE")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(15), command.output())
+        .await
+        .map_err(|_| Error::timeout("`claude auth status` did not answer in 15 s"))?
+        .map_err(|e| {
+            Error::connection(format!("could not run {} auth status", path.display()))
+                .with_source(e)
+        })?;
+    // It exits 1 when logged out, with the same JSON.
+    let raw: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        Error::protocol("`claude auth status` did not print JSON")
+            .with_source(e)
+            .with_raw_line(String::from_utf8_lossy(&output.stdout).into_owned())
+            .with_stderr(String::from_utf8_lossy(&output.stderr).into_owned())
+    })?;
+    let text = |key: &str| raw[key].as_str().unwrap_or_default().to_owned();
+    Ok(AuthStatus {
+        logged_in: raw["loggedIn"].as_bool().unwrap_or(false),
+        auth_method: text("authMethod"),
+        api_provider: text("apiProvider"),
+        raw,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
