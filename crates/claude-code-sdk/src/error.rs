@@ -436,7 +436,9 @@ impl fmt::Display for Error {
         {
             write!(f, " (API status {status})")?;
         }
-        if let Some(code) = self.inner.exit_code {
+        if let Some(code) = self.inner.exit_code
+            && !self.inner.message.contains("exit code")
+        {
             write!(f, " (exit code {code})")?;
         }
         if let Some(tail) = &self.inner.stderr_tail {
@@ -506,6 +508,8 @@ mod tests {
         assert!(text.contains("exit code 3"), "{text}");
         assert!(text.contains("fatal: boom"), "{text}");
         assert_eq!(err.stderr_tail(), Some("line one\nfatal: boom\n"));
+        let said = Error::connection("the CLI ended (exit code 1)").with_exit_code(Some(1));
+        assert_eq!(said.to_string().matches("exit code 1").count(), 1);
     }
 
     #[test]

@@ -607,6 +607,13 @@ impl ClaudeCodeOptions {
                 "session_id must be a UUID, not {id:?}"
             )));
         }
+        if let Some(resume) = &self.resume
+            && (resume.trim().is_empty() || resume.starts_with('-') || resume.contains('\0'))
+        {
+            return Err(Error::invalid_options(format!(
+                "resume must be a session id or name, not {resume:?}"
+            )));
+        }
         if self.fork_session && self.resume.is_none() && !self.continue_conversation {
             return Err(Error::invalid_options(
                 "fork_session needs resume or continue_conversation",
@@ -810,11 +817,13 @@ impl ClaudeCodeOptions {
     /// The CLI arguments for these options (after the fixed stream-json flags).
     pub(crate) fn cli_args(&self, version: &CliVersion) -> Result<Vec<OsString>> {
         let mut args: Vec<OsString> = Vec::new();
+        // `--name=value` as one argument: a value can never be read as a flag of its
+        // own, whatever it starts with (the CLI's `--resume` takes an optional value).
         let mut flag = |name: &str, value: Option<String>| {
-            args.push(format!("--{name}").into());
-            if let Some(v) = value {
-                args.push(v.into());
-            }
+            args.push(match value {
+                Some(v) => format!("--{name}={v}").into(),
+                None => format!("--{name}").into(),
+            });
         };
         if let Some(prompt) = &self.system_prompt {
             flag("system-prompt", Some(prompt.clone()));
@@ -845,18 +854,15 @@ impl ClaudeCodeOptions {
             flag("tools", Some(tools.join(",")));
         }
         let allowed: Vec<String> = match mode {
-            // Strict and ReadOnly run under dontAsk: only what is pre-approved runs.
-            Some(PermissionMode::ReadOnly) => {
-                let mut allowed: Vec<String> =
-                    READ_ONLY_TOOLS.iter().map(|s| (*s).to_owned()).collect();
-                allowed.extend(
-                    self.allowed_tools
-                        .iter()
-                        .filter(|t| !has_side_effects(t))
-                        .cloned(),
-                );
-                allowed
-            }
+            // ReadOnly runs under dontAsk with the read tools only. They are not
+            // pre-approved: the CLI lets them read the project on its own, and a read
+            // elsewhere would need asking, which dontAsk denies.
+            Some(PermissionMode::ReadOnly) => self
+                .allowed_tools
+                .iter()
+                .filter(|t| !has_side_effects(t))
+                .cloned()
+                .collect(),
             _ => self.allowed_tools.clone(),
         };
         if !allowed.is_empty() {
@@ -920,7 +926,7 @@ impl ClaudeCodeOptions {
         }
         if let Some(sources) = &self.setting_sources {
             let joined: Vec<&str> = sources.iter().map(|s| s.as_str()).collect();
-            args_push_eq(&mut flag, "setting-sources", joined.join(","));
+            flag("setting-sources", Some(joined.join(",")));
         }
         if self.include_partial_messages {
             flag("include-partial-messages", None);
@@ -947,15 +953,6 @@ impl ClaudeCodeOptions {
             flag(name, value.clone());
         }
         Ok(args)
-    }
-}
-
-/// `--setting-sources` with an empty list must be one argument (`--setting-sources=`).
-fn args_push_eq(flag: &mut impl FnMut(&str, Option<String>), name: &str, value: String) {
-    if value.is_empty() {
-        flag(&format!("{name}="), None);
-    } else {
-        flag(name, Some(value));
     }
 }
 
@@ -1311,6 +1308,12 @@ mod tests {
                 .build()
                 .is_err()
         );
+        assert!(
+            ClaudeCodeOptions::builder()
+                .resume("--debug-file=/tmp/x")
+                .build()
+                .is_err()
+        );
         assert!(ClaudeCodeOptions::builder().max_turns(0).build().is_err());
         assert!(
             ClaudeCodeOptions::builder()
@@ -1341,11 +1344,20 @@ mod tests {
             .unwrap();
         let a = args(&options);
         let joined = a.join(" ");
-        assert!(joined.contains("--max-turns 3"), "{joined}");
-        assert!(joined.contains("--system-prompt be brief"), "{joined}");
-        assert!(joined.contains("--allowedTools Read,Grep"), "{joined}");
-        assert!(joined.contains("--model claude-sonnet-4-5"), "{joined}");
-        assert!(joined.contains("--debug-file /tmp/x"), "{joined}");
+        assert!(a.contains(&"--max-turns=3".to_owned()), "{joined}");
+        assert!(
+            a.contains(&"--system-prompt=be brief".to_owned()),
+            "{joined}"
+        );
+        assert!(
+            a.contains(&"--allowedTools=Read,Grep".to_owned()),
+            "{joined}"
+        );
+        assert!(
+            a.contains(&"--model=claude-sonnet-4-5".to_owned()),
+            "{joined}"
+        );
+        assert!(a.contains(&"--debug-file=/tmp/x".to_owned()), "{joined}");
         assert!(a.contains(&"--strict-mcp-config".to_owned()));
         assert!(a.contains(&"--setting-sources=".to_owned()));
     }
@@ -1366,12 +1378,10 @@ mod tests {
             .build()
             .unwrap();
         let a = args(&options);
-        let pos = a.iter().position(|s| s == "--tools").unwrap();
-        assert_eq!(a[pos + 1], "Read,Grep,Glob");
-        let pos = a.iter().position(|s| s == "--allowedTools").unwrap();
-        assert!(!a[pos + 1].contains("Bash"));
-        let pos = a.iter().position(|s| s == "--permission-mode").unwrap();
-        assert_eq!(a[pos + 1], "dontAsk");
+        assert!(a.contains(&"--tools=Read,Grep,Glob".to_owned()), "{a:?}");
+        // Only what the caller allowed is pre-approved, and nothing that writes.
+        assert!(a.contains(&"--allowedTools=Grep".to_owned()), "{a:?}");
+        assert!(a.contains(&"--permission-mode=dontAsk".to_owned()), "{a:?}");
     }
 
     #[test]

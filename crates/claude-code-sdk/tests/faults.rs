@@ -263,3 +263,19 @@ async fn a_conversation_whose_cli_crashed_is_not_kept_hot() {
     assert!(err.is_connection(), "{err:?}");
     assert_eq!(manager.hot_count(), 0);
 }
+
+#[tokio::test]
+async fn an_argument_over_the_kernel_limit_is_refused_before_spawning() {
+    let sandbox = Sandbox::without_mock();
+    let options = fake_options(&sandbox, FakeMode::Ok)
+        .system_prompt("x".repeat(200 * 1024))
+        .build()
+        .unwrap();
+    let err = query("hello", options).collect_all().await.unwrap_err();
+    assert!(err.is_invalid_options(), "{err:?}");
+    assert!(err.to_string().contains("128 KiB"), "{err}");
+    assert!(
+        read_pid_file(pid_file(&sandbox)).is_empty(),
+        "nothing was started"
+    );
+}

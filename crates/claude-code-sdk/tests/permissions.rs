@@ -198,3 +198,37 @@ async fn strict_runs_what_allowed_tools_names() {
         );
     }
 }
+
+/// A model that reads a file outside the working directory.
+async fn read_outside(mode: PermissionMode) -> (bool, Harness) {
+    let h = Harness::new().await;
+    let outside = h.sandbox.root().join("outside-secret.txt");
+    std::fs::write(&outside, "OUTSIDE-SECRET").unwrap();
+    h.mock.on(Rule::prompt_contains("peek").steps([
+        Reply::tool_use("Read", json!({"file_path": outside.display().to_string()})),
+        Reply::text("peeked"),
+    ]));
+    let options = h.options().permission_mode(mode).build().unwrap();
+    let _ = query("peek outside", options).collect_messages().await;
+    let saw = h.mock.requests().iter().any(|r| {
+        r.tool_results()
+            .iter()
+            .any(|t| t.content.contains("OUTSIDE-SECRET"))
+    });
+    (saw, h)
+}
+
+#[tokio::test]
+async fn read_only_does_not_read_outside_the_project() {
+    let (saw, _h) = read_outside(PermissionMode::ReadOnly).await;
+    assert!(!saw, "readOnly read a file outside its working directory");
+}
+
+#[tokio::test]
+async fn ask_for_edits_without_a_callback_does_not_read_outside_the_project() {
+    let (saw, _h) = read_outside(PermissionMode::AskForEdits).await;
+    assert!(
+        !saw,
+        "askForEdits read a file outside its working directory"
+    );
+}

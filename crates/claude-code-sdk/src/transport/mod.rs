@@ -37,6 +37,10 @@ const BASE_ARGS: &[&str] = &[
     "stream-json",
 ];
 
+/// The longest single command-line argument Linux accepts (`MAX_ARG_STRLEN`, 128 KiB
+/// with the terminating NUL).
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+
 /// The value of `CLAUDE_CODE_ENTRYPOINT` the SDK sets: the CLI treats `sdk-cli` as an
 /// SDK host (only `sdk-ts`, `sdk-py` and `sdk-cli` count).
 pub const ENTRYPOINT: &str = "sdk-cli";
@@ -57,6 +61,15 @@ pub(crate) async fn open(
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(options.cli_args(&version)?);
     args.extend(extra_args);
+    if let Some(long) = args.iter().find(|a| a.len() > MAX_ARG_BYTES) {
+        let name: String = long.to_string_lossy().chars().take(40).collect();
+        return Err(crate::Error::invalid_options(format!(
+            "the CLI argument {name}... is {} bytes; one command-line argument is limited to \
+             128 KiB (Linux). Put a long system prompt in a file and pass \
+             extra_arg(\"system-prompt-file\", Some(path)) instead",
+            long.len()
+        )));
+    }
 
     let mut env: Vec<(String, String)> = vec![("CLAUDE_CODE_ENTRYPOINT".into(), ENTRYPOINT.into())];
     if let Some(retries) = options.max_api_retries {
