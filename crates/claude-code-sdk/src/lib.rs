@@ -175,7 +175,7 @@ pub use options::{
     OutputFormat, PermissionMode, SettingSource,
 };
 pub use permission::{PermissionDecision, ToolPermissionContext};
-pub use pool::{PoolConfig, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
+pub use pool::{PoolConfig, PoolSlot, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
 pub use query::{Prompt, Query, query};
 pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
 pub use session::{ClaudeSession, claude_session, claude_session_with};

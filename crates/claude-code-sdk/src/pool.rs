@@ -265,6 +265,60 @@ impl QueryPool {
         let inner = &self.inner;
         let prompt = prompt.into();
         let key = options.fingerprint();
+        let (permit, warm, waited) = self.acquire(Some(&key)).await?;
+        let was_warm = warm.is_some();
+        if !was_warm {
+            inner.lock_counters().started += 1;
+        }
+        let options_snapshot = options.clone();
+        let warm_pid = warm
+            .as_ref()
+            .and_then(|c| c.session.process().map(|p| p.pid()));
+        let mut run = match warm {
+            Some(connected) => Query::on_connected(connected, prompt, &options),
+            None => query(prompt, options),
+        };
+        if inner.config.reuse_processes && reusable(&options_snapshot) {
+            run = run.keep_alive();
+        }
+        inner.active.fetch_add(1, Ordering::SeqCst);
+        Ok(PooledQuery {
+            query: Some(run),
+            permit: Some(permit),
+            pool: Arc::downgrade(inner),
+            key,
+            was_warm,
+            warm_pid,
+            waited,
+            outcome: Outcome::Running,
+        })
+    }
+
+    /// Waits for a process slot without starting anything, under the same queue bound
+    /// and timeout as [`query`](QueryPool::query): for work that starts its own CLI
+    /// (a [`ClaudeClient`](crate::ClaudeClient) turn, say) but must count against the
+    /// pool. The slot is held until the [`PoolSlot`] drops; drop it only after the
+    /// process you started has exited.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolBusy`](ErrorKind::PoolBusy) as for `query`.
+    pub async fn reserve(&self) -> Result<PoolSlot> {
+        let (permit, warm, _) = self.acquire(None).await?;
+        debug_assert!(warm.is_none());
+        Ok(PoolSlot {
+            permit: Some(permit),
+            pool: Arc::downgrade(&self.inner),
+        })
+    }
+
+    /// A slot: a warm process of profile `key` if one is idle, else a permit for a new
+    /// process (waiting in the bounded queue).
+    async fn acquire(
+        &self,
+        key: Option<&str>,
+    ) -> Result<(OwnedSemaphorePermit, Option<Connected>, Duration)> {
+        let inner = &self.inner;
         let started_waiting = Instant::now();
         let deadline = tokio::time::Instant::now() + inner.config.queue_timeout;
         let mut queued: Option<QueueSlot<'_>> = None;
@@ -274,7 +328,7 @@ impl QueryPool {
             let warm_ready = inner.warm_ready.notified();
             tokio::pin!(warm_ready);
             warm_ready.as_mut().enable();
-            if let Some(warm) = inner.take_warm(&key) {
+            if let Some(warm) = key.and_then(|key| inner.take_warm(key)) {
                 inner.schedule_refill();
                 break (warm.permit, Some(warm.connected));
             }
@@ -284,7 +338,7 @@ impl QueryPool {
             // Make room by stopping one idle warm process of another profile (one per
             // query: its slot comes back once it has exited).
             if !retired {
-                retired = inner.retire_one_idle(&key);
+                retired = inner.retire_one_idle(key.unwrap_or_default());
             }
             if queued.is_none() {
                 if inner.queued.load(Ordering::SeqCst) >= inner.config.max_queued {
@@ -313,39 +367,13 @@ impl QueryPool {
         };
         drop(queued);
         let waited = started_waiting.elapsed();
-        let was_warm = warm.is_some();
-        {
-            let mut c = inner.lock_counters();
-            c.waits += 1;
-            c.total_wait += waited;
-            if was_warm {
-                c.warm_hits += 1;
-            } else {
-                c.started += 1;
-            }
+        let mut c = inner.lock_counters();
+        c.waits += 1;
+        c.total_wait += waited;
+        if warm.is_some() {
+            c.warm_hits += 1;
         }
-        let options_snapshot = options.clone();
-        let warm_pid = warm
-            .as_ref()
-            .and_then(|c| c.session.process().map(|p| p.pid()));
-        let mut run = match warm {
-            Some(connected) => Query::on_connected(connected, prompt, &options),
-            None => query(prompt, options),
-        };
-        if inner.config.reuse_processes && reusable(&options_snapshot) {
-            run = run.keep_alive();
-        }
-        inner.active.fetch_add(1, Ordering::SeqCst);
-        Ok(PooledQuery {
-            query: Some(run),
-            permit: Some(permit),
-            pool: Arc::downgrade(inner),
-            key,
-            was_warm,
-            warm_pid,
-            waited,
-            outcome: Outcome::Running,
-        })
+        Ok((permit, warm, waited))
     }
 
     /// The pool's live figures.
@@ -475,6 +503,23 @@ impl Inner {
 /// which a reset would throw away.
 fn reusable(options: &ClaudeCodeOptions) -> bool {
     options.resume.is_none() && !options.continue_conversation && options.session_id.is_none()
+}
+
+/// A process slot held without a process of the pool's own; see [`QueryPool::reserve`].
+#[must_use = "the slot is given back when this drops"]
+#[derive(Debug)]
+pub struct PoolSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    pool: Weak<Inner>,
+}
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        let wake = self.pool.upgrade().map(|pool| Arc::clone(&pool.refill));
+        if let Some(permit) = self.permit.take() {
+            release_after_exit(None, permit, wake);
+        }
+    }
 }
 
 /// Kills a process and gives its slot back once it has exited.

@@ -228,3 +228,38 @@ async fn a_reused_process_never_shows_one_query_to_the_next() {
     drop(pool);
     assert!(wait_until_gone(&[first_pid], Duration::from_secs(10)).await);
 }
+
+#[tokio::test]
+async fn a_reserved_slot_counts_against_the_bound() {
+    let h = Harness::new().await;
+    let pool = QueryPool::new(PoolConfig {
+        max_concurrent: 1,
+        max_queued: 0,
+        ..Default::default()
+    });
+    let slot = pool.reserve().await.unwrap();
+    let busy = pool
+        .query("hello", h.options().build().unwrap())
+        .await
+        .unwrap_err();
+    assert!(busy.is_pool_busy());
+    drop(slot);
+    // The slot comes back (after a hop through the runtime).
+    let mut run = None;
+    for _ in 0..100 {
+        match pool.query("hello", h.options().build().unwrap()).await {
+            Ok(r) => {
+                run = Some(r);
+                break;
+            }
+            Err(e) if e.is_pool_busy() => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let messages = run
+        .expect("the slot came back")
+        .collect_all()
+        .await
+        .unwrap();
+    assert!(!result_of(&messages).is_error);
+}
