@@ -12,27 +12,45 @@ use std::time::Duration;
 use claude_code_sdk::{PermissionDecision, ToolPermissionContext};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApprovalAnswer, PermissionRequest};
 
+/// A request waiting for its answer, and who may give it.
+#[derive(Debug)]
+struct Pending {
+    owner: String,
+    answer: oneshot::Sender<ApprovalAnswer>,
+}
+
 /// Pending approvals by id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Approvals {
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<ApprovalAnswer>>>>,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+    shutdown: CancellationToken,
 }
 
 impl Approvals {
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<ApprovalAnswer>>> {
+    pub(crate) fn new(shutdown: CancellationToken) -> Approvals {
+        Approvals {
+            pending: Arc::default(),
+            shutdown,
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers an answer; `false` when no request with that id waits (answered,
-    /// expired or unknown).
-    pub fn answer(&self, id: &str, answer: ApprovalAnswer) -> bool {
-        match self.pending().remove(id) {
-            Some(tx) => tx.send(answer).is_ok(),
+    /// Delivers `owner`'s answer; `false` when no request with that id waits for this
+    /// owner (answered, expired, unknown, or another caller's).
+    pub fn answer(&self, id: &str, owner: &str, answer: ApprovalAnswer) -> bool {
+        let mut pending = self.pending();
+        if pending.get(id).is_none_or(|p| p.owner != owner) {
+            return false;
+        }
+        match pending.remove(id) {
+            Some(p) => p.answer.send(answer).is_ok(),
             None => false,
         }
     }
@@ -42,10 +60,12 @@ impl Approvals {
         self.pending().len()
     }
 
-    /// Asks the client on `events` and waits up to `timeout` for its answer.
+    /// Asks the client on `events` and waits up to `timeout` for the answer of
+    /// `owner` (the caller who started the run).
     pub(crate) async fn ask(
         &self,
         events: &mpsc::Sender<PermissionRequest>,
+        owner: &str,
         tool_name: String,
         input: Value,
         context: ToolPermissionContext,
@@ -53,7 +73,13 @@ impl Approvals {
     ) -> PermissionDecision {
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        self.pending().insert(id.clone(), tx);
+        self.pending().insert(
+            id.clone(),
+            Pending {
+                owner: owner.to_owned(),
+                answer: tx,
+            },
+        );
         let forget = Forget {
             approvals: self,
             id: &id,
@@ -68,7 +94,12 @@ impl Approvals {
         if events.send(request).await.is_err() {
             return PermissionDecision::deny("the client that could approve this is gone");
         }
-        let answer = tokio::time::timeout(timeout, rx).await;
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(timeout, rx) => answer,
+            () = self.shutdown.cancelled() => {
+                return PermissionDecision::deny("the server is shutting down");
+            }
+        };
         drop(forget);
         match answer {
             Ok(Ok(ApprovalAnswer {

@@ -34,20 +34,39 @@
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
 //! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind): 400 invalid
-//! input, 401 no or bad token, 403 a permission mode the server does not allow or a
-//! denied tool use, 404 unknown session, 409 a session busy with another turn, 422 max
-//! turns or budget, 429 rate limited, 502 the model API or the CLI failed, 503 no
-//! process slot (with `Retry-After`), 504 timeout.
+//! input (a body that is not the expected JSON too), 401 no or bad token, 403 a
+//! permission mode or model the server does not allow, a foreign `Host` without auth,
+//! or a denied tool use, 404 unknown session or route, 409 a session busy with another
+//! turn, 413 body too large, 415 not JSON, 422 max turns, budget or an interrupted run,
+//! 429 rate limited, 502 the model API or the CLI failed, 503 no process slot or too
+//! many sessions (with `Retry-After`), 504 timeout. Server-side failures (5xx) carry a
+//! request id; their details go to the server's log, not to the client.
 //!
 //! # Limits
 //!
-//! Every run goes through one [`QueryPool`]: at most `max_concurrent` CLI processes, a
-//! bounded queue, a queue timeout. Requests cannot raise `max_turns` above the server's
-//! cap, pick a working directory outside the project root, or choose a permission mode
-//! the server does not allow (by default `readOnly`, `askForEdits`, `strict` and
-//! `plan`; the default mode is `readOnly`). Bodies are limited to 1 MiB by default.
-//! Each run has a timeout (5 minutes by default), and an approval that is not answered
-//! in time (2 minutes) is a denial.
+//! Every run goes through one [`QueryPool`], session turns included: at most
+//! `max_concurrent` CLI processes, a bounded queue, a queue timeout. Requests cannot
+//! raise `max_turns` above the server's cap, pick a working directory outside the
+//! project root, choose a model outside `allowed_models` (when set), or choose a
+//! permission mode the server does not allow (by default `readOnly`, `askForEdits`,
+//! `strict` and `plan`; the default mode is `readOnly`). Bodies are limited to 1 MiB.
+//! Each run has a timeout (5 minutes), enforced even when a streaming client stops
+//! reading; an approval that is not answered in time (2 minutes) is a denial. At most
+//! `max_sessions` sessions (1000) exist; one unused for `session_ttl` (1 hour) ends.
+//!
+//! # Tenancy
+//!
+//! Sessions and approvals belong to the token that created them: another token gets
+//! `404`. The project root is shared by every caller: the tools of one run can see the
+//! files of another. Run one server per tenant when that matters. Outside the working
+//! directory, what a run may read is up to the permission mode: `readOnly`, and the
+//! modes without a browser to ask, deny reads outside it.
+//!
+//! # Shutdown
+//!
+//! `SIGINT` or `SIGTERM` stops accepting connections, ends running streams with an
+//! `error` event (`shutting_down`), refuses pending approvals, and kills every CLI the
+//! server started; a second signal exits at once.
 
 mod api;
 mod approvals;
@@ -55,10 +74,13 @@ mod error;
 pub mod openapi;
 mod routes;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use axum::Router;
 use claude_code_sdk::{
@@ -71,7 +93,7 @@ pub use api::{
     SessionTurn,
 };
 pub use approvals::Approvals;
-pub use error::ApiError;
+pub use error::{ApiError, ApiJson, ErrorBody};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -101,6 +123,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a browser has to answer a permission request.
     pub approval_timeout: Duration,
+    /// The models a request may name (empty: any).
+    pub allowed_models: Vec<String>,
+    /// The most sessions that may exist at once.
+    pub max_sessions: usize,
+    /// A session unused this long ends.
+    pub session_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -124,7 +152,29 @@ impl ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(300),
             approval_timeout: Duration::from_secs(120),
+            allowed_models: Vec::new(),
+            max_sessions: 1000,
+            session_ttl: Duration::from_secs(3600),
         }
+    }
+
+    /// Only these models may be requested.
+    #[must_use]
+    pub fn allowed_models<I, S>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_models = models.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The most sessions, and how long an unused one lives.
+    #[must_use]
+    pub fn sessions(mut self, max_sessions: usize, ttl: Duration) -> Self {
+        self.max_sessions = max_sessions;
+        self.session_ttl = ttl;
+        self
     }
 
     /// Accepts this bearer token (call again for more).
@@ -203,7 +253,22 @@ struct StateInner {
     project_root: PathBuf,
     pool: QueryPool,
     sessions: ConversationManager,
+    /// Who owns each session, and when it was last used.
+    owners: Mutex<HashMap<String, SessionEntry>>,
     approvals: Approvals,
+    /// Cancelled when the server shuts down.
+    shutdown: CancellationToken,
+}
+
+struct SessionEntry {
+    owner: String,
+    last_used: Instant,
+}
+
+impl Drop for StateInner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl AppState {
@@ -224,20 +289,32 @@ impl AppState {
             .timeout(config.request_timeout)
             .build()
             .map_err(std::io::Error::other)?;
+        // Session turns resume their conversation cold, each in a process slot of the
+        // pool: no CLI lives outside the pool's bound.
         let sessions = ConversationManager::with_store(
             session_base,
             MemoryStore::default(),
-            config.sessions.clone(),
+            config.sessions.clone().max_hot(0),
         );
-        Ok(AppState {
+        let shutdown = CancellationToken::new();
+        let state = AppState {
             inner: Arc::new(StateInner {
                 config,
                 project_root,
                 pool,
                 sessions,
-                approvals: Approvals::default(),
+                owners: Mutex::new(HashMap::new()),
+                approvals: Approvals::new(shutdown.clone()),
+                shutdown,
             }),
-        })
+        };
+        tokio::spawn(expire_sessions(Arc::downgrade(&state.inner)));
+        Ok(state)
+    }
+
+    /// Ends running streams and approvals: the first step of a graceful shutdown.
+    pub fn shut_down(&self) {
+        self.inner.shutdown.cancel();
     }
 
     /// The approvals waiting for browsers.
@@ -251,12 +328,47 @@ impl AppState {
     }
 }
 
+/// Ends sessions unused for longer than the TTL.
+async fn expire_sessions(state: std::sync::Weak<StateInner>) {
+    loop {
+        let (expired, pause) = {
+            let Some(inner) = state.upgrade() else { return };
+            let ttl = inner.config.session_ttl;
+            let expired: Vec<String> = inner
+                .lock_owners()
+                .iter()
+                .filter(|(_, e)| e.last_used.elapsed() >= ttl)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                let _ = inner.sessions.end(id).await;
+                inner.lock_owners().remove(id);
+            }
+            (
+                expired.len(),
+                (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            )
+        };
+        if expired > 0 {
+            tracing::info!(expired, "ended unused sessions");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+impl StateInner {
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The router, with auth and limits applied.
 pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
-/// Listens on `config.bind` and serves until the process is stopped.
+/// Listens on `config.bind` and serves until `SIGINT` or `SIGTERM` (see the crate
+/// docs on shutdown).
 ///
 /// # Errors
 ///
@@ -264,10 +376,35 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
-    let app = router(AppState::new(config)?);
+    let state = AppState::new(config)?;
+    let app = router(state.clone());
+    let stopping = state.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            tracing::info!(
+                "shutting down: ending streams and runs (a second signal exits at once)"
+            );
+            stopping.shut_down();
+            tokio::spawn(async {
+                stop_signal().await;
+                std::process::exit(130);
+            });
         })
-        .await
+        .await?;
+    // Dropping the state drops the pool and the sessions: their CLIs are killed.
+    drop(state);
+    Ok(())
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

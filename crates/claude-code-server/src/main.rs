@@ -4,9 +4,12 @@
 //! claude-code-server --bind 127.0.0.1:8080 --token "$API_TOKEN" --project-root /srv/projects
 //! ```
 //!
-//! Without `--token` (or `CLAUDE_SERVER_TOKENS`) the API is open: only do that on
-//! loopback. The CLI is found as the SDK finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...)
-//! and uses the credentials of the environment (`ANTHROPIC_API_KEY` or a login).
+//! Tokens come from `--token-file` (one per line; keeps them out of `ps`),
+//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`. Without any, the server
+//! refuses to start on an address other than loopback unless `--no-auth` is given, and
+//! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
+//! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
+//! environment (`ANTHROPIC_API_KEY` or a login).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,8 +27,22 @@ struct Args {
     #[arg(long, env = "CLAUDE_SERVER_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
     /// Accepted bearer tokens (comma-separated in the environment variable).
-    #[arg(long = "token", env = "CLAUDE_SERVER_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long = "token",
+        env = "CLAUDE_SERVER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     tokens: Vec<String>,
+    /// A file with accepted bearer tokens, one per line.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve without authentication on an address other than loopback.
+    #[arg(long)]
+    no_auth: bool,
+    /// Models requests may name (comma-separated; default: any).
+    #[arg(long, value_delimiter = ',')]
+    allowed_models: Vec<String>,
     /// Requests' working directories are resolved under this directory.
     #[arg(long, env = "CLAUDE_SERVER_PROJECT_ROOT", default_value = ".")]
     project_root: PathBuf,
@@ -56,19 +73,49 @@ struct Args {
     default_mode: PermissionMode,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("claude-code-server: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("claude-code-server: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
-    if args.tokens.is_empty() && !args.bind.ip().is_loopback() {
-        tracing::warn!(
-            "no --token given and not on loopback: anyone who reaches {} can run Claude",
-            args.bind
+    let mut args = Args::parse();
+    if let Some(file) = &args.token_file {
+        let text = std::fs::read_to_string(file)?;
+        args.tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
         );
+    }
+    args.tokens.retain(|t| !t.is_empty());
+    if args.tokens.is_empty() && !args.bind.ip().is_loopback() {
+        if !args.no_auth {
+            return Err(std::io::Error::other(format!(
+                "refusing to serve {} without a token: give --token-file (or --token), or \
+                 --no-auth if anyone who reaches it may run Claude",
+                args.bind
+            )));
+        }
+        tracing::warn!("--no-auth: anyone who reaches {} can run Claude", args.bind);
     }
     let mut config = ServerConfig::new(args.bind)
         .project_root(args.project_root)
@@ -80,7 +127,8 @@ async fn main() -> std::io::Result<()> {
         })
         .modes(args.allowed_modes, args.default_mode)
         .max_turns(args.max_turns)
-        .request_timeout(Duration::from_secs(args.request_timeout));
+        .request_timeout(Duration::from_secs(args.request_timeout))
+        .allowed_models(args.allowed_models);
     for token in args.tokens {
         config = config.api_token(token);
     }

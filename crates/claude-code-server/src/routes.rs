@@ -2,27 +2,34 @@
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use claude_code_sdk::{ClaudeCodeOptions, Message, PooledQuery};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::api::{
     ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
     SessionTurn,
 };
-use crate::error::ApiError;
-use crate::{AppState, StateInner};
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::{AppState, SessionEntry, StateInner};
 
 const PAGE: &str = include_str!("page.html");
+
+/// Who is calling: a digest of the bearer token (or `local` without auth). Sessions
+/// and approvals belong to it.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(String);
 
 pub(crate) fn router(state: AppState) -> Router {
     let limit = state.inner.config.max_body_bytes;
@@ -43,33 +50,91 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }
 
-async fn page() -> Html<&'static str> {
-    Html(PAGE)
+async fn page() -> Response {
+    let mut response = Html(PAGE).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 #[utoipa::path(get, path = "/health", tag = "server",
-    responses((status = 200, description = "The server is up")))]
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+    responses((status = 200, description = "The server is up: its version, the permission modes it allows and its default, the max turns")))]
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
+    let config = &state.inner.config;
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "modes": {
+            "allowed": config.allowed_modes,
+            "default": config.default_mode,
+        },
+        "max_turns": config.max_turns,
+    }))
 }
 
-/// Bearer-token check for the API routes.
-async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Bearer-token check for the API routes; without tokens, only loopback `Host`s.
+async fn auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let tokens = &state.inner.config.api_tokens;
     if tokens.is_empty() {
+        // No auth on loopback: refuse requests for another host name, so a web page
+        // elsewhere cannot reach this server by rebinding a name of its own to
+        // 127.0.0.1. (Without auth elsewhere, the operator chose to serve anyone.)
+        if state.inner.config.bind.ip().is_loopback() && !loopback_host(request.headers()) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                "without an API token this server only answers requests for localhost",
+            )
+            .into_response();
+        }
+        request.extensions_mut().insert(Caller("local".to_owned()));
         return next.run(request).await;
     }
-    let presented = bearer(request.headers());
-    let known = presented.is_some_and(|p| tokens.iter().any(|t| same(t.as_bytes(), p.as_bytes())));
-    if known {
+    let presented = bearer(request.headers()).map(digest);
+    let known = presented.as_ref().is_some_and(|p| {
+        tokens
+            .iter()
+            .fold(false, |found, t| found | same(&digest(t), p))
+    });
+    if let (true, Some(caller)) = (known, presented) {
+        request.extensions_mut().insert(Caller(hex(&caller)));
         return next.run(request).await;
     }
     let mut response = ApiError::new(
@@ -78,25 +143,40 @@ async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Re
         "a valid `Authorization: Bearer <token>` header is required",
     )
     .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares two digests without stopping at the first difference.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl StateInner {
@@ -119,6 +199,7 @@ impl StateInner {
         {
             return Err(bad("must be a relative path inside the project root"));
         }
+        // Canonical: symlinks are followed before the check.
         let full = self
             .project_root
             .join(path)
@@ -149,6 +230,28 @@ impl StateInner {
                 ),
             ));
         }
+        if let Some(model) = &request.model
+            && !config.allowed_models.is_empty()
+            && !config.allowed_models.contains(model)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_denied",
+                format!(
+                    "this server does not allow model {model:?}; allowed: {}",
+                    config.allowed_models.join(", ")
+                ),
+            ));
+        }
+        if let Some(session) = &request.resume
+            && uuid::Uuid::parse_str(session).is_err()
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_options",
+                "resume must be a session id (a UUID) from an earlier result",
+            ));
+        }
         let turns = request
             .max_turns
             .unwrap_or(config.max_turns)
@@ -175,23 +278,28 @@ impl StateInner {
         }
         Ok(builder.build()?)
     }
+
+    fn shutting_down() -> ApiError {
+        ApiError::unavailable("shutting_down", "the server is shutting down", 5)
+    }
 }
 
 #[utoipa::path(post, path = "/v1/query", tag = "query", request_body = QueryRequest,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The run's messages and result", body = QueryResponse),
-        (status = 400, description = "Invalid options"),
-        (status = 401, description = "No or bad token"),
-        (status = 403, description = "A permission mode the server does not allow, or a tool use nobody could approve"),
-        (status = 422, description = "Max turns or budget reached"),
-        (status = 502, description = "The model API or the CLI failed"),
-        (status = 503, description = "No process slot free (see Retry-After)"),
-        (status = 504, description = "The run timed out"),
+        (status = 400, description = "Invalid options or body", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "A permission mode or model the server does not allow, or a tool use nobody could approve", body = ErrorBody),
+        (status = 422, description = "Max turns or budget reached, or the run was interrupted", body = ErrorBody),
+        (status = 429, description = "The model API is rate limited", body = ErrorBody),
+        (status = 502, description = "The model API or the CLI failed", body = ErrorBody),
+        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
+        (status = 504, description = "The run timed out", body = ErrorBody),
     ))]
 pub(crate) async fn query_json(
     State(state): State<AppState>,
-    Json(request): Json<QueryRequest>,
+    ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     if request.approvals {
         return Err(ApiError::new(
@@ -202,7 +310,12 @@ pub(crate) async fn query_json(
     }
     let options = state.inner.options_for(&request)?;
     let run = state.inner.pool.query(request.prompt, options).await?;
-    match run.collect_messages().await {
+    // A shutdown drops the run, which kills its CLI.
+    let collected = tokio::select! {
+        collected = run.collect_messages() => collected,
+        () = state.inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
+    };
+    match collected {
         (messages, None) => Ok(Json(QueryResponse::new(None, &messages))),
         (messages, Some(err)) => Err(ApiError::from_run(&err, &messages)),
     }
@@ -212,31 +325,49 @@ pub(crate) async fn query_json(
     security(("bearer" = [])),
     responses(
         (status = 200, content_type = "text/event-stream",
-         description = "Server-sent events: `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (`{\"error\": {...}}`)"),
-        (status = 401, description = "No or bad token"),
-        (status = 503, description = "No process slot free (see Retry-After)"),
+         description = "Server-sent events: `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (an ErrorBody's `error`)"),
+        (status = 400, description = "Invalid options or body", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "A permission mode or model the server does not allow", body = ErrorBody),
+        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
     ))]
 pub(crate) async fn query_stream(
     State(state): State<AppState>,
-    Json(request): Json<QueryRequest>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut options = state.inner.options_for(&request)?;
     let (ask_tx, ask_rx) = mpsc::channel::<PermissionRequest>(8);
     if request.approvals {
         let approvals = state.inner.approvals.clone();
         let timeout = state.inner.config.approval_timeout;
+        let owner = caller.0.clone();
         options = options
             .to_builder()
             .can_use_tool(move |tool, input, context| {
                 let approvals = approvals.clone();
                 let ask_tx = ask_tx.clone();
-                async move { approvals.ask(&ask_tx, tool, input, context, timeout).await }
+                let owner = owner.clone();
+                async move {
+                    approvals
+                        .ask(&ask_tx, &owner, tool, input, context, timeout)
+                        .await
+                }
             })
             .build()?;
     }
     let run = state.inner.pool.query(request.prompt, options).await?;
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(drive(run, ask_rx, tx));
+    // The run's own deadline is only checked while it is read; this one holds even if
+    // the client stops reading.
+    let deadline = tokio::time::Instant::now() + state.inner.config.request_timeout;
+    tokio::spawn(drive(
+        run,
+        ask_rx,
+        tx,
+        deadline,
+        state.inner.shutdown.clone(),
+    ));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     });
@@ -250,37 +381,65 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
         .unwrap_or_else(|_| Event::default().event(name))
 }
 
-/// Runs a query into a client's event stream; stops (killing the CLI) as soon as the
-/// client goes away.
+fn error_event(kind: &str, message: &str) -> Event {
+    event(
+        "error",
+        &json!({"error": {"kind": kind, "message": message, "transient": true}}),
+    )
+}
+
+/// Runs a query into a client's event stream. Ends (dropping the run, which kills the
+/// CLI) when the client goes away, at the deadline, or at shutdown.
 async fn drive(
     mut run: PooledQuery,
     mut asks: mpsc::Receiver<PermissionRequest>,
     tx: mpsc::Sender<Event>,
+    deadline: tokio::time::Instant,
+    shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut summary: Option<ResultSummary> = None;
+    let ended = |kind: &'static str, message: &'static str| {
+        let tx = tx.clone();
+        async move {
+            // Best effort: a client that does not read gets nothing more.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                tx.send(error_event(kind, message)),
+            )
+            .await;
+        }
+    };
     loop {
-        let next = tokio::select! {
+        // The next event, and whether it ends the stream.
+        let (next, last) = tokio::select! {
             biased;
             () = tx.closed() => return,
-            Some(ask) = asks.recv() => event("permission_request", &ask),
+            () = shutdown.cancelled() => {
+                return ended("shutting_down", "the server is shutting down").await;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return ended("timeout", "the run took longer than the server allows").await;
+            }
+            Some(ask) = asks.recv() => (event("permission_request", &ask), false),
             item = run.next() => match item {
                 Some(Ok(message)) => {
                     if message.is_result() {
                         summary = ResultSummary::of(std::slice::from_ref(&message));
                     }
-                    event("message", &message.to_web())
+                    (event("message", &message.to_web()), false)
                 }
                 Some(Err(err)) => {
-                    let _ = tx.send(event("error", &json!({"error": ApiError::error_json(&err)}))).await;
-                    return;
+                    (event("error", &json!({"error": ApiError::error_json(&err)})), true)
                 }
-                None => {
-                    let _ = tx.send(event("done", &summary)).await;
-                    return;
-                }
+                None => (event("done", &summary), true),
             },
         };
-        if tx.send(next).await.is_err() {
+        tokio::select! {
+            sent = tx.send(next) => if sent.is_err() { return },
+            () = tokio::time::sleep_until(deadline) => return,
+            () = shutdown.cancelled() => return,
+        }
+        if last {
             return;
         }
     }
@@ -291,14 +450,15 @@ async fn drive(
     params(("id" = String, Path, description = "The `approval_id` of a permission_request")),
     responses(
         (status = 204, description = "Delivered"),
-        (status = 404, description = "No such request waits (answered, expired or unknown)"),
+        (status = 404, description = "No such request waits for this caller (answered, expired, unknown, or another caller's)", body = ErrorBody),
     ))]
 pub(crate) async fn approve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-    Json(answer): Json<ApprovalAnswer>,
+    ApiJson(answer): ApiJson<ApprovalAnswer>,
 ) -> Result<StatusCode, ApiError> {
-    if state.inner.approvals.answer(&id, answer) {
+    if state.inner.approvals.answer(&id, &caller.0, answer) {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -309,24 +469,90 @@ pub(crate) async fn approve(
     }
 }
 
+impl StateInner {
+    /// The session, if it exists and belongs to `caller`; marks it used.
+    fn own_session(&self, id: &str, caller: &Caller) -> Result<(), ApiError> {
+        let mut owners = self.lock_owners();
+        match owners.get_mut(id) {
+            Some(entry) if entry.owner == caller.0 => {
+                entry.last_used = Instant::now();
+                Ok(())
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no session with id {id:?}"),
+            )),
+        }
+    }
+
+    /// A process slot for a session turn.
+    async fn session_slot(&self) -> Result<claude_code_sdk::PoolSlot, ApiError> {
+        Ok(self.pool.reserve().await?)
+    }
+}
+
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = NewSession,
     security(("bearer" = [])),
-    responses((status = 201, description = "The session's id (`session`) and its first turn", body = QueryResponse)))]
+    responses(
+        (status = 201, description = "The session's id (`session`) and its first turn", body = QueryResponse),
+        (status = 503, description = "No process slot free, or too many sessions (see Retry-After)", body = ErrorBody),
+    ))]
 pub(crate) async fn start_session(
     State(state): State<AppState>,
-    Json(request): Json<NewSession>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<NewSession>,
 ) -> Result<(StatusCode, Json<QueryResponse>), ApiError> {
-    let cwd = state.inner.resolve_cwd(request.cwd.as_deref())?;
+    let inner = &state.inner;
+    let cwd = inner.resolve_cwd(request.cwd.as_deref())?;
     let id = uuid::Uuid::new_v4().to_string();
-    let messages = state
-        .inner
-        .sessions
-        .start_conversation(&id, &request.prompt, cwd)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(QueryResponse::new(Some(id), &messages)),
-    ))
+    {
+        let mut owners = inner.lock_owners();
+        if owners.len() >= inner.config.max_sessions {
+            return Err(ApiError::unavailable(
+                "too_many_sessions",
+                format!(
+                    "the server holds its maximum of {} sessions; end one first",
+                    inner.config.max_sessions
+                ),
+                60,
+            ));
+        }
+        owners.insert(
+            id.clone(),
+            SessionEntry {
+                owner: caller.0.clone(),
+                last_used: Instant::now(),
+            },
+        );
+    }
+    let slot = match inner.session_slot().await {
+        Ok(slot) => slot,
+        Err(err) => {
+            inner.lock_owners().remove(&id);
+            return Err(err);
+        }
+    };
+    let turn = inner.sessions.start_conversation(&id, &request.prompt, cwd);
+    let outcome = tokio::select! {
+        outcome = turn => outcome,
+        () = inner.shutdown.cancelled() => Err(claude_code_sdk::Error::custom(
+            claude_code_sdk::ErrorKind::PoolBusy, "the server is shutting down")),
+    };
+    drop(slot);
+    match outcome {
+        Ok(messages) => Ok((
+            StatusCode::CREATED,
+            Json(QueryResponse::new(Some(id), &messages)),
+        )),
+        Err(err) => {
+            // A session whose first turn never produced a conversation is forgotten.
+            if inner.sessions.record(&id).await.is_err() {
+                inner.lock_owners().remove(&id);
+            }
+            Err(err.into())
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions", request_body = SessionTurn,
@@ -334,34 +560,44 @@ pub(crate) async fn start_session(
     params(("id" = String, Path, description = "The session id")),
     responses(
         (status = 200, description = "The turn", body = QueryResponse),
-        (status = 404, description = "Unknown session"),
-        (status = 409, description = "The session has a turn in progress"),
+        (status = 404, description = "Unknown session (or another caller's)", body = ErrorBody),
+        (status = 409, description = "The session has a turn in progress", body = ErrorBody),
+        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
     ))]
 pub(crate) async fn continue_session(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-    Json(request): Json<SessionTurn>,
+    ApiJson(request): ApiJson<SessionTurn>,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    let messages: Vec<Message> = state
-        .inner
-        .sessions
-        .continue_conversation(&id, &request.prompt)
-        .await?;
+    let inner = &state.inner;
+    inner.own_session(&id, &caller)?;
+    let slot = inner.session_slot().await?;
+    let turn = inner.sessions.continue_conversation(&id, &request.prompt);
+    let messages: Vec<Message> = tokio::select! {
+        outcome = turn => outcome?,
+        () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
+    };
+    drop(slot);
     Ok(Json(QueryResponse::new(Some(id), &messages)))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The session id")),
-    responses((status = 200, description = "The session's turns"), (status = 404, description = "Unknown session")))]
+    responses(
+        (status = 200, description = "The session's turns"),
+        (status = 404, description = "Unknown session (or another caller's)", body = ErrorBody),
+    ))]
 pub(crate) async fn session_history(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    state.inner.own_session(&id, &caller)?;
     let record = state.inner.sessions.record(&id).await?;
     Ok(Json(json!({
         "session": record.id,
-        "cli_session_id": record.session_id,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "turns": record.turns,
@@ -371,12 +607,19 @@ pub(crate) async fn session_history(
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The session id")),
-    responses((status = 204, description = "Ended"), (status = 404, description = "Unknown session")))]
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 404, description = "Unknown session (or another caller's)", body = ErrorBody),
+        (status = 409, description = "The session has a turn in progress", body = ErrorBody),
+    ))]
 pub(crate) async fn end_session(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.inner.own_session(&id, &caller)?;
     state.inner.sessions.end(&id).await?;
+    state.inner.lock_owners().remove(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -397,7 +640,7 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Json<Value> {
             "started": pool.started,
             "mean_wait_ms": pool.mean_wait.as_secs_f64() * 1000.0,
         },
-        "sessions": {"hot": state.inner.sessions.hot_count()},
+        "sessions": {"open": state.inner.lock_owners().len()},
         "approvals": {"waiting": state.inner.approvals.waiting()},
     }))
 }

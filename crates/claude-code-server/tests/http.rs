@@ -15,6 +15,7 @@ struct Server {
     mock: MockAnthropic,
     sandbox: Sandbox,
     http: reqwest::Client,
+    state: AppState,
 }
 
 impl Server {
@@ -36,7 +37,8 @@ impl Server {
                 PermissionMode::ReadOnly,
             )
             .request_timeout(Duration::from_secs(120));
-        let app = router(AppState::new(configure(config)).unwrap());
+        let state = AppState::new(configure(config)).unwrap();
+        let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -45,6 +47,7 @@ impl Server {
             mock,
             sandbox,
             http: reqwest::Client::new(),
+            state,
         }
     }
 
@@ -338,11 +341,24 @@ async fn limits_are_enforced() {
         .json("/v1/query", json!({"prompt": "hi", "cwd": "app"}))
         .await;
     assert_eq!(status, 200);
-    // Unknown fields are refused rather than ignored.
-    let (status, _) = s
+    // Unknown fields are refused rather than ignored, in the API's error shape.
+    let (status, body) = s
         .json("/v1/query", json!({"prompt": "hi", "temperature": 2}))
         .await;
-    assert_eq!(status, 422);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "invalid_request");
+    // A resume value must be a session id: nothing else reaches the CLI.
+    let (status, body) = s
+        .json(
+            "/v1/query",
+            json!({"prompt": "hi", "resume": "--debug-file=/tmp/x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // Unknown routes answer in the same shape.
+    let (status, body) = s.json("/v1/nothing-here", json!({})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["kind"], "not_found");
     // No slot free and no queue: 503 with Retry-After.
     s.mock
         .on(Rule::prompt_contains("slow").reply(Reply::text("late").delay(Duration::from_secs(2))));
@@ -387,4 +403,157 @@ async fn the_api_describes_itself_as_openapi() {
     let request = &doc["components"]["schemas"]["QueryRequest"];
     assert_eq!(request["required"], json!(["prompt"]));
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+const OTHER: &str = "other-token";
+
+#[tokio::test]
+async fn sessions_and_approvals_belong_to_their_token() {
+    let s = Server::start(|c| c.api_token(OTHER)).await;
+    let (status, first) = s.json("/v1/sessions", json!({"prompt": "mine"})).await;
+    assert_eq!(status, 201, "{first}");
+    let id = first["session"].as_str().unwrap();
+    let theirs = s
+        .http
+        .post(format!("{}/v1/sessions/{id}/messages", s.url))
+        .bearer_auth(OTHER)
+        .json(&json!({"prompt": "let me in"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs.status().as_u16(),
+        404,
+        "another token cannot use the session"
+    );
+
+    let target = s.sandbox.cwd().join("approved.txt").display().to_string();
+    s.mock.on(Rule::prompt_contains("write it").steps([
+        Reply::tool_use("Write", json!({"file_path": target, "content": "yes"})),
+        Reply::text("done"),
+    ]));
+    let response = s
+        .post(
+            "/v1/query/stream",
+            json!({"prompt": "write it", "permission_mode": "askForEdits", "approvals": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (ids_tx, mut ids_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let answering = {
+        let (http, url) = (s.http.clone(), s.url.clone());
+        tokio::spawn(async move {
+            let id = ids_rx.recv().await.unwrap();
+            let answer = |token: &'static str| {
+                http.post(format!("{url}/v1/approvals/{id}"))
+                    .bearer_auth(token)
+                    .json(&json!({"allow": true}))
+                    .send()
+            };
+            assert_eq!(answer(OTHER).await.unwrap().status().as_u16(), 404);
+            assert_eq!(answer(TOKEN).await.unwrap().status().as_u16(), 204);
+        })
+    };
+    read_events(response, |name, value| {
+        if name == "permission_request" {
+            ids_tx
+                .send(value["approval_id"].as_str().unwrap().to_owned())
+                .unwrap();
+        }
+    })
+    .await;
+    answering.await.unwrap();
+    assert!(s.sandbox.cwd().join("approved.txt").exists());
+}
+
+#[tokio::test]
+async fn session_turns_count_against_the_pool() {
+    let s = Server::start(|c| {
+        c.pool(PoolConfig {
+            max_concurrent: 1,
+            max_queued: 0,
+            ..PoolConfig::default()
+        })
+    })
+    .await;
+    s.mock
+        .on(Rule::prompt_contains("slow").reply(Reply::text("late").delay(Duration::from_secs(2))));
+    let session = s
+        .post("/v1/sessions", json!({"prompt": "a slow start"}))
+        .send();
+    let query = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.post("/v1/query", json!({"prompt": "meanwhile"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (session, query) = tokio::join!(session, query);
+    assert_eq!(session.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        query.status().as_u16(),
+        503,
+        "the session turn held the only slot"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_running_streams() {
+    let s = Server::start(|c| c).await;
+    s.mock
+        .on(Rule::any().reply(Reply::text("never mind").delay(Duration::from_secs(30))));
+    let response = s
+        .post("/v1/query/stream", json!({"prompt": "wait"}))
+        .send()
+        .await
+        .unwrap();
+    let state = s.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        state.shut_down();
+    });
+    let events = read_events(response, |_, _| {}).await;
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(last["error"]["kind"], "shutting_down");
+    let stats: Value = s
+        .http
+        .get(format!("{}/v1/stats", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["pool"]["active"], 0);
+}
+
+#[tokio::test]
+async fn without_a_token_only_localhost_is_served() {
+    let s = Server::start(|mut c| {
+        c.api_tokens.clear();
+        c
+    })
+    .await;
+    let local = s
+        .http
+        .post(format!("{}/v1/query", s.url))
+        .json(&json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status().as_u16(), 200);
+    let rebound = s
+        .http
+        .post(format!("{}/v1/query", s.url))
+        .header("host", "attacker.example:8080")
+        .json(&json!({"prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
+    let body: Value = rebound.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "forbidden_host");
 }
