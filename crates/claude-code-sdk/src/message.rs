@@ -774,6 +774,25 @@ impl Message {
     }
 }
 
+/// `role: content`, or `role: [kind]` for a message without text (an `init` line, a
+/// tool use): a readable one-line form for logs and terminals.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let content = self.content();
+        if !content.is_empty() {
+            return write!(f, "{}: {content}", self.role());
+        }
+        let tools = self.tools_used();
+        if !tools.is_empty() {
+            return write!(f, "{}: [uses {}]", self.role(), tools.join(", "));
+        }
+        match self {
+            Message::System(m) => write!(f, "{}: [{} {}]", self.role(), self.kind(), m.subtype),
+            _ => write!(f, "{}: [{}]", self.role(), self.kind()),
+        }
+    }
+}
+
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
@@ -909,6 +928,22 @@ mod tests {
         let err = message.as_result().unwrap().to_error().unwrap();
         assert!(err.is_api() && err.is_transient());
         assert_eq!(err.api_status(), Some(529));
+    }
+
+    #[test]
+    fn display_is_one_readable_line() {
+        let text = Message::from_json(
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Hi"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(text.to_string(), "assistant: Hi");
+        let tool = Message::from_json(
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t","name":"Bash","input":{}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(tool.to_string(), "assistant: [uses Bash]");
+        let init = Message::from_json(r#"{"type":"system","subtype":"init"}"#).unwrap();
+        assert_eq!(init.to_string(), "system: [system init]");
     }
 
     #[test]
