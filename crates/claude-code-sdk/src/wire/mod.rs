@@ -639,6 +639,61 @@ mod tests {
         assert!(seen > 100, "only {seen} lines");
     }
 
+    /// Mangled lines (cut short, bytes changed, values of the wrong type) never panic:
+    /// they parse, become `Unknown`, or are a protocol error.
+    #[test]
+    fn mangled_lines_never_panic() {
+        let dir = std::fs::read_dir(format!("{FIXTURES}/cli-2.1.197")).unwrap();
+        let mut lines = Vec::new();
+        for entry in dir {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    let record: Value = serde_json::from_str(line).unwrap();
+                    if record["msg"].is_object() {
+                        lines.push(record["msg"].to_string());
+                    }
+                }
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        let swaps: [&[u8]; 6] = [b"null", b"[]", b"{}", b"-1", b"\"x\"", b"1e999"];
+        for line in &lines {
+            for _ in 0..20 {
+                let mut bytes = line.clone().into_bytes();
+                match rng.u8(0..3) {
+                    0 => bytes.truncate(rng.usize(0..=bytes.len())),
+                    1 => {
+                        for _ in 0..rng.usize(1..8) {
+                            let at = rng.usize(0..bytes.len());
+                            bytes[at] = rng.u8(..);
+                        }
+                    }
+                    _ => {
+                        // Replace the value after a random `:` with one of another type.
+                        let colons: Vec<usize> = bytes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, b)| **b == b':')
+                            .map(|(i, _)| i)
+                            .collect();
+                        if let Some(&at) = colons.get(rng.usize(0..colons.len().max(1))) {
+                            let end = bytes[at + 1..]
+                                .iter()
+                                .position(|b| *b == b',' || *b == b'}')
+                                .map_or(bytes.len(), |p| at + 1 + p);
+                            let swap = swaps[rng.usize(0..swaps.len())];
+                            bytes.splice(at + 1..end, swap.iter().copied());
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let _ = parse_line(text);
+            }
+        }
+        assert!(lines.len() > 100);
+    }
+
     #[test]
     fn control_lines() {
         let ok = parse_line(
