@@ -23,6 +23,7 @@ async fn main() -> claude_code_sdk::Result<()> {
     let options = backend.options().max_turns(1).build()?;
 
     // `query()` starts the Claude Code CLI and streams what it writes, message by message.
+    let started = std::time::Instant::now();
     let mut stream = query(
         "Write a Python function to validate email addresses",
         options,
@@ -33,7 +34,11 @@ async fn main() -> claude_code_sdk::Result<()> {
         match &message {
             // The last message of a run: what it cost, and the session to resume later.
             Message::Result(result) => {
-                println!("\n--- done in {} ms ---", result.duration_ms);
+                println!(
+                    "\n--- done in {} ms ({} ms of them the turn itself; the rest is the CLI starting) ---",
+                    started.elapsed().as_millis(),
+                    result.duration_ms
+                );
                 println!("cost:       ${:.6}", result.total_cost_usd.unwrap_or(0.0));
                 println!("session id: {}", result.session_id);
             }
