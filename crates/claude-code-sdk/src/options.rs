@@ -69,7 +69,7 @@ pub const SIDE_EFFECT_TOOLS: &[&str] = &[
 /// |---|---|---|---|
 /// | [`AskForEdits`](PermissionMode::AskForEdits) | read files in the project | any file change, any command | denied and reported |
 /// | [`AcceptEdits`](PermissionMode::AcceptEdits) | read and edit files in the project, including the simple file-writing shell commands the CLI counts as edits (`echo > file`, `mkdir`, `touch`) | other commands | denied and reported |
-/// | [`ReadOnly`](PermissionMode::ReadOnly) | `Read`, `Grep`, `Glob`; no other tool exists | — | — |
+/// | [`ReadOnly`](PermissionMode::ReadOnly) | `Read`, `Grep`, `Glob` in the project; no other tool exists | reads outside the project | denied and reported |
 /// | [`Strict`](PermissionMode::Strict) | only tools named in `allowed_tools` | every other tool use, reads included | denied and reported |
 ///
 /// "Nobody to ask" means no permission callback is set: the CLI is run so that
