@@ -879,9 +879,11 @@ impl ClaudeCodeOptions {
         let has_callback = self.can_use_tool.is_some();
         if let Some(mode) = mode {
             let cli_mode = match mode {
-                // With someone to ask, Strict runs under the CLI's default mode and the
-                // SDK's guard hook asks the callback for everything else.
-                PermissionMode::Strict if has_callback => "default",
+                // With someone to ask, Strict and ReadOnly run under the CLI's default
+                // mode: what would need asking (a read outside the project) goes to the
+                // callback, and the SDK's guard hook does the rest (Strict asks before
+                // every tool use; ReadOnly's tool set has nothing that writes).
+                PermissionMode::Strict | PermissionMode::ReadOnly if has_callback => "default",
                 other => other.cli_mode(),
             };
             flag("permission-mode", Some(cli_mode.to_owned()));

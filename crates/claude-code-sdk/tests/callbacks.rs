@@ -381,3 +381,29 @@ async fn a_callback_in_flight_is_stopped_when_the_query_is_dropped() {
         "the callback outlived its query"
     );
 }
+
+#[tokio::test]
+async fn read_only_asks_before_reading_outside_the_project() {
+    let h = Harness::new().await;
+    let outside = h.sandbox.root().join("outside.txt");
+    std::fs::write(&outside, "OUTSIDE").unwrap();
+    h.mock.on(Rule::prompt_contains("peek").steps([
+        Reply::tool_use("Read", json!({"file_path": outside.display().to_string()})),
+        Reply::text("peeked"),
+    ]));
+    let asked = log();
+    let options = with_callback(
+        h.options().permission_mode(PermissionMode::ReadOnly),
+        &asked,
+        |_, _| PermissionDecision::allow(),
+    )
+    .build()
+    .unwrap();
+    query("peek outside", options).collect_all().await.unwrap();
+    assert_eq!(entries(&asked), ["Read"]);
+    let results = h.mock.requests().pop().unwrap().tool_results();
+    assert!(
+        results[0].content.contains("OUTSIDE"),
+        "the approved read ran"
+    );
+}
