@@ -258,3 +258,36 @@ async fn auth_status_reports_how_the_cli_authenticates() {
         .unwrap();
     assert!(!status.logged_in, "{:?}", status.raw);
 }
+
+#[tokio::test]
+async fn a_tool_command_still_running_dies_with_its_query() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::prompt_contains("long").reply(Reply::tool_use(
+            "Bash",
+            json!({"command": "echo started > started.txt; sleep 300"}),
+        )));
+    let mut stream = query(
+        "a long command",
+        h.options().allowed_tools(["Bash"]).build().unwrap(),
+    );
+    // Read the stream until the command runs (the CLI runs it in a process group of
+    // its own); the command writes nothing more, so check the file between messages.
+    while !h.file("started.txt").exists() {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(_)) => {}
+                other => panic!("the run ended early: {other:?}"),
+            },
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+    let cwd = h.sandbox.cwd().canonicalize().unwrap();
+    assert!(
+        common::processes_in(&cwd).len() >= 2,
+        "the CLI and the command run"
+    );
+    drop(stream);
+    let left = common::survivors_in(&cwd).await;
+    assert!(left.is_empty(), "processes survived their query: {left:?}");
+}

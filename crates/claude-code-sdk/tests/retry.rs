@@ -148,4 +148,7 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
     assert!(seen.lock().unwrap().is_empty());
     let log = std::fs::read_to_string(h.file("log.txt")).unwrap();
     assert_eq!(log.lines().count(), 1);
+    // The command the timeout cut off was killed with its CLI.
+    let cwd = h.sandbox.cwd().canonicalize().unwrap();
+    assert_eq!(common::survivors_in(&cwd).await, Vec::<u32>::new());
 }

@@ -2,16 +2,20 @@
 //!
 //! # Caveats
 //!
-//! The child is the leader of a new process group, and everything it starts (the
-//! shells of `Bash` tool calls, MCP servers, their children) stays in that group
-//! unless it moves itself out. Ending a run signals the whole group:
+//! The child is the leader of a new process group. Not everything it starts stays in
+//! that group: the CLI runs the shells of `Bash` tool calls in groups of their own.
+//! So each CLI also gets a marker in its environment, `CLAUDE_CODE_SDK_RUN=<random
+//! id>`, which its descendants inherit. Ending a run:
 //!
-//! - when the CLI exits on its own, whatever it left behind in the group is killed;
-//! - dropping a [`ProcessGuard`] while the CLI runs kills the group at once (`SIGKILL`);
+//! - when the CLI exits on its own, whatever is left of its group, and every process
+//!   that carries its marker, is killed;
+//! - dropping a [`ProcessGuard`] while the CLI runs does the same at once (`SIGKILL`);
 //! - [`ProcessGuard::shutdown`] is the graceful path: stdin is closed first, then
 //!   `SIGTERM` after a grace period, then `SIGKILL`.
 //!
-//! A process that calls `setsid()` itself leaves the group and is out of reach.
+//! Out of reach: a process that both leaves the group and clears its environment.
+//! Finding marked processes reads `/proc`, so it works on Linux; elsewhere only the
+//! process group is signalled.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -60,6 +64,7 @@ pub(crate) struct Spawned {
 ///
 /// [`Connection`](crate::ErrorKind::Connection) when the program cannot be started.
 pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
+    let marker = format!("{}", uuid::Uuid::new_v4().simple());
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -78,6 +83,7 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
+    command.env(RUN_MARKER_ENV, &marker);
     let mut child = command.spawn().map_err(|e| {
         Error::connection(format!(
             "could not start the Claude Code CLI at {}",
@@ -99,8 +105,42 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         stdin,
         stdout,
         stderr,
-        guard: ProcessGuard::watch(child, pid),
+        guard: ProcessGuard::watch(child, pid, marker),
     })
+}
+
+/// The environment variable that marks every process of one CLI run.
+pub(crate) const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
+
+/// Kills the CLI's process group and every process carrying its marker.
+fn sweep(pgid: i32, marker: &str) {
+    signal_group(pgid, Signal::SIGKILL);
+    let needle = format!("{RUN_MARKER_ENV}={marker}");
+    let me = std::process::id();
+    for pid in marked_pids(needle.as_bytes()) {
+        if pid == me {
+            continue;
+        }
+        match nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => tracing::debug!(pid, %err, "could not kill a process of the run"),
+        }
+    }
+}
+
+/// Processes whose environment holds `needle` (`NAME=value`), from `/proc`.
+fn marked_pids(needle: &[u8]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle))
+        })
+        .collect()
 }
 
 /// Owns the CLI's process group. Dropping it kills the group unless the CLI already
@@ -108,6 +148,7 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
 #[derive(Debug)]
 pub(crate) struct ProcessGuard {
     pgid: i32,
+    marker: String,
     exit: watch::Receiver<Option<ExitState>>,
     waiter: tokio::task::JoinHandle<()>,
 }
@@ -134,17 +175,19 @@ impl ExitState {
 }
 
 impl ProcessGuard {
-    fn watch(mut child: Child, pid: u32) -> Self {
+    fn watch(mut child: Child, pid: u32, marker: String) -> Self {
         let pgid = pid as i32;
         let (tx, rx) = watch::channel(None);
+        let swept = marker.clone();
         let waiter = tokio::spawn(async move {
             let status = child.wait().await.ok();
-            // The leader is gone: sweep whatever it left in its group.
-            signal_group(pgid, Signal::SIGKILL);
+            // The leader is gone: sweep whatever it left behind.
+            sweep(pgid, &swept);
             let _ = tx.send(Some(ExitState { status }));
         });
         ProcessGuard {
             pgid,
+            marker,
             exit: rx,
             waiter,
         }
@@ -173,10 +216,10 @@ impl ProcessGuard {
         }
     }
 
-    /// Kills the whole group now.
+    /// Kills the CLI and everything of its run now.
     pub(crate) fn kill(&self) {
         if self.exited().is_none() {
-            signal_group(self.pgid, Signal::SIGKILL);
+            sweep(self.pgid, &self.marker);
         }
     }
 
@@ -195,7 +238,7 @@ impl ProcessGuard {
             return state;
         }
         tracing::debug!(pid = self.pgid, "CLI ignored SIGTERM; sending SIGKILL");
-        signal_group(self.pgid, Signal::SIGKILL);
+        sweep(self.pgid, &self.marker);
         self.wait().await
     }
 }
@@ -203,7 +246,7 @@ impl ProcessGuard {
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         if self.exited().is_none() {
-            signal_group(self.pgid, Signal::SIGKILL);
+            sweep(self.pgid, &self.marker);
         }
         // The waiter reaps the leader; if the runtime is gone the Child's
         // kill_on_drop and tokio's orphan reaper take over.
