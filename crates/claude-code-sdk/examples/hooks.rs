@@ -79,9 +79,8 @@ async fn main() -> claude_code_sdk::Result<()> {
                 println!("Assistant: {}", assistant.text());
             }
             Ok(_) => {}
-            // A tool use a hook denied counts as a permission denial: the run ends with
-            // a permission error after its result. Expected here.
-            Err(err) if err.is_permission() => println!("(the run reports the denial: {err})"),
+            // A tool use a hook denied is a decision, listed in the result's
+            // `permission_denials`; the run itself succeeds.
             Err(err) => return Err(err),
         }
     }
