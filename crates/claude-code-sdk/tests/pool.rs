@@ -13,28 +13,12 @@ use claude_code_testkit::{Reply, Rule, cli_path, pid_is_running, wait_until_gone
 use common::{Harness, result_of};
 use futures::StreamExt;
 
-/// Live CLI processes whose working directory is `cwd` (read from /proc).
+/// Live CLI processes (not their tools) whose working directory is `cwd`.
 fn cli_processes_in(cwd: &Path, exe: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
-        let same_cwd = std::fs::read_link(dir.join("cwd")).is_ok_and(|c| c == cwd);
-        let same_exe = std::fs::read_link(dir.join("exe")).is_ok_and(|e| e == exe);
-        if same_cwd && same_exe && pid_is_running(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+    claude_code_testkit::processes_in(cwd)
+        .into_iter()
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
+        .collect()
 }
 
 fn cli_exe() -> PathBuf {

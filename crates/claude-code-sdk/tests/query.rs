@@ -284,10 +284,10 @@ async fn a_tool_command_still_running_dies_with_its_query() {
     }
     let cwd = h.sandbox.cwd().canonicalize().unwrap();
     assert!(
-        common::processes_in(&cwd).len() >= 2,
+        claude_code_testkit::processes_in(&cwd).len() >= 2,
         "the CLI and the command run"
     );
     drop(stream);
-    let left = common::survivors_in(&cwd).await;
+    let left = claude_code_testkit::survivors_in(&cwd, std::time::Duration::from_secs(10)).await;
     assert!(left.is_empty(), "processes survived their query: {left:?}");
 }

@@ -150,5 +150,6 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
     assert_eq!(log.lines().count(), 1);
     // The command the timeout cut off was killed with its CLI.
     let cwd = h.sandbox.cwd().canonicalize().unwrap();
-    assert_eq!(common::survivors_in(&cwd).await, Vec::<u32>::new());
+    let left = claude_code_testkit::survivors_in(&cwd, Duration::from_secs(10)).await;
+    assert_eq!(left, Vec::<u32>::new());
 }

@@ -60,5 +60,8 @@ pub use mock::{
     RequestKind, Rule, STRUCTURED_OUTPUT_TOOL, ToolResult, ToolUse, conforming_value, demo_rules,
 };
 pub use paths::{CLI_PATH_ENV, cli_path, fake_claude_path, mock_anthropic_path, workspace_root};
-pub use process::{pid_is_running, read_pid_file, wait_until_gone, wait_until_gone_blocking};
+pub use process::{
+    pid_is_running, processes_in, read_pid_file, survivors_in, wait_until_gone,
+    wait_until_gone_blocking,
+};
 pub use sandbox::{MOCK_API_KEY, Sandbox, UNREACHABLE_BASE_URL};

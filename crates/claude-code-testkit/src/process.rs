@@ -68,6 +68,36 @@ pub fn read_pid_file(path: impl AsRef<Path>) -> Vec<u32> {
         .collect()
 }
 
+/// Live processes whose working directory is `dir` (read from `/proc`; `dir` should be
+/// canonical, as [`Sandbox::cwd`](crate::Sandbox::cwd) is): a CLI run in a sandbox and
+/// whatever its tools started there.
+pub fn processes_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+                && pid_is_running(*pid)
+        })
+        .collect()
+}
+
+/// Waits until no process works in `dir` ([`processes_in`]), polling every 20 ms;
+/// returns the survivors after `timeout` (empty when all are gone).
+pub async fn survivors_in(dir: &Path, timeout: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = processes_in(dir);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

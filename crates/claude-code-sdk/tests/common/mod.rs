@@ -69,31 +69,3 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
-
-/// Live processes whose working directory is `dir` (from /proc): the CLI and whatever
-/// its tools started there.
-pub fn processes_in(dir: &std::path::Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
-                && claude_code_testkit::pid_is_running(*pid)
-        })
-        .collect()
-}
-
-/// Waits (10 s at most) until no process works in `dir`; returns the survivors.
-pub async fn survivors_in(dir: &std::path::Path) -> Vec<u32> {
-    for _ in 0..200 {
-        let left = processes_in(dir);
-        if left.is_empty() {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    processes_in(dir)
-}
