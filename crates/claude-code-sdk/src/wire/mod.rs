@@ -78,17 +78,13 @@ struct WireControlCancel {
     request_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct WireApiMessage {
-    #[serde(default)]
     pub(crate) id: Option<String>,
-    #[serde(default)]
     pub(crate) model: Option<String>,
-    #[serde(default)]
     pub(crate) content: Vec<ContentBlock>,
-    #[serde(default)]
     pub(crate) stop_reason: Option<String>,
-    #[serde(default)]
     pub(crate) usage: Option<Usage>,
 }
 
@@ -145,43 +141,28 @@ pub(crate) struct WireUser {
     pub(crate) timestamp: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct WireResult {
-    #[serde(default)]
     pub(crate) subtype: String,
-    #[serde(default)]
     pub(crate) is_error: bool,
-    #[serde(default)]
     pub(crate) duration_ms: u64,
-    #[serde(default)]
     pub(crate) duration_api_ms: u64,
-    #[serde(default)]
     pub(crate) num_turns: u32,
-    #[serde(default)]
     pub(crate) result: Option<String>,
-    #[serde(default)]
     pub(crate) session_id: String,
-    #[serde(default)]
     pub(crate) total_cost_usd: Option<f64>,
-    #[serde(default)]
     pub(crate) usage: Option<Usage>,
-    #[serde(default, rename = "modelUsage")]
+    #[serde(rename = "modelUsage")]
     pub(crate) model_usage: Map<String, Value>,
-    #[serde(default)]
     pub(crate) permission_denials: Vec<PermissionDenial>,
-    #[serde(default)]
     pub(crate) structured_output: Option<Value>,
-    #[serde(default)]
     pub(crate) api_error_status: Option<u16>,
-    #[serde(default)]
     pub(crate) api_error: Option<String>,
-    #[serde(default)]
     pub(crate) stop_reason: Option<String>,
-    #[serde(default)]
     pub(crate) terminal_reason: Option<String>,
-    #[serde(default, deserialize_with = "lenient_strings")]
+    #[serde(deserialize_with = "lenient_strings")]
     pub(crate) errors: Vec<String>,
-    #[serde(default)]
     pub(crate) uuid: Option<String>,
 }
 
