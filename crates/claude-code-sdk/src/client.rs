@@ -133,6 +133,7 @@ pub struct ClaudeClient {
     server_info: ServerInfo,
     timeout: Option<Duration>,
     read_only_at_start: bool,
+    has_callback: bool,
     state: Mutex<ClientState>,
 }
 
@@ -161,6 +162,7 @@ impl ClaudeClient {
             dispatcher: connected.dispatcher,
             timeout: options.timeout,
             read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
+            has_callback: options.can_use_tool.is_some(),
             state: Mutex::new(ClientState {
                 mode: options.permission_mode,
                 ..Default::default()
@@ -378,7 +380,10 @@ impl ClaudeClient {
             ));
         }
         let cli_mode = match mode {
+            // As at connect: the guard enforces Strict; ReadOnly with a callback asks it
+            // about reads outside the project.
             PermissionMode::Strict => "default",
+            PermissionMode::ReadOnly if self.has_callback => "default",
             other => other.cli_mode(),
         };
         self.control(json!({"subtype": "set_permission_mode", "mode": cli_mode}))

@@ -79,6 +79,20 @@ impl Closed {
             .exit
             .map(|e| e.describe())
             .unwrap_or_else(|| "closed its output".to_owned());
+        // A `resume` of a session the CLI does not have: the caller's mistake, not a
+        // broken connection (and not worth retrying).
+        if let Some(line) = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("No conversation found"))
+        {
+            return Error::new(
+                ErrorKind::NotFound,
+                format!("the CLI has no such conversation: {}", line.trim()),
+            )
+            .with_exit_code(self.exit.and_then(|e| e.code()))
+            .with_stderr(self.stderr.clone());
+        }
         Error::connection(format!(
             "the Claude Code CLI ended before the run finished ({how})"
         ))

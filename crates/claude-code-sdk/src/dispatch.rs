@@ -225,10 +225,13 @@ impl Dispatcher {
         }
     }
 
+    /// Whether `allowed_tools` names the tool itself. A pattern (`Bash(git status:*)`)
+    /// does not count: the guard cannot tell what it covers, so such tool uses are
+    /// still asked about (or denied without a callback).
     fn pre_approved(&self, tool: &str) -> bool {
         self.allowed_tools
             .iter()
-            .any(|allowed| allowed.split('(').next().unwrap_or(allowed).trim() == tool)
+            .any(|allowed| allowed.trim() == tool)
     }
 
     async fn mcp_message(&self, request: Value) -> Value {
@@ -288,6 +291,18 @@ mod tests {
             "deny"
         );
         assert_eq!(guard_answer(&d, "Glob"), json!({}));
+        let patterned = Dispatcher::new(
+            &ClaudeCodeOptions::builder()
+                .permission_mode(PermissionMode::Strict)
+                .allowed_tools(["Bash(git status:*)"])
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(
+            guard_answer(&patterned, "Bash")["hookSpecificOutput"]["permissionDecision"],
+            "deny",
+            "a pattern does not pre-approve the whole tool"
+        );
         d.set_mode(PermissionMode::AcceptEdits);
         assert_eq!(guard_answer(&d, "Write"), json!({}));
     }

@@ -53,7 +53,7 @@
 //!
 //! | mode | guarantee |
 //! |---|---|
-//! | [`ReadOnly`](PermissionMode::ReadOnly) | only `Read`, `Grep` and `Glob` exist: no file can change; reads outside the project are denied |
+//! | [`ReadOnly`](PermissionMode::ReadOnly) | only `Read`, `Grep` and `Glob` exist: no file can change; reads outside the project need approval |
 //! | [`AskForEdits`](PermissionMode::AskForEdits) | reads run; file changes and commands need approval, denied when nobody can approve |
 //! | [`AcceptEdits`](PermissionMode::AcceptEdits) | file edits in the project run; other commands need approval |
 //! | [`Strict`](PermissionMode::Strict) | only tools in `allowed_tools` run; everything else needs approval |

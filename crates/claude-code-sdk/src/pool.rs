@@ -47,9 +47,9 @@
 //! profile: the SDK sends `/clear`, which makes the CLI start a new conversation (new
 //! session id, no earlier turns in the next model request), and waits for it before the
 //! process is offered again. Limits of reuse: state outside the conversation survives
-//! the reset (files the tools wrote, background shells, the process environment, MCP
-//! server state), and a query that ended in a fatal error, a timeout or an interrupt is
-//! never reused. Processes whose options name a conversation (`resume`,
+//! the reset (files the tools wrote, the process environment, MCP server state; the
+//! commands a query's tools left running are killed before the reset), and a query that
+//! ended in a fatal error, a timeout or an interrupt is never reused. Processes whose options name a conversation (`resume`,
 //! `continue_conversation`, `session_id`) are never reset or reused.
 
 use std::collections::HashMap;
@@ -145,7 +145,7 @@ impl PoolConfig {
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// Queries running now.
+    /// Queries running now, and slots held with [`QueryPool::reserve`].
     pub active: usize,
     /// Queries waiting for a slot now.
     pub queued: usize,
@@ -153,7 +153,7 @@ pub struct PoolStats {
     pub warm: usize,
     /// Queries that ended without error.
     pub completed: u64,
-    /// Queries that ended with an error (refusals included).
+    /// Queries that ended with an error, and refused queries and reservations.
     pub failed: u64,
     /// Queries refused with `PoolBusy`.
     pub rejected: u64,
@@ -163,7 +163,7 @@ pub struct PoolStats {
     pub started: u64,
     /// Processes reused after a reset.
     pub reused: u64,
-    /// Mean time queries waited for a slot or a warm process.
+    /// Mean time queries and reservations waited for a slot or a warm process.
     pub mean_wait: Duration,
 }
 
@@ -306,6 +306,7 @@ impl QueryPool {
     pub async fn reserve(&self) -> Result<PoolSlot> {
         let (permit, warm, _) = self.acquire(None).await?;
         debug_assert!(warm.is_none());
+        self.inner.active.fetch_add(1, Ordering::SeqCst);
         Ok(PoolSlot {
             permit: Some(permit),
             pool: Arc::downgrade(&self.inner),
@@ -515,7 +516,11 @@ pub struct PoolSlot {
 
 impl Drop for PoolSlot {
     fn drop(&mut self) {
-        let wake = self.pool.upgrade().map(|pool| Arc::clone(&pool.refill));
+        let pool = self.pool.upgrade();
+        if let Some(pool) = &pool {
+            pool.active.fetch_sub(1, Ordering::SeqCst);
+        }
+        let wake = pool.map(|pool| Arc::clone(&pool.refill));
         if let Some(permit) = self.permit.take() {
             release_after_exit(None, permit, wake);
         }
@@ -815,6 +820,11 @@ impl std::fmt::Debug for PooledQuery {
 /// confirm with a result under a new session id.
 async fn reset(mut connected: Connected) -> std::result::Result<Connected, (Error, Connected)> {
     let before = connected.session.session_id();
+    // What the last query's tools left running (a background server, a watcher) must
+    // not live on into the next query.
+    if let Some(process) = connected.session.process() {
+        process.kill_tool_processes().await;
+    }
     let line = wire::user_line(serde_json::Value::String("/clear".into()), "", None);
     if let Err(err) = connected.session.send_line(line).await {
         return Err((err, connected));
@@ -830,11 +840,13 @@ async fn reset(mut connected: Connected) -> std::result::Result<Connected, (Erro
                     Message::Result(r) if reset_seen && Some(&r.session_id) != before.as_ref() => {
                         return Ok(());
                     }
+                    // A result before the reset (say, the CLI reporting on a background
+                    // command that was just stopped) belongs to the old conversation.
                     Message::Result(r) => {
-                        return Err(Error::protocol(format!(
-                            "/clear ended without a conversation reset (session {})",
-                            r.session_id
-                        )));
+                        tracing::debug!(
+                            session = r.session_id,
+                            "skipping a result while resetting"
+                        );
                     }
                     _ => {}
                 },

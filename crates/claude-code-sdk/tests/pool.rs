@@ -247,3 +247,51 @@ async fn a_reserved_slot_counts_against_the_bound() {
         .unwrap();
     assert!(!result_of(&messages).is_error);
 }
+
+#[tokio::test]
+async fn a_reused_process_does_not_keep_the_last_querys_background_commands() {
+    let h = Harness::new().await;
+    h.mock.on(Rule::prompt_contains("background").steps([
+        Reply::tool_use(
+            "Bash",
+            serde_json::json!({"command": "sleep 300", "run_in_background": true}),
+        ),
+        Reply::text("started it"),
+    ]));
+    let options = h.options().allowed_tools(["Bash"]).build().unwrap();
+    let pool = QueryPool::new(
+        PoolConfig {
+            max_concurrent: 1,
+            ..PoolConfig::default()
+        }
+        .reuse_processes(true),
+    );
+    let first = pool
+        .query("start a background job", options.clone())
+        .await
+        .unwrap();
+    first.collect_all().await.unwrap();
+    assert!(
+        pool.wait_warm(1, Duration::from_secs(30)).await,
+        "the process came back"
+    );
+
+    // Only the CLI itself is left in the sandbox: the background `sleep` is gone.
+    let cwd = h.sandbox.cwd().canonicalize().unwrap();
+    let cli = pool.warm_pids();
+    let mut others = Vec::new();
+    for _ in 0..100 {
+        others = claude_code_testkit::processes_in(&cwd)
+            .into_iter()
+            .filter(|pid| !cli.contains(pid))
+            .collect();
+        if others.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        others.is_empty(),
+        "left running into the next query: {others:?}"
+    );
+}

@@ -291,3 +291,20 @@ async fn a_tool_command_still_running_dies_with_its_query() {
     let left = claude_code_testkit::survivors_in(&cwd, std::time::Duration::from_secs(10)).await;
     assert!(left.is_empty(), "processes survived their query: {left:?}");
 }
+
+#[tokio::test]
+async fn resuming_an_unknown_session_is_not_found() {
+    let h = Harness::new().await;
+    let options = h
+        .options()
+        .resume("6f1c2d4e-0000-4000-8000-000000000000")
+        .build()
+        .unwrap();
+    let err = query("hello again", options)
+        .collect_all()
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(h.mock.requests().is_empty());
+}

@@ -59,8 +59,10 @@
 //! Sessions and approvals belong to the token that created them: another token gets
 //! `404`. The project root is shared by every caller: the tools of one run can see the
 //! files of another. Run one server per tenant when that matters. Outside the working
-//! directory, what a run may read is up to the permission mode: `readOnly`, and the
-//! modes without a browser to ask, deny reads outside it.
+//! directory, reads need approval in `readOnly` and `askForEdits`: with `"approvals":
+//! true` the browser is asked, otherwise they are denied. Session ids returned in
+//! results (`session_id`, usable as `resume`) are capabilities: whoever holds one can
+//! continue that conversation with a query.
 //!
 //! # Shutdown
 //!
@@ -341,8 +343,13 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
-                let _ = inner.sessions.end(id).await;
-                inner.lock_owners().remove(id);
+                // A session busy with a turn is not idle after all: try again later.
+                match inner.sessions.end(id).await {
+                    Err(err) if err.is_conversation_busy() => continue,
+                    _ => {
+                        inner.lock_owners().remove(id);
+                    }
+                }
             }
             (
                 expired.len(),
@@ -388,6 +395,8 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
             stopping.shut_down();
             tokio::spawn(async {
                 stop_signal().await;
+                // Exiting skips destructors: kill every CLI run first.
+                claude_code_sdk::transport::reaper::kill_all();
                 std::process::exit(130);
             });
         })

@@ -106,6 +106,9 @@ async fn run() -> std::io::Result<()> {
                 .map(str::to_owned),
         );
     }
+    for token in &mut args.tokens {
+        *token = token.trim().to_owned();
+    }
     args.tokens.retain(|t| !t.is_empty());
     if args.tokens.is_empty() && !args.bind.ip().is_loopback() {
         if !args.no_auth {

@@ -8,6 +8,7 @@
 pub mod discovery;
 
 pub(crate) mod codec;
+pub mod reaper;
 pub(crate) mod subprocess;
 
 use tokio::io::{AsyncRead, AsyncWrite};

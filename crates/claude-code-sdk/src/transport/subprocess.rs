@@ -2,20 +2,14 @@
 //!
 //! # Caveats
 //!
-//! The child is the leader of a new process group. Not everything it starts stays in
-//! that group: the CLI runs the shells of `Bash` tool calls in groups of their own.
-//! So each CLI also gets a marker in its environment, `CLAUDE_CODE_SDK_RUN=<random
-//! id>`, which its descendants inherit. Ending a run:
+//! The child is the leader of a new process group, and carries a marker in its
+//! environment that its descendants inherit (see [`reaper`](super::reaper)). Ending a
+//! run kills the group and every marked process:
 //!
-//! - when the CLI exits on its own, whatever is left of its group, and every process
-//!   that carries its marker, is killed;
-//! - dropping a [`ProcessGuard`] while the CLI runs does the same at once (`SIGKILL`);
+//! - when the CLI exits on its own, whatever it left behind;
+//! - dropping a [`ProcessGuard`] while the CLI runs, at once (`SIGKILL`);
 //! - [`ProcessGuard::shutdown`] is the graceful path: stdin is closed first, then
-//!   `SIGTERM` after a grace period, then `SIGKILL`.
-//!
-//! Out of reach: a process that both leaves the group and clears its environment.
-//! Finding marked processes reads `/proc`, so it works on Linux; elsewhere only the
-//! process group is signalled.
+//!   `SIGTERM` to the group after a grace period, then `SIGKILL` to everything.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -24,12 +18,12 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
+use super::reaper::{self, Run};
 use crate::error::{Error, Result};
 use crate::options::StderrCallback;
 use crate::util::lock;
@@ -64,7 +58,7 @@ pub(crate) struct Spawned {
 ///
 /// [`Connection`](crate::ErrorKind::Connection) when the program cannot be started.
 pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
-    let marker = format!("{}", uuid::Uuid::new_v4().simple());
+    let (marker, run_id) = reaper::new_marker();
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -83,7 +77,7 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
-    command.env(RUN_MARKER_ENV, &marker);
+    command.env(reaper::RUN_MARKER_ENV, &marker);
     let mut child = command.spawn().map_err(|e| {
         Error::connection(format!(
             "could not start the Claude Code CLI at {}",
@@ -105,50 +99,16 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         stdin,
         stdout,
         stderr,
-        guard: ProcessGuard::watch(child, pid, marker),
+        guard: ProcessGuard::watch(child, Run::register(pid as i32, run_id)),
     })
 }
 
-/// The environment variable that marks every process of one CLI run.
-pub(crate) const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
-
-/// Kills the CLI's process group and every process carrying its marker.
-fn sweep(pgid: i32, marker: &str) {
-    signal_group(pgid, Signal::SIGKILL);
-    let needle = format!("{RUN_MARKER_ENV}={marker}");
-    let me = std::process::id();
-    for pid in marked_pids(needle.as_bytes()) {
-        if pid == me {
-            continue;
-        }
-        match nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(err) => tracing::debug!(pid, %err, "could not kill a process of the run"),
-        }
-    }
-}
-
-/// Processes whose environment holds `needle` (`NAME=value`), from `/proc`.
-fn marked_pids(needle: &[u8]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle))
-        })
-        .collect()
-}
-
-/// Owns the CLI's process group. Dropping it kills the group unless the CLI already
-/// exited (in which case the group was swept when it did).
+/// Owns the CLI's run: its process group and the processes carrying its marker (see
+/// [`reaper`](super::reaper)). Dropping it kills them unless the CLI already exited (in
+/// which case they were swept when it did).
 #[derive(Debug)]
 pub(crate) struct ProcessGuard {
-    pgid: i32,
-    marker: String,
+    run: Run,
     exit: watch::Receiver<Option<ExitState>>,
     waiter: tokio::task::JoinHandle<()>,
 }
@@ -174,20 +134,36 @@ impl ExitState {
     }
 }
 
+/// Kills a run's group at once and its marked processes soon: the `/proc` scan runs on
+/// the blocking pool when there is a runtime, so it never stalls an async worker.
+fn sweep_soon(run: &Run) {
+    reaper::signal_run_group(run.pgid, Signal::SIGKILL);
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let run = run.clone();
+            handle.spawn_blocking(move || run.sweep());
+        }
+        Err(_) => run.sweep(),
+    }
+}
+
 impl ProcessGuard {
-    fn watch(mut child: Child, pid: u32, marker: String) -> Self {
-        let pgid = pid as i32;
+    fn watch(mut child: Child, run: Run) -> Self {
         let (tx, rx) = watch::channel(None);
-        let swept = marker.clone();
+        let swept = run.clone();
         let waiter = tokio::spawn(async move {
             let status = child.wait().await.ok();
             // The leader is gone: sweep whatever it left behind.
-            sweep(pgid, &swept);
+            let run = swept.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                run.sweep();
+                run.unregister();
+            })
+            .await;
             let _ = tx.send(Some(ExitState { status }));
         });
         ProcessGuard {
-            pgid,
-            marker,
+            run,
             exit: rx,
             waiter,
         }
@@ -195,7 +171,7 @@ impl ProcessGuard {
 
     /// The process id of the CLI, which is also its process group id.
     pub(crate) fn pid(&self) -> u32 {
-        self.pgid as u32
+        self.run.pgid as u32
     }
 
     /// How the CLI ended, if it has.
@@ -219,8 +195,15 @@ impl ProcessGuard {
     /// Kills the CLI and everything of its run now.
     pub(crate) fn kill(&self) {
         if self.exited().is_none() {
-            sweep(self.pgid, &self.marker);
+            sweep_soon(&self.run);
         }
+    }
+
+    /// Kills what the run's tools left running (background commands), leaving the CLI
+    /// itself alive: before a process serves another query.
+    pub(crate) async fn kill_tool_processes(&self) {
+        let run = self.run.clone();
+        let _ = tokio::task::spawn_blocking(move || run.kill_tool_processes()).await;
     }
 
     /// Waits `grace` for the CLI to exit on its own (its stdin should be closed by
@@ -230,15 +213,15 @@ impl ProcessGuard {
             return state;
         }
         tracing::debug!(
-            pid = self.pgid,
+            pid = self.run.pgid,
             "CLI did not exit after stdin closed; sending SIGTERM"
         );
-        signal_group(self.pgid, Signal::SIGTERM);
+        reaper::signal_run_group(self.run.pgid, Signal::SIGTERM);
         if let Ok(state) = tokio::time::timeout(term_grace, self.wait()).await {
             return state;
         }
-        tracing::debug!(pid = self.pgid, "CLI ignored SIGTERM; sending SIGKILL");
-        sweep(self.pgid, &self.marker);
+        tracing::debug!(pid = self.run.pgid, "CLI ignored SIGTERM; sending SIGKILL");
+        sweep_soon(&self.run);
         self.wait().await
     }
 }
@@ -246,18 +229,11 @@ impl ProcessGuard {
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         if self.exited().is_none() {
-            sweep(self.pgid, &self.marker);
+            sweep_soon(&self.run);
         }
         // The waiter reaps the leader; if the runtime is gone the Child's
         // kill_on_drop and tokio's orphan reaper take over.
         let _ = &self.waiter;
-    }
-}
-
-fn signal_group(pgid: i32, signal: Signal) {
-    match killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(err) => tracing::warn!(pgid, %err, ?signal, "could not signal the CLI's process group"),
     }
 }
 

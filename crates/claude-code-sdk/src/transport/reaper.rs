@@ -1,0 +1,187 @@
+//! Finding and killing every process of a CLI run, including the ones that left its
+//! process group.
+//!
+//! The CLI runs the shells of `Bash` tool calls in process groups of their own, so
+//! signalling the CLI's group is not enough. Each CLI gets a marker in its
+//! environment, [`RUN_MARKER_ENV`], that its descendants inherit: `<id>` for a run
+//! started from a plain process, `<outer>:<id>` for a run started from inside another
+//! run (an agent running a program built on this SDK), so ending the outer run reaches
+//! the inner one's processes too.
+//!
+//! Finding marked processes reads `/proc`: it works on Linux; elsewhere only process
+//! groups are signalled. To keep the scan cheap and safe it only looks at processes of
+//! the current user started no earlier than the run, and kills each match right after
+//! reading its environment (a pid that exits and is reused in between would have to
+//! carry the marker to be hit). A process that both leaves the group and clears its
+//! environment is out of reach.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Mutex, OnceLock};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::util::lock;
+
+/// The environment variable that marks every process of a run.
+pub const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
+
+/// One run's identity: its process group and its marker.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub(crate) pgid: i32,
+    /// This run's own id (the last part of the marker).
+    pub(crate) id: String,
+    /// When the run started, in clock ticks since boot (from `/proc`), if known.
+    started: Option<u64>,
+}
+
+/// The marker value for a new run: the inherited one (if this process belongs to a
+/// run) followed by a new id. Returns `(value, id)`.
+pub(crate) fn new_marker() -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let value = match std::env::var(RUN_MARKER_ENV) {
+        Ok(outer) if !outer.is_empty() => format!("{outer}:{id}"),
+        _ => id.clone(),
+    };
+    (value, id)
+}
+
+fn live_runs() -> &'static Mutex<HashMap<i32, Run>> {
+    static RUNS: OnceLock<Mutex<HashMap<i32, Run>>> = OnceLock::new();
+    RUNS.get_or_init(Default::default)
+}
+
+impl Run {
+    /// Registers a started run (see [`kill_all`]).
+    pub(crate) fn register(pgid: i32, id: String) -> Run {
+        let run = Run {
+            pgid,
+            id,
+            started: start_time(pgid as u32),
+        };
+        lock(live_runs()).insert(pgid, run.clone());
+        run
+    }
+
+    /// Kills the run's process group and every process carrying its marker.
+    pub(crate) fn sweep(&self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+        self.kill_marked(|_| true);
+    }
+
+    /// Kills the processes of the run outside the CLI's own process group: the
+    /// commands its tools left running. The CLI (and MCP servers in its group) live on.
+    pub(crate) fn kill_tool_processes(&self) {
+        let pgid = self.pgid;
+        self.kill_marked(|pid| process_group(pid) != Some(pgid));
+    }
+
+    /// Forgets the run once it is over.
+    pub(crate) fn unregister(&self) {
+        lock(live_runs()).remove(&self.pgid);
+    }
+
+    fn kill_marked(&self, select: impl Fn(u32) -> bool) {
+        let me = std::process::id();
+        let uid = nix::unistd::getuid().as_raw();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // Cheap checks first: our own processes, started since the run.
+            if pid == me || entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
+                continue;
+            }
+            if let (Some(run_start), Some(start)) = (self.started, start_time(pid))
+                && start < run_start
+            {
+                continue;
+            }
+            if self.marks(pid) && select(pid) {
+                match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                    Err(err) => tracing::debug!(pid, %err, "could not kill a process of the run"),
+                }
+            }
+        }
+    }
+
+    /// Whether `pid`'s environment carries this run's id in its marker.
+    fn marks(&self, pid: u32) -> bool {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        let prefix = format!("{RUN_MARKER_ENV}=");
+        env.split(|b| *b == 0).any(|var| {
+            var.strip_prefix(prefix.as_bytes()).is_some_and(|value| {
+                value
+                    .split(|b| *b == b':')
+                    .any(|id| id == self.id.as_bytes())
+            })
+        })
+    }
+}
+
+/// Kills every run this process started that is still alive: for a program about to
+/// exit without running destructors (a second Ctrl-C, `std::process::exit`).
+pub fn kill_all() {
+    let runs: Vec<Run> = lock(live_runs()).values().cloned().collect();
+    for run in runs {
+        run.sweep();
+    }
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(err) => tracing::warn!(pgid, %err, ?signal, "could not signal the CLI's process group"),
+    }
+}
+
+pub(crate) fn signal_run_group(pgid: i32, signal: Signal) {
+    signal_group(pgid, signal);
+}
+
+/// Field `n` (1-based, as in `proc(5)`) of `/proc/<pid>/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+fn process_group(pid: u32) -> Option<i32> {
+    stat_field(pid, 5).map(|g| g as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_stat() {
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert_eq!(process_group(me), Some(nix::unistd::getpgrp().as_raw()));
+    }
+
+    #[test]
+    fn nested_markers_keep_the_outer_id() {
+        let (value, id) = new_marker();
+        assert!(value.ends_with(&id));
+        assert_eq!(id.len(), 32);
+    }
+}
