@@ -140,15 +140,12 @@ pub fn kill_all() {
     }
 }
 
-fn signal_group(pgid: i32, signal: Signal) {
+/// Signals a process group; a group that is already gone is fine.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(err) => tracing::warn!(pgid, %err, ?signal, "could not signal the CLI's process group"),
     }
-}
-
-pub(crate) fn signal_run_group(pgid: i32, signal: Signal) {
-    signal_group(pgid, signal);
 }
 
 /// Field `n` (1-based, as in `proc(5)`) of `/proc/<pid>/stat`.

@@ -137,7 +137,7 @@ impl ExitState {
 /// Kills a run's group at once and its marked processes soon: the `/proc` scan runs on
 /// the blocking pool when there is a runtime, so it never stalls an async worker.
 fn sweep_soon(run: &Run) {
-    reaper::signal_run_group(run.pgid, Signal::SIGKILL);
+    reaper::signal_group(run.pgid, Signal::SIGKILL);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             let run = run.clone();
@@ -216,7 +216,7 @@ impl ProcessGuard {
             pid = self.run.pgid,
             "CLI did not exit after stdin closed; sending SIGTERM"
         );
-        reaper::signal_run_group(self.run.pgid, Signal::SIGTERM);
+        reaper::signal_group(self.run.pgid, Signal::SIGTERM);
         if let Ok(state) = tokio::time::timeout(term_grace, self.wait()).await {
             return state;
         }
