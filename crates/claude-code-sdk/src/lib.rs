@@ -171,8 +171,8 @@ pub use message::{
     SystemInit, SystemMessage, ToolResultContent, Usage, UserMessage, WebMessage,
 };
 pub use options::{
-    AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, McpServerConfig,
-    OutputFormat, PermissionMode, SettingSource,
+    AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, InheritEnv,
+    McpServerConfig, OutputFormat, PermissionMode, SettingSource,
 };
 pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use pool::{PoolConfig, PoolSlot, PoolStats, PooledQuery, PrewarmProfile, QueryPool};

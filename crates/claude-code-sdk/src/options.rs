@@ -376,6 +376,127 @@ impl AgentDefinition {
     }
 }
 
+/// Variables of this process that a CLI needs to run and reach its model: the
+/// search path and home, locale and time zone, temporary directory, proxies and
+/// certificates, the Anthropic API's credentials and endpoint, and
+/// `CLAUDE_CONFIG_DIR`. [`InheritEnv::essentials`] passes exactly these.
+///
+/// Not included (name them yourself when the CLI needs them): the credentials of
+/// Amazon Bedrock (`CLAUDE_CODE_USE_BEDROCK`, `AWS_*`) and Google Vertex AI
+/// (`CLAUDE_CODE_USE_VERTEX`, `ANTHROPIC_VERTEX_PROJECT_ID`, `CLOUD_ML_REGION`,
+/// `GOOGLE_APPLICATION_CREDENTIALS`), and any other `CLAUDE_CODE_*` setting.
+pub const ESSENTIAL_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_CUSTOM_HEADERS",
+    "ANTHROPIC_MODEL",
+    "ANTHROPIC_SMALL_FAST_MODEL",
+    "ANTHROPIC_DEFAULT_*",
+    "CLAUDE_CONFIG_DIR",
+];
+
+/// Which variables of this process's environment the CLI inherits.
+///
+/// The CLI passes its whole environment on to the tools it runs, so whatever the CLI
+/// inherits, a `Bash` command of the model can print. A service that keeps secrets in
+/// its environment (tokens, database URLs) should pass an allow-list:
+///
+/// ```
+/// use claude_code_sdk::{ClaudeCodeOptions, InheritEnv};
+///
+/// let options = ClaudeCodeOptions::builder()
+///     .inherit_env(InheritEnv::essentials().and(["CLAUDE_CODE_USE_BEDROCK", "AWS_*"]))
+///     .build()?;
+/// assert!(options.inherit_env.allows("LC_ALL"));
+/// assert!(!options.inherit_env.allows("DATABASE_URL"));
+/// # Ok::<(), claude_code_sdk::Error>(())
+/// ```
+///
+/// Variables set with [`env`](ClaudeCodeOptionsBuilder::env) and the SDK's own
+/// (`CLAUDE_CODE_ENTRYPOINT`, the run marker) are always passed; `env_remove` and
+/// `CLAUDECODE` are never inherited.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+#[non_exhaustive]
+pub enum InheritEnv {
+    /// Every variable (the default, as in the official SDKs).
+    #[default]
+    All,
+    /// Only the variables matching these patterns: a name, or a prefix ending in `*`
+    /// (`LC_*`).
+    Only(Vec<String>),
+}
+
+impl InheritEnv {
+    /// Only the variables matching `patterns` (names, or prefixes ending in `*`).
+    pub fn only<I, S>(patterns: I) -> InheritEnv
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        InheritEnv::Only(patterns.into_iter().map(Into::into).collect())
+    }
+
+    /// Only what a CLI needs: [`ESSENTIAL_ENV`].
+    pub fn essentials() -> InheritEnv {
+        InheritEnv::only(ESSENTIAL_ENV.iter().copied())
+    }
+
+    /// These patterns too (no change for [`InheritEnv::All`]).
+    #[must_use]
+    pub fn and<I, S>(self, patterns: I) -> InheritEnv
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        match self {
+            InheritEnv::All => InheritEnv::All,
+            InheritEnv::Only(mut list) => {
+                list.extend(patterns.into_iter().map(Into::into));
+                InheritEnv::Only(list)
+            }
+        }
+    }
+
+    /// Whether a variable of this name is inherited.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            InheritEnv::All => true,
+            InheritEnv::Only(patterns) => patterns.iter().any(|p| env_pattern_matches(p, name)),
+        }
+    }
+}
+
+/// Whether `pattern` (a name, or a prefix ending in `*`) matches the variable `name`.
+pub(crate) fn env_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 /// A callback that receives every line the CLI writes on stderr.
 pub type StderrCallback = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -433,6 +554,9 @@ pub struct ClaudeCodeOptions {
     pub env: BTreeMap<String, String>,
     /// Variables of this process the CLI must not inherit (`CLAUDECODE` never is).
     pub env_remove: Vec<String>,
+    /// Which variables of this process the CLI inherits (all by default). See
+    /// [`InheritEnv`].
+    pub inherit_env: InheritEnv,
     /// More directories the tools may access (`--add-dir`).
     pub add_dirs: Vec<PathBuf>,
     /// A settings file path or a JSON string (`--settings`).
@@ -492,6 +616,7 @@ impl fmt::Debug for ClaudeCodeOptions {
             .field("mcp_servers", &self.mcp_servers)
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("env_remove", &self.env_remove)
+            .field("inherit_env", &self.inherit_env)
             .field("add_dirs", &self.add_dirs)
             .field("settings", &self.settings)
             .field("setting_sources", &self.setting_sources)
@@ -632,6 +757,16 @@ impl ClaudeCodeOptions {
                     "env: {key:?} is not a valid environment variable"
                 )));
             }
+        }
+        if let InheritEnv::Only(patterns) = &self.inherit_env
+            && let Some(bad) = patterns.iter().find(|p| {
+                let name = p.strip_suffix('*').unwrap_or(p);
+                p.is_empty() || name.contains('=') || name.contains('\0') || name.contains('*')
+            })
+        {
+            return Err(Error::invalid_options(format!(
+                "inherit_env: {bad:?} is not a variable name or a prefix ending in `*`"
+            )));
         }
         for (name, value) in &self.extra_args {
             let valid = name
@@ -783,6 +918,7 @@ impl ClaudeCodeOptions {
             "mcp_servers": mcp,
             "env": self.env,
             "env_remove": self.env_remove,
+            "inherit_env": self.inherit_env,
             "add_dirs": self.add_dirs,
             "settings": self.settings,
             "setting_sources": self.setting_sources,
@@ -1132,6 +1268,12 @@ impl ClaudeCodeOptionsBuilder {
     /// `ANTHROPIC_API_KEY` when the CLI should use its own login.
     pub fn env_remove(mut self, key: impl Into<String>) -> Self {
         self.options.env_remove.push(key.into());
+        self
+    }
+
+    /// Which variables of this process the CLI inherits. See [`InheritEnv`].
+    pub fn inherit_env(mut self, inherit: InheritEnv) -> Self {
+        self.options.inherit_env = inherit;
         self
     }
 

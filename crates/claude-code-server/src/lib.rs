@@ -64,6 +64,22 @@
 //! results (`session_id`, usable as `resume`) are capabilities: whoever holds one can
 //! continue that conversation with a query.
 //!
+//! # What a CLI inherits, and what outlives the server
+//!
+//! The CLI hands its environment to every tool the model runs, so the server gives
+//! it an allow-list, never its own environment: the essentials
+//! ([`ESSENTIAL_ENV`](claude_code_sdk::options::ESSENTIAL_ENV): `PATH`, `HOME`,
+//! locale, proxies, the `ANTHROPIC_*` credentials, `CLAUDE_CONFIG_DIR`) and the
+//! variables the operator names in [`ServerConfig::pass_env`] (`--pass-env`). The
+//! server's own secrets (`CLAUDE_SERVER_*`, `DATABASE_URL`, `PGPASSWORD`) cannot be
+//! named: the server refuses to start.
+//!
+//! A server killed with `SIGKILL` takes its CLIs with it (Linux's parent-death
+//! signal): none keeps calling the model. Commands the CLIs' tools started (a
+//! background `Bash` command) leave the CLI's process group and survive it; the next
+//! server start on the host, and every running server once a minute, kills the
+//! processes whose owning server is gone ([`OWNER_SCOPE`]).
+//!
 //! # Shutdown
 //!
 //! `SIGINT` or `SIGTERM` stops accepting connections, ends running streams with an
@@ -86,8 +102,8 @@ use tokio_util::sync::CancellationToken;
 
 use axum::Router;
 use claude_code_sdk::{
-    ClaudeCodeOptions, ConversationManager, ManagerConfig, MemoryStore, PermissionMode, PoolConfig,
-    QueryPool,
+    ClaudeCodeOptions, ConversationManager, InheritEnv, ManagerConfig, MemoryStore, PermissionMode,
+    PoolConfig, QueryPool,
 };
 
 pub use api::{
@@ -131,6 +147,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// A session unused this long ends.
     pub session_ttl: Duration,
+    /// Variables of the server's environment the CLI inherits besides
+    /// [`ESSENTIAL_ENV`](claude_code_sdk::options::ESSENTIAL_ENV): names, or prefixes
+    /// ending in `*`. The server's own secrets can never be named.
+    pub pass_env: Vec<String>,
 }
 
 impl ServerConfig {
@@ -157,7 +177,20 @@ impl ServerConfig {
             allowed_models: Vec::new(),
             max_sessions: 1000,
             session_ttl: Duration::from_secs(3600),
+            pass_env: Vec::new(),
         }
+    }
+
+    /// Lets the CLI inherit these variables of the server's environment too (names, or
+    /// prefixes ending in `*`), e.g. `AWS_*` for Bedrock. See [`ServerConfig::pass_env`].
+    #[must_use]
+    pub fn pass_env<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.pass_env.extend(patterns.into_iter().map(Into::into));
+        self
     }
 
     /// Only these models may be requested.
@@ -280,8 +313,9 @@ impl AppState {
     /// # Errors
     ///
     /// An [`std::io::Error`] when the project root does not exist.
-    pub fn new(config: ServerConfig) -> std::io::Result<AppState> {
+    pub fn new(mut config: ServerConfig) -> std::io::Result<AppState> {
         let project_root = config.project_root.canonicalize()?;
+        config.base_options = cli_environment(&config)?;
         let pool = QueryPool::new(config.pool.clone());
         let session_base = config
             .base_options
@@ -330,6 +364,51 @@ impl AppState {
     }
 }
 
+/// Names the server's own secrets live under: never passed to a CLI.
+const SERVER_SECRETS: &[&str] = &[
+    "CLAUDE_SERVER_TOKENS",
+    "CLAUDE_SERVER_TOKEN_FILE",
+    "CLAUDE_SERVER_DATABASE_URL",
+    "DATABASE_URL",
+    "PGPASSWORD",
+];
+
+/// The base options with the CLI's environment reduced to an allow-list: what the CLI
+/// needs ([`ESSENTIAL_ENV`](claude_code_sdk::options::ESSENTIAL_ENV)) and what the
+/// operator names in `pass_env`. The CLI hands its environment to the tools the model
+/// runs, so anything else of the server's (tokens, database URLs) would be readable by
+/// every caller.
+fn cli_environment(config: &ServerConfig) -> std::io::Result<ClaudeCodeOptions> {
+    let reserved = |pattern: &str| {
+        SERVER_SECRETS.iter().any(|secret| {
+            pattern_matches(pattern, secret)
+                || secret.starts_with("CLAUDE_SERVER_")
+                    && pattern_matches(pattern, "CLAUDE_SERVER_ANYTHING")
+        })
+    };
+    if let Some(bad) = config.pass_env.iter().find(|p| reserved(p)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "pass_env {bad:?} would give the CLI (and every tool the model runs) one of \
+                 the server's own secrets ({}, CLAUDE_SERVER_*); name the variables the CLI \
+                 needs instead",
+                SERVER_SECRETS.join(", ")
+            ),
+        ));
+    }
+    config
+        .base_options
+        .to_builder()
+        .inherit_env(InheritEnv::essentials().and(config.pass_env.iter().cloned()))
+        .build()
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))
+}
+
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    InheritEnv::only([pattern]).allows(name)
+}
+
 /// Ends sessions unused for longer than the TTL.
 async fn expire_sessions(state: std::sync::Weak<StateInner>) {
     loop {
@@ -369,6 +448,10 @@ impl StateInner {
     }
 }
 
+/// The owner scope of the server's CLI runs (see
+/// [`set_owner_scope`](claude_code_sdk::transport::reaper::set_owner_scope)).
+pub const OWNER_SCOPE: &str = "claude-code-server";
+
 /// The router, with auth and limits applied.
 pub fn router(state: AppState) -> Router {
     routes::router(state)
@@ -381,6 +464,20 @@ pub fn router(state: AppState) -> Router {
 ///
 /// When the address cannot be bound or the project root does not exist.
 pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
+    // CLIs of a server that was killed die with it (the SDK's parent-death signal), but
+    // the commands their tools started do not: kill what a dead server left, now and
+    // every minute (another server on this host that is alive keeps its own).
+    let _ = claude_code_sdk::transport::reaper::set_owner_scope(OWNER_SCOPE);
+    tokio::task::spawn_blocking(claude_code_sdk::transport::reaper::reap_orphans);
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let _ =
+                tokio::task::spawn_blocking(claude_code_sdk::transport::reaper::reap_orphans).await;
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
     let state = AppState::new(config)?;

@@ -71,6 +71,11 @@ struct Args {
     /// The mode of requests that choose none.
     #[arg(long, default_value = "readOnly")]
     default_mode: PermissionMode,
+    /// Variables of this environment the CLI inherits besides the essentials (PATH,
+    /// HOME, locale, proxies, ANTHROPIC_* credentials, CLAUDE_CONFIG_DIR):
+    /// comma-separated names or prefixes ending in `*`, e.g. `AWS_*`.
+    #[arg(long, env = "CLAUDE_SERVER_PASS_ENV", value_delimiter = ',')]
+    pass_env: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -131,7 +136,8 @@ async fn run() -> std::io::Result<()> {
         .modes(args.allowed_modes, args.default_mode)
         .max_turns(args.max_turns)
         .request_timeout(Duration::from_secs(args.request_timeout))
-        .allowed_models(args.allowed_models);
+        .allowed_models(args.allowed_models)
+        .pass_env(args.pass_env.into_iter().filter(|p| !p.trim().is_empty()));
     for token in args.tokens {
         config = config.api_token(token);
     }

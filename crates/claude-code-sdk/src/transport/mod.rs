@@ -90,6 +90,7 @@ pub(crate) async fn open(
         cwd: options.cwd.clone(),
         env,
         env_remove: options.env_remove.clone(),
+        inherit: options.inherit_env.clone(),
     })?;
     let stderr_tail = subprocess::StderrTail::default();
     let stderr_task =

@@ -14,6 +14,15 @@
 //! reading its environment (a pid that exits and is reused in between would have to
 //! carry the marker to be hit). A process that both leaves the group and clears its
 //! environment is out of reach.
+//!
+//! # When this process dies
+//!
+//! A run cannot clean up after a process that was killed (`SIGKILL`, the OOM killer).
+//! Two things cover that on Linux: each CLI is started with a parent-death signal
+//! (`SIGKILL` when the thread that started it ends; see the transport's caveats), and
+//! each carries [`OWNER_ENV`] naming the process that owns it, so the next start of a
+//! program can call [`reap_orphans`] to kill what a dead predecessor left behind (the
+//! commands of its tools, which the parent-death signal does not reach).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +35,111 @@ use crate::util::lock;
 
 /// The environment variable that marks every process of a run.
 pub const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
+
+/// The environment variable that names the process owning a run:
+/// `<scope>/<pid>/<start time>` (see [`set_owner_scope`] and [`reap_orphans`]).
+pub const OWNER_ENV: &str = "CLAUDE_CODE_SDK_OWNER";
+
+fn owner_scope() -> &'static Mutex<String> {
+    static SCOPE: OnceLock<Mutex<String>> = OnceLock::new();
+    SCOPE.get_or_init(|| Mutex::new("sdk".to_owned()))
+}
+
+/// Names this program's runs, for [`reap_orphans`]: processes that carry another scope
+/// are never reaped by it. The default scope is `sdk`. Call it before the first run.
+///
+/// # Errors
+///
+/// [`InvalidOptions`](crate::ErrorKind::InvalidOptions) for an empty scope or one with
+/// `/`, `=` or NUL in it.
+pub fn set_owner_scope(scope: &str) -> crate::Result<()> {
+    if scope.is_empty() || scope.contains(['/', '=', '\0']) {
+        return Err(crate::Error::invalid_options(format!(
+            "owner scope {scope:?} must be non-empty, without '/', '=' or NUL"
+        )));
+    }
+    *lock(owner_scope()) = scope.to_owned();
+    Ok(())
+}
+
+/// The [`OWNER_ENV`] value for runs started by this process.
+pub(crate) fn owner_value() -> String {
+    let me = std::process::id();
+    let start = start_time(me).unwrap_or(0);
+    format!("{}/{me}/{start}", lock(owner_scope()))
+}
+
+/// Kills every process of this user that carries this program's owner scope (see
+/// [`set_owner_scope`]) and whose owning process is gone: the CLIs and tool commands a
+/// crashed predecessor left running. Returns how many were killed.
+///
+/// Processes whose owner is alive (another instance of the same program) are left
+/// alone; an owner is recognised by its pid and start time, so a reused pid does not
+/// count as alive. Linux only (reads `/proc`); elsewhere it returns 0.
+pub fn reap_orphans() -> usize {
+    let scope = lock(owner_scope()).clone();
+    let me = std::process::id();
+    let uid = nix::unistd::getuid().as_raw();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let prefix = format!("{OWNER_ENV}=");
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let Some(owner) = env
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+            .and_then(|v| std::str::from_utf8(v).ok())
+        else {
+            continue;
+        };
+        let mut parts = owner.split('/');
+        let (Some(owner_scope), Some(owner_pid), Some(owner_start)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if owner_scope != scope {
+            continue;
+        }
+        let (Ok(owner_pid), Ok(owner_start)) =
+            (owner_pid.parse::<u32>(), owner_start.parse::<u64>())
+        else {
+            continue;
+        };
+        let owner_alive = start_time(owner_pid) == Some(owner_start)
+            && process_state(owner_pid).is_some_and(|s| s != 'Z' && s != 'X');
+        if owner_alive {
+            continue;
+        }
+        match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+            Ok(()) => killed += 1,
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => tracing::debug!(pid, %err, "could not kill an orphaned process"),
+        }
+    }
+    if killed > 0 {
+        tracing::info!(
+            killed,
+            scope,
+            "killed processes left by a previous run of this program"
+        );
+    }
+    killed
+}
 
 /// One run's identity: its process group and its marker.
 #[derive(Debug, Clone)]
@@ -158,6 +272,12 @@ fn stat_field(pid: u32, n: usize) -> Option<u64> {
 
 fn start_time(pid: u32) -> Option<u64> {
     stat_field(pid, 22)
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 fn process_group(pid: u32) -> Option<i32> {

@@ -10,6 +10,12 @@
 //! - dropping a [`ProcessGuard`] while the CLI runs, at once (`SIGKILL`);
 //! - [`ProcessGuard::shutdown`] is the graceful path: stdin is closed first, then
 //!   `SIGTERM` to the group after a grace period, then `SIGKILL` to everything.
+//! - when this process dies without running destructors (`SIGKILL`, a crash), the
+//!   CLI gets `SIGKILL` from the kernel (Linux's parent-death signal). The kernel sends
+//!   it when the *thread* that started the CLI ends: the SDK starts CLIs from async
+//!   tasks, so that is a runtime worker thread (which lives as long as its runtime) or
+//!   the thread of a current-thread runtime. Commands the CLI's tools started are not
+//!   reached by it; [`reaper::reap_orphans`] kills them at the next start.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -25,7 +31,7 @@ use tokio::sync::watch;
 
 use super::reaper::{self, Run};
 use crate::error::{Error, Result};
-use crate::options::StderrCallback;
+use crate::options::{InheritEnv, StderrCallback};
 use crate::util::lock;
 
 /// How much stderr an error keeps.
@@ -40,6 +46,8 @@ pub(crate) struct SpawnSpec {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) env_remove: Vec<String>,
+    /// Which variables of this process the CLI inherits.
+    pub(crate) inherit: InheritEnv,
 }
 
 /// A started CLI: its pipes and the guard that ends it.
@@ -52,7 +60,8 @@ pub(crate) struct Spawned {
 
 /// Starts the CLI as the leader of a new process group with piped stdio.
 ///
-/// `CLAUDECODE` is not inherited (it makes a nested CLI refuse to start).
+/// `CLAUDECODE` is not inherited (it makes a nested CLI refuse to start), nor are the
+/// variables `spec.inherit` leaves out.
 ///
 /// # Errors
 ///
@@ -68,6 +77,17 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let InheritEnv::Only(_) = &spec.inherit {
+        command.env_clear();
+        for (key, value) in std::env::vars_os() {
+            if let Some(name) = key.to_str()
+                && spec.inherit.allows(name)
+                && name != "CLAUDECODE"
+            {
+                command.env(&key, value);
+            }
+        }
+    }
     for key in &spec.env_remove {
         command.env_remove(key);
     }
@@ -78,6 +98,8 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         command.current_dir(cwd);
     }
     command.env(reaper::RUN_MARKER_ENV, &marker);
+    command.env(reaper::OWNER_ENV, reaper::owner_value());
+    die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| {
         Error::connection(format!(
             "could not start the Claude Code CLI at {}",
@@ -102,6 +124,31 @@ pub(crate) fn spawn(spec: SpawnSpec) -> Result<Spawned> {
         guard: ProcessGuard::watch(child, Run::register(pid as i32, run_id)),
     })
 }
+
+/// Asks the kernel to kill the CLI when the thread that starts it ends (Linux), so a
+/// CLI never outlives a process that was killed without a chance to clean up.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes two system calls (prctl, getppid)
+    // and builds errors from raw OS codes, which does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+            // The parent may have died before the signal was armed.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 /// Owns the CLI's run: its process group and the processes carrying its marker (see
 /// [`reaper`](super::reaper)). Dropping it kills them unless the CLI already exited (in
@@ -321,4 +368,50 @@ pub(crate) fn drain_stderr(
             emit(&mut line, &mut overflowed);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn an_allow_list_passes_only_what_it_names_and_what_the_sdk_sets() {
+        let spawned = spawn(SpawnSpec {
+            program: PathBuf::from("/usr/bin/env"),
+            args: Vec::new(),
+            cwd: None,
+            env: vec![("EXPLICIT_FOR_THE_CLI".into(), "1".into())],
+            env_remove: Vec::new(),
+            inherit: InheritEnv::only(["PATH", "LC_*"]),
+        })
+        .unwrap();
+        let Spawned {
+            mut stdout, guard, ..
+        } = spawned;
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.unwrap();
+        guard.wait().await;
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert!(names.contains(&"PATH"), "{text}");
+        assert!(names.contains(&"EXPLICIT_FOR_THE_CLI"), "{text}");
+        assert!(names.contains(&reaper::RUN_MARKER_ENV), "{text}");
+        assert!(names.contains(&reaper::OWNER_ENV), "{text}");
+        for name in names {
+            assert!(
+                [
+                    "PATH",
+                    "EXPLICIT_FOR_THE_CLI",
+                    reaper::RUN_MARKER_ENV,
+                    reaper::OWNER_ENV
+                ]
+                .contains(&name)
+                    || name.starts_with("LC_"),
+                "{name} was inherited:\n{text}"
+            );
+        }
+    }
 }
