@@ -63,7 +63,7 @@ async fn conversations(base: &ClaudeCodeOptions, backend: &Backend) -> claude_co
     println!(
         "(hot conversations: {}; {id} keeps CLI process {} for its next turn)\n",
         manager.hot_count(),
-        show(manager.hot_pid(id))
+        show(manager.hot_pid(id).await)
     );
 
     // One turn at a time per conversation: a second turn sent while one is running is
@@ -102,7 +102,7 @@ async fn conversations(base: &ClaudeCodeOptions, backend: &Backend) -> claude_co
 
     // Ending a conversation closes its process and forgets it; asking after it again
     // is a `NotFound` error (a web handler's 404).
-    let pid = manager.hot_pid(id);
+    let pid = manager.hot_pid(id).await;
     manager.end(id).await?;
     println!(
         "\nended {id}; its CLI process {} is still running: {}",
@@ -157,9 +157,9 @@ async fn handle_request(
     pid: &mut Option<u32>,
 ) -> claude_code_sdk::Result<String> {
     let session = ClaudeSession::open(base.clone()).await?;
-    *pid = session.client().pid();
     let prompt = "My favourite colour is green.";
     say(prompt, &session.query(prompt).await?);
+    *pid = session.pid();
     // Something else in the handler fails; `?` returns, and `session` is dropped.
     Err(Error::custom(
         ErrorKind::Storage,

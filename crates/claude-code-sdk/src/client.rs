@@ -42,18 +42,14 @@ use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::control::{Event, Session};
-use crate::dispatch::Dispatcher;
+use crate::cli::CliVersion;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, ResultMessage};
 use crate::options::{ClaudeCodeOptions, PermissionMode};
-use crate::query::{EXIT_GRACE, ProcessSlot, Prompt, TERM_GRACE, connect_for};
-use crate::transport::discovery::CliVersion;
+use crate::prompt::Prompt;
+use crate::session::{CliSession, Event, Link, ProcessSlot, Step};
+use crate::toolkit::pool::Lease;
 use crate::util::lock;
-use crate::wire;
-
-/// How long a control request may wait for its answer.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the CLI said about itself when it started (the answer to `initialize`).
 #[derive(Debug, Clone)]
@@ -127,14 +123,15 @@ struct ClientState {
 /// A connected Claude Code CLI for multi-turn conversations. See the [module
 /// docs](crate::client).
 pub struct ClaudeClient {
-    session: Session,
+    link: Link,
     events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
-    dispatcher: std::sync::Arc<Dispatcher>,
     server_info: ServerInfo,
     timeout: Option<Duration>,
     read_only_at_start: bool,
     has_callback: bool,
     state: Mutex<ClientState>,
+    /// The pool slot the process holds, for a client from a pool.
+    lease: Option<Lease>,
 }
 
 impl ClaudeClient {
@@ -148,18 +145,27 @@ impl ClaudeClient {
     /// Invalid options, a missing or old CLI, or a CLI that fails to start.
     pub async fn connect(options: ClaudeCodeOptions) -> Result<ClaudeClient> {
         let slot = ProcessSlot::default();
-        let start = connect_for(&options, &slot);
-        let connected = match options.timeout {
+        let start = CliSession::connect(&options, &slot);
+        let session = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, start)
                 .await
                 .map_err(|_| Error::timeout(format!("the CLI did not start within {limit:?}")))??,
             None => start.await?,
         };
-        Ok(ClaudeClient {
-            server_info: ServerInfo::from_wire(connected.server_info, connected.version),
-            session: connected.session,
-            events: tokio::sync::Mutex::new(connected.events),
-            dispatcher: connected.dispatcher,
+        Ok(ClaudeClient::on(session, &options, None))
+    }
+
+    /// A client over a started session (from a pool, with the slot it holds).
+    pub(crate) fn on(
+        session: CliSession,
+        options: &ClaudeCodeOptions,
+        lease: Option<Lease>,
+    ) -> ClaudeClient {
+        let CliSession { link, events } = session;
+        ClaudeClient {
+            server_info: ServerInfo::from_wire(link.server_info(), link.version()),
+            link,
+            events: tokio::sync::Mutex::new(events),
             timeout: options.timeout,
             read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
             has_callback: options.can_use_tool.is_some(),
@@ -167,7 +173,8 @@ impl ClaudeClient {
                 mode: options.permission_mode,
                 ..Default::default()
             }),
-        })
+            lease,
+        }
     }
 
     /// Sends a prompt. Read the answer with [`receive_response`](ClaudeClient::receive_response).
@@ -177,11 +184,7 @@ impl ClaudeClient {
     /// [`Connection`](ErrorKind::Connection) when the CLI is gone.
     pub async fn query(&self, prompt: impl Into<Prompt>) -> Result<()> {
         self.check_alive()?;
-        let prompt = prompt.into();
-        let session_id = self.session.session_id().unwrap_or_default();
-        self.session
-            .send_line(wire::user_line(prompt.to_content(), &session_id, None))
-            .await
+        self.link.send_prompt(&prompt.into()).await
     }
 
     /// Sends several user messages in order, e.g. from a channel.
@@ -264,31 +267,31 @@ impl ClaudeClient {
                     },
                     None => guard.recv().await,
                 };
-                match event {
-                    Some(Event::Message(message)) => {
-                        let message = *message;
+                match self.link.classify(event) {
+                    Step::Message(message) => Some((Ok(message), (Some(guard), Phase::Reading))),
+                    Step::Result(message, error) => {
                         if let Message::Result(result) = &message {
                             self.record(result);
-                            if stop_at_result {
-                                let next = match self.dispatcher.result_error(result) {
-                                    Some(err) => Phase::ErrorThenEnd(err),
-                                    None => Phase::End,
-                                };
-                                return Some((Ok(message), (None, next)));
-                            }
+                        }
+                        if stop_at_result {
+                            let next = match error {
+                                Some(err) => Phase::ErrorThenEnd(err),
+                                None => Phase::End,
+                            };
+                            return Some((Ok(message), (None, next)));
                         }
                         Some((Ok(message), (Some(guard), Phase::Reading)))
                     }
-                    Some(Event::Fatal(err)) => {
+                    Step::Fatal(err) => {
                         self.mark_dead(err.to_string());
                         Some((Err(err), (None, Phase::End)))
                     }
-                    Some(Event::Closed(closed)) => {
+                    Step::Exited(closed) => {
                         let err = closed.premature_exit_error();
                         self.mark_dead(err.to_string());
                         Some((Err(err), (None, Phase::End)))
                     }
-                    None => {
+                    Step::Gone => {
                         self.mark_dead("the CLI is gone".to_owned());
                         None
                     }
@@ -361,7 +364,9 @@ impl ClaudeClient {
             .map(drop)
     }
 
-    /// Changes the permission mode for the next tool uses.
+    /// Changes the permission mode for the next tool uses, and returns the mode in
+    /// effect: the CLI may not take the one asked for (the project's settings can
+    /// disable a mode), and then it says which it kept.
     ///
     /// The seed modes keep their guarantees: [`Strict`](PermissionMode::Strict) takes
     /// effect in the SDK's guard at once (it asks the callback, or denies, before every
@@ -373,24 +378,32 @@ impl ClaudeClient {
     ///
     /// [`InvalidOptions`](ErrorKind::InvalidOptions) for `ReadOnly` on a client that did
     /// not start in it; control-request errors otherwise.
-    pub async fn set_permission_mode(&self, mode: PermissionMode) -> Result<()> {
-        if mode == PermissionMode::ReadOnly && !self.read_only_at_start {
-            return Err(Error::invalid_options(
-                "readOnly removes tools, which is only possible when the CLI starts: connect with it",
-            ));
-        }
-        let cli_mode = match mode {
-            // As at connect: the guard enforces Strict; ReadOnly with a callback asks it
-            // about reads outside the project.
-            PermissionMode::Strict => "default",
-            PermissionMode::ReadOnly if self.has_callback => "default",
-            other => other.cli_mode(),
-        };
-        self.control(json!({"subtype": "set_permission_mode", "mode": cli_mode}))
+    pub async fn set_permission_mode(&self, mode: PermissionMode) -> Result<PermissionMode> {
+        self.check_alive()?;
+        let answer = self
+            .link
+            .set_permission_mode(mode, self.read_only_at_start, self.has_callback)
             .await?;
-        self.dispatcher.set_mode(mode);
-        self.lock_state().mode = Some(mode);
-        Ok(())
+        // Newer CLIs answer with the mode actually in effect, which is not always the
+        // one asked for (a mode the project's settings disable, say).
+        let effective = answer
+            .get("mode")
+            .and_then(Value::as_str)
+            .and_then(|reported| {
+                let asked = match mode {
+                    PermissionMode::Strict => "default",
+                    PermissionMode::ReadOnly if self.has_callback => "default",
+                    other => other.cli_mode(),
+                };
+                if reported == asked {
+                    Some(mode)
+                } else {
+                    reported.parse().ok()
+                }
+            })
+            .unwrap_or(mode);
+        self.lock_state().mode = Some(effective);
+        Ok(effective)
     }
 
     /// Changes the model for the next turns; `None` goes back to the default.
@@ -445,7 +458,7 @@ impl ClaudeClient {
 
     /// The conversation's session id, once known (after the first turn starts).
     pub fn session_id(&self) -> Option<String> {
-        self.session.session_id()
+        self.link.session_id()
     }
 
     /// The permission mode in effect, as last set.
@@ -460,7 +473,7 @@ impl ClaudeClient {
 
     /// The CLI's process id (its process group id).
     pub fn pid(&self) -> Option<u32> {
-        self.session.process().map(|p| p.pid())
+        self.link.pid()
     }
 
     /// Ends the CLI gracefully: closes its input, waits for it to exit (5 s), then
@@ -470,28 +483,21 @@ impl ClaudeClient {
     ///
     /// None today; the signature leaves room for reporting a failed shutdown.
     pub async fn close(self) -> Result<()> {
-        let ClaudeClient {
-            session, events, ..
-        } = self;
         // Nobody reads the rest: let the reader drain the CLI's output freely.
-        drop(events);
-        session.close_stdin();
-        if let Some(process) = session.process() {
-            process.shutdown(EXIT_GRACE, TERM_GRACE).await;
-        }
+        drop(self.events.try_lock().map(|mut rx| rx.close()));
+        self.link.close().await;
         Ok(())
     }
 
     /// Whether the client can still run turns: its CLI has not exited and no fatal
     /// error ended it.
     pub fn is_alive(&self) -> bool {
-        self.lock_state().dead.is_none()
-            && self.session.process().is_none_or(|p| p.exited().is_none())
+        self.lock_state().dead.is_none() && !self.link.has_exited()
     }
 
     async fn control(&self, request: Value) -> Result<Value> {
         self.check_alive()?;
-        self.session.request(request, CONTROL_TIMEOUT).await
+        self.link.control(request).await
     }
 
     fn record(&self, result: &ResultMessage) {
@@ -524,6 +530,15 @@ impl ClaudeClient {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ClientState> {
         lock(&self.state)
+    }
+}
+
+impl Drop for ClaudeClient {
+    fn drop(&mut self) {
+        // The process dies with the link; a pool's slot comes back once it has exited.
+        if let Some(lease) = self.lease.take() {
+            lease.release_after_exit(self.link.process().cloned());
+        }
     }
 }
 

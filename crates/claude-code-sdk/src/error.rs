@@ -447,9 +447,7 @@ impl fmt::Display for Error {
                 write!(f, "; stderr: {}", shorten(last.trim(), 300))?;
             }
         }
-        if let Some(source) = &self.inner.source {
-            write!(f, ": {source}")?;
-        }
+        // The cause is `source()`'s to tell: error-chain printers show it once.
         Ok(())
     }
 }
@@ -510,6 +508,15 @@ mod tests {
         assert_eq!(err.stderr_tail(), Some("line one\nfatal: boom\n"));
         let said = Error::connection("the CLI ended (exit code 1)").with_exit_code(Some(1));
         assert_eq!(said.to_string().matches("exit code 1").count(), 1);
+    }
+
+    #[test]
+    fn display_leaves_the_cause_to_source() {
+        let io = std::io::Error::other("disk on fire");
+        let err = Error::connection("could not start the CLI").with_source(io);
+        assert_eq!(err.to_string(), "could not start the CLI");
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), "disk on fire");
     }
 
     #[test]

@@ -224,6 +224,50 @@ pub struct HookContext {
     pub callback_id: String,
 }
 
+/// A `PreToolUse` hook's verdict on a tool use (`permissionDecision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ToolDecision {
+    /// Run the tool without asking.
+    Allow,
+    /// Refuse the tool use; the model sees the reason.
+    Deny,
+    /// Ask the permission callback (or the user) as usual.
+    Ask,
+}
+
+impl ToolDecision {
+    /// The CLI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolDecision::Allow => "allow",
+            ToolDecision::Deny => "deny",
+            ToolDecision::Ask => "ask",
+        }
+    }
+}
+
+/// A hook's verdict on the action it watches (`decision`): a prompt, a stop, a tool
+/// result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ActionDecision {
+    /// Block the action; the model sees the reason.
+    Block,
+    /// Approve it (older hooks' spelling of "go on").
+    Approve,
+}
+
+impl ActionDecision {
+    /// The CLI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionDecision::Block => "block",
+            ActionDecision::Approve => "approve",
+        }
+    }
+}
+
 /// What a hook answers. `HookOutput::default()` lets everything go on unchanged.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -236,12 +280,12 @@ pub struct HookOutput {
     pub suppress_output: bool,
     /// A message for the user.
     pub system_message: Option<String>,
-    /// `Some("block")` blocks the action (the model sees `reason`).
-    pub decision: Option<String>,
+    /// [`ActionDecision::Block`] blocks the action (the model sees `reason`).
+    pub decision: Option<ActionDecision>,
     /// Why it was blocked.
     pub reason: Option<String>,
-    /// For `PreToolUse`: `allow`, `deny` or `ask`.
-    pub permission_decision: Option<String>,
+    /// For `PreToolUse`: allow, deny or ask.
+    pub permission_decision: Option<ToolDecision>,
     /// For `PreToolUse`: why.
     pub permission_decision_reason: Option<String>,
     /// For `PreToolUse`: run the tool with this input instead.
@@ -256,7 +300,7 @@ impl HookOutput {
     /// `PreToolUse`: let the tool run without asking.
     pub fn allow() -> Self {
         HookOutput {
-            permission_decision: Some("allow".into()),
+            permission_decision: Some(ToolDecision::Allow),
             ..Default::default()
         }
     }
@@ -264,7 +308,7 @@ impl HookOutput {
     /// `PreToolUse`: refuse the tool use; the model sees `reason`.
     pub fn deny(reason: impl Into<String>) -> Self {
         HookOutput {
-            permission_decision: Some("deny".into()),
+            permission_decision: Some(ToolDecision::Deny),
             permission_decision_reason: Some(reason.into()),
             ..Default::default()
         }
@@ -273,7 +317,7 @@ impl HookOutput {
     /// `PreToolUse`: ask the permission callback (or the user) as usual.
     pub fn ask() -> Self {
         HookOutput {
-            permission_decision: Some("ask".into()),
+            permission_decision: Some(ToolDecision::Ask),
             ..Default::default()
         }
     }
@@ -281,7 +325,7 @@ impl HookOutput {
     /// Block the action (a prompt, a stop, a tool result) with a reason.
     pub fn block(reason: impl Into<String>) -> Self {
         HookOutput {
-            decision: Some("block".into()),
+            decision: Some(ActionDecision::Block),
             reason: Some(reason.into()),
             ..Default::default()
         }
@@ -302,6 +346,13 @@ impl HookOutput {
             additional_context: Some(text.into()),
             ..Default::default()
         }
+    }
+
+    /// Whether this answer refuses what the hook watched: a tool use denied, or an
+    /// action blocked.
+    pub fn refuses(&self) -> bool {
+        self.permission_decision == Some(ToolDecision::Deny)
+            || self.decision == Some(ActionDecision::Block)
     }
 
     /// Run the tool with this input instead (`PreToolUse`).
@@ -326,15 +377,15 @@ impl HookOutput {
         if let Some(m) = &self.system_message {
             out.insert("systemMessage".into(), m.clone().into());
         }
-        if let Some(d) = &self.decision {
-            out.insert("decision".into(), d.clone().into());
+        if let Some(d) = self.decision {
+            out.insert("decision".into(), d.as_str().into());
         }
         if let Some(r) = &self.reason {
             out.insert("reason".into(), r.clone().into());
         }
         let mut specific = self.extra_specific.clone();
-        if let Some(d) = &self.permission_decision {
-            specific.insert("permissionDecision".into(), d.clone().into());
+        if let Some(d) = self.permission_decision {
+            specific.insert("permissionDecision".into(), d.as_str().into());
         }
         if let Some(r) = &self.permission_decision_reason {
             specific.insert("permissionDecisionReason".into(), r.clone().into());

@@ -105,12 +105,43 @@
 //!
 //! # For web applications
 //!
-//! [`query_with_retry`] retries transient failures without repeating side effects;
-//! [`QueryPool`] bounds the processes and keeps warm ones ready; [`ResponseCache`]
-//! shares answers keyed by everything that can change them; [`ConversationManager`]
-//! continues conversations exactly, in memory or in SQLite; [`claude_session`] is a
-//! conversation that cleans up after itself. The `claude-code-server` crate puts all of
-//! it behind HTTP.
+//! Everything a service needs runs on a [`Runner`] ("run this prompt with these
+//! options, give me its messages"), so the pieces compose. [`QueryPool`] is the runner
+//! to use: every CLI of the program within one bound, parked spares that a run claims
+//! in any working directory in ~40 ms instead of a 0.5 s cold start, conversations
+//! whose next turn runs on their hot process. [`Retrying`] retries transient failures
+//! without repeating side effects; [`ResponseCache`] shares answers keyed by everything
+//! that can change them; [`ConversationManager`] continues conversations exactly, in
+//! memory or in SQLite; [`claude_session`] is a conversation that cleans up after
+//! itself. The `claude-code-server` crate puts all of it behind HTTP.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use claude_code_sdk::{ClaudeCodeOptions, PoolConfig, QueryPool, ResponseCache, RetryPolicy, Retrying};
+//!
+//! # async fn run() -> claude_code_sdk::Result<()> {
+//! let base = ClaudeCodeOptions::builder().max_turns(3).build()?;
+//! let pool = QueryPool::new(PoolConfig::default().prewarm(base.clone(), 2));
+//! let runner = Retrying::new(pool.clone(), RetryPolicy::exponential(2, Duration::from_millis(500)));
+//! let cache = ResponseCache::new(64 << 20, Duration::from_secs(600));
+//! let options = base.to_builder().cwd("/srv/projects/a").build()?;
+//! let messages = cache.query(&runner, "What does this project do?", options).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layers
+//!
+//! Each layer depends only on the ones above it:
+//!
+//! | layer | files | holds |
+//! |---|---|---|
+//! | types | `error.rs`, `message.rs`, `prompt.rs`, `options/` | [`Error`], [`Message`], [`Prompt`], [`ClaudeCodeOptions`] (its builder, validation and fingerprint) |
+//! | wire | `wire/` | tolerant serde types for every line the CLI writes or reads |
+//! | process | `process/` | finding the CLI, its arguments and environment, spawning it in a process group, line framing, the stderr tail, run markers |
+//! | CLI session | `session/` | one CLI process: the control router, the dispatcher for its requests (permission callback, hooks, in-process tools), turns, `/clear`, claims, close |
+//! | fronts | `query.rs`, `client.rs` | [`query()`] and [`ClaudeClient`], thin over a CLI session |
+//! | runners | `runner.rs` | the [`Runner`] trait, [`DirectRunner`], [`Run`] |
+//! | toolkit | `toolkit/` | [`QueryPool`], [`Retrying`], [`ResponseCache`], [`ConversationManager`], [`claude_session`] |
 //!
 //! # Modules
 //!
@@ -122,14 +153,15 @@
 //! | [`message`] | [`Message`], [`ContentBlock`], [`ResultMessage`], [`Usage`] |
 //! | [`error`] | [`Error`] and [`ErrorKind`] |
 //! | [`permission`], [`hooks`], [`tools`] | permission callbacks, hooks, in-process MCP tools |
-//! | [`retry`], [`pool`], [`cache`], [`conversation`], [`session`] | the web-application toolkit |
-//! | [`transport`] | finding the CLI and its version |
+//! | [`runner`] | [`Runner`], [`DirectRunner`], [`Run`] |
+//! | [`toolkit`] | the pool, retry, cache, conversations, scoped sessions |
+//! | [`cli`] | finding the CLI, its version and credentials; reaping what crashed runs left |
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | no | [`SqliteStore`](conversation::ConversationStore), a conversation store in SQLite (sqlx, bundled SQLite) |
+//! | `sqlite` | no | [`SqliteStore`](toolkit::conversation::ConversationStore), a conversation store in SQLite (sqlx, bundled SQLite) |
 //!
 //! # Caveats
 //!
@@ -137,35 +169,30 @@
 //! that is dropped is killed with its whole process group (`SIGKILL`), including tool
 //! processes it started; [`Query::close`] ends one gracefully instead.
 
-pub mod cache;
+pub mod cli;
 pub mod client;
-pub mod conversation;
 pub mod error;
 pub mod hooks;
 pub mod message;
 pub mod options;
 pub mod permission;
-pub mod pool;
+pub mod prompt;
 pub mod query;
-pub mod retry;
-pub mod session;
+pub mod runner;
+pub mod toolkit;
 pub mod tools;
-pub mod transport;
 
-mod control;
-mod dispatch;
+mod process;
+mod session;
 mod util;
 mod wire;
 
-pub use cache::{CacheStats, ResponseCache, ResponseCacheBuilder, cached_query};
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
-#[cfg(feature = "sqlite")]
-pub use conversation::SqliteStore;
-pub use conversation::{
-    ConversationManager, ConversationRecord, ConversationStore, ManagerConfig, MemoryStore, Turn,
-};
 pub use error::{Error, ErrorKind, Result};
-pub use hooks::{HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput};
+pub use hooks::{
+    ActionDecision, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput,
+    ToolDecision,
+};
 pub use message::{
     AssistantMessage, ContentBlock, Message, PermissionDenial, ResultMessage, Role, StreamEvent,
     SystemInit, SystemMessage, ToolResultContent, Usage, UserMessage, WebMessage,
@@ -175,8 +202,18 @@ pub use options::{
     McpServerConfig, OutputFormat, PermissionMode, SettingSource,
 };
 pub use permission::{PermissionDecision, ToolPermissionContext};
-pub use pool::{PoolConfig, PoolSlot, PoolStats, PooledQuery, PrewarmProfile, QueryPool};
-pub use query::{Prompt, Query, query};
-pub use retry::{RetryEvent, RetryPolicy, query_with_retry};
-pub use session::{ClaudeSession, claude_session, claude_session_with};
+pub use prompt::Prompt;
+pub use query::{Query, query};
+pub use runner::{DirectRunner, Run, Runner};
+pub use toolkit::cache::{CacheStats, ResponseCache, ResponseCacheBuilder, cached_query};
+#[cfg(feature = "sqlite")]
+pub use toolkit::conversation::SqliteStore;
+pub use toolkit::conversation::{
+    ConversationManager, ConversationRecord, ConversationStore, ManagerConfig, MemoryStore, Turn,
+};
+pub use toolkit::pool::{
+    PoolConfig, PoolSlot, PoolStats, PooledQuery, PrewarmProfile, QueryPool, Served,
+};
+pub use toolkit::retry::{RetryEvent, RetryPolicy, Retrying, query_with_retry};
+pub use toolkit::scoped::{ClaudeSession, claude_session, claude_session_on, claude_session_with};
 pub use tools::{SdkMcpServer, SdkTool, ToolError, ToolResult, sdk_mcp_server, tool};

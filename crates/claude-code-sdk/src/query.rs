@@ -37,179 +37,29 @@
 //!
 //! Dropping a [`Query`] at any point kills the CLI's whole process group. Nothing
 //! is left running.
+//!
+//! # Caveats
+//!
+//! The timeout (`ClaudeCodeOptions::timeout`) is checked while the stream is polled;
+//! a stream nobody polls keeps its CLI until it is dropped. Read the stream to its end,
+//! or drop it.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use futures::future::BoxFuture;
-use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
-use crate::control::{Closed, Event, Session};
-use crate::dispatch::Dispatcher;
-use crate::error::{Error, Result};
-use crate::message::{ContentBlock, Message};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::transport::subprocess::ProcessGuard;
-use crate::transport::{self, discovery::CliVersion};
+use crate::prompt::Prompt;
+use crate::runner::{collect_ok, collect_stream};
+use crate::session::{CliSession, EXIT_GRACE, ProcessSlot, Step, TERM_GRACE};
 use crate::util::lock;
-use crate::wire;
-
-/// How long the CLI gets to answer `initialize`.
-pub(crate) const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the CLI gets to exit after its stdin closes before it is sent `SIGTERM`.
-pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(5);
-/// How long after `SIGTERM` before `SIGKILL`.
-pub(crate) const TERM_GRACE: Duration = Duration::from_secs(2);
-
-/// What a prompt can be: text, or content blocks (text and images).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Prompt {
-    /// Plain text.
-    Text(String),
-    /// Content blocks, e.g. text with an image.
-    Blocks(Vec<ContentBlock>),
-}
-
-impl Prompt {
-    pub(crate) fn to_content(&self) -> Value {
-        match self {
-            Prompt::Text(text) => Value::String(text.clone()),
-            Prompt::Blocks(blocks) => serde_json::to_value(blocks).unwrap_or(Value::Null),
-        }
-    }
-
-    /// The prompt's text (text blocks joined).
-    pub fn text(&self) -> String {
-        match self {
-            Prompt::Text(text) => text.clone(),
-            Prompt::Blocks(blocks) => crate::message::join_text(blocks),
-        }
-    }
-}
-
-impl From<&str> for Prompt {
-    fn from(text: &str) -> Self {
-        Prompt::Text(text.to_owned())
-    }
-}
-
-impl From<String> for Prompt {
-    fn from(text: String) -> Self {
-        Prompt::Text(text)
-    }
-}
-
-impl From<&String> for Prompt {
-    fn from(text: &String) -> Self {
-        Prompt::Text(text.clone())
-    }
-}
-
-impl From<Vec<ContentBlock>> for Prompt {
-    fn from(blocks: Vec<ContentBlock>) -> Self {
-        Prompt::Blocks(blocks)
-    }
-}
-
-/// A started, initialized CLI.
-pub(crate) struct Connected {
-    pub(crate) session: Session,
-    pub(crate) events: mpsc::Receiver<Event>,
-    pub(crate) server_info: Value,
-    pub(crate) version: CliVersion,
-    /// Serves the CLI's requests; also knows which denials were decided.
-    pub(crate) dispatcher: Arc<Dispatcher>,
-    /// When the process was started.
-    pub(crate) born: Instant,
-}
-
-/// Collects a stream of messages up to its end or its first error (the streams of this
-/// crate end after an error).
-pub(crate) async fn collect_stream<S>(mut stream: S) -> (Vec<Message>, Option<Error>)
-where
-    S: Stream<Item = Result<Message>> + Unpin,
-{
-    use futures::StreamExt;
-    let mut messages = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(message) => messages.push(message),
-            Err(err) => return (messages, Some(err)),
-        }
-    }
-    (messages, None)
-}
-
-/// Collects a stream of messages; its first error instead, if it has one.
-pub(crate) async fn collect_ok<S>(stream: S) -> Result<Vec<Message>>
-where
-    S: Stream<Item = Result<Message>> + Unpin,
-{
-    match collect_stream(stream).await {
-        (messages, None) => Ok(messages),
-        (_, Some(err)) => Err(err),
-    }
-}
-
-/// Where a starting run publishes its process as soon as it exists, so whoever owns
-/// the run can wait for the process to exit even if the start is abandoned.
-pub(crate) type ProcessSlot = Arc<std::sync::Mutex<Option<Arc<ProcessGuard>>>>;
-
-/// Starts a CLI for `options` with the options' callbacks and completes the
-/// `initialize` handshake.
-pub(crate) async fn connect_for(
-    options: &ClaudeCodeOptions,
-    slot: &ProcessSlot,
-) -> Result<Connected> {
-    let dispatcher = Dispatcher::new(options);
-    let (pipes, version) = transport::open(options, Vec::new()).await?;
-    let (session, events) = Session::start(
-        pipes,
-        options.line_limit(),
-        Some(dispatcher.handler()),
-        options.verbose,
-    );
-    *lock(slot) = session.process().cloned();
-    match session
-        .request(dispatcher.initialize_request(), INITIALIZE_TIMEOUT)
-        .await
-    {
-        Ok(server_info) => Ok(Connected {
-            session,
-            events,
-            server_info,
-            version,
-            dispatcher,
-            born: Instant::now(),
-        }),
-        Err(err) => Err(with_exit_context(&session, err).await),
-    }
-}
-
-/// Adds the exit code and stderr of a CLI that died during start-up.
-pub(crate) async fn with_exit_context(session: &Session, err: Error) -> Error {
-    let Some(process) = session.process() else {
-        return err;
-    };
-    if !err.is_connection() {
-        // Still alive (a start-up that hangs, say): what it said on stderr helps.
-        return err.with_stderr(session.stderr_tail());
-    }
-    let exit = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
-    // Give the stderr drain a moment to read what the CLI said on its way out.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let closed = Closed {
-        exit: exit.ok(),
-        stderr: session.stderr_tail(),
-    };
-    closed.premature_exit_error()
-}
 
 /// Runs one prompt through the Claude Code CLI and streams what happens.
 ///
@@ -223,23 +73,16 @@ pub(crate) async fn with_exit_context(session: &Session, err: Error) -> Error {
 /// failures. See [`Error`].
 pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
     let prompt = prompt.into();
-    let timeout = options.timeout;
-    let requested_tools = options.requested_tool_names();
     let slot = ProcessSlot::default();
     let publish = Arc::clone(&slot);
+    let timeout = options.timeout;
+    let requested_tools = options.requested_tool_names();
     let start = async move {
-        let connected = connect_for(&options, &publish).await?;
-        send_prompt(connected, &prompt).await
+        let session = CliSession::connect(&options, &publish).await?;
+        session.link.send_prompt(&prompt).await?;
+        Ok(session)
     };
     Query::new(Box::pin(start), slot, timeout, requested_tools)
-}
-
-async fn send_prompt(connected: Connected, prompt: &Prompt) -> Result<Connected> {
-    let line = wire::user_line(prompt.to_content(), "", None);
-    if let Err(err) = connected.session.send_line(line).await {
-        return Err(with_exit_context(&connected.session, err).await);
-    }
-    Ok(connected)
 }
 
 /// The stream of messages of one run. See [`query()`].
@@ -254,22 +97,20 @@ pub struct Query {
     unknown_tools: Vec<String>,
     keep_alive: bool,
     pending_after_idle: Option<Error>,
+    /// How the run's result ended it: `Some(true)` when it stands for an error.
+    result_failed: Option<bool>,
 }
 
 enum State {
-    Connecting(BoxFuture<'static, Result<Connected>>),
+    Starting(BoxFuture<'static, Result<CliSession>>),
     Running(Box<Running>),
-    /// Kept alive after its result, for reuse (see [`Query::keep_alive`]).
-    Idle(Box<Running>),
+    /// Kept alive after its result, for the next run (see [`Query::keep_alive`]).
+    Idle(Box<CliSession>),
     Done,
 }
 
 struct Running {
-    session: Session,
-    events: mpsc::Receiver<Event>,
-    version: CliVersion,
-    dispatcher: Arc<Dispatcher>,
-    born: Instant,
+    session: CliSession,
     result_seen: bool,
     /// The error to yield after the process has exited.
     pending_error: Option<Error>,
@@ -278,14 +119,16 @@ struct Running {
 }
 
 impl Query {
-    fn new(
-        start: BoxFuture<'static, Result<Connected>>,
+    /// A run whose CLI session comes from `start` (which also sends the prompt), with
+    /// its process published in `process`.
+    pub(crate) fn new(
+        start: BoxFuture<'static, Result<CliSession>>,
         process: ProcessSlot,
         timeout: Option<Duration>,
         requested_tools: Vec<String>,
     ) -> Query {
         Query {
-            state: State::Connecting(start),
+            state: State::Starting(start),
             process,
             deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
             timeout,
@@ -293,47 +136,22 @@ impl Query {
             unknown_tools: Vec::new(),
             keep_alive: false,
             pending_after_idle: None,
+            result_failed: None,
         }
-    }
-
-    /// A run on a CLI that is already started and initialized (a pool's warm process).
-    pub(crate) fn on_connected(
-        connected: Connected,
-        prompt: Prompt,
-        options: &ClaudeCodeOptions,
-    ) -> Query {
-        let slot = ProcessSlot::new(std::sync::Mutex::new(connected.session.process().cloned()));
-        let start = async move { send_prompt(connected, &prompt).await };
-        Query::new(
-            Box::pin(start),
-            slot,
-            options.timeout,
-            options.requested_tool_names(),
-        )
     }
 
     /// Keeps the CLI running after the result instead of closing it: the stream ends
     /// right after the result (and its error, if any), and [`Query::take_idle`] hands
-    /// the live process back.
+    /// the live process back. A run that was interrupted is not kept.
     pub(crate) fn keep_alive(mut self) -> Query {
         self.keep_alive = true;
         self
     }
 
     /// The live process of a run that ended with a result in keep-alive mode.
-    pub(crate) fn take_idle(&mut self) -> Option<Connected> {
+    pub(crate) fn take_idle(&mut self) -> Option<CliSession> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Idle(running) => {
-                let running = *running;
-                Some(Connected {
-                    session: running.session,
-                    events: running.events,
-                    server_info: Value::Null,
-                    version: running.version,
-                    dispatcher: running.dispatcher,
-                    born: running.born,
-                })
-            }
+            State::Idle(session) => Some(*session),
             other => {
                 self.state = other;
                 None
@@ -341,18 +159,14 @@ impl Query {
         }
     }
 
-    /// Whether a result of this run ends it in an error (denials the callbacks decided
-    /// do not).
-    pub(crate) fn result_fails(&self, result: &crate::message::ResultMessage) -> bool {
-        match &self.state {
-            State::Running(r) | State::Idle(r) => r.dispatcher.result_error(result).is_some(),
-            _ => result.to_error().is_some(),
-        }
+    /// The run's process, once started.
+    pub(crate) fn process(&self) -> Option<Arc<crate::process::subprocess::ProcessGuard>> {
+        lock(&self.process).clone()
     }
 
-    /// The process behind the run, while there is one.
-    pub(crate) fn process(&self) -> Option<Arc<ProcessGuard>> {
-        lock(&self.process).clone()
+    /// Whether the run's result stood for an error (`None` before the result).
+    pub(crate) fn result_failed(&self) -> Option<bool> {
+        self.result_failed
     }
 
     /// Collects every message of the run.
@@ -374,7 +188,8 @@ impl Query {
     /// The session id, once the CLI has reported it.
     pub fn session_id(&self) -> Option<String> {
         match &self.state {
-            State::Running(r) | State::Idle(r) => r.session.session_id(),
+            State::Running(r) => r.session.link.session_id(),
+            State::Idle(s) => s.link.session_id(),
             _ => None,
         }
     }
@@ -382,7 +197,7 @@ impl Query {
     /// The CLI's process id (also its process group id), once it has started; still
     /// known after the run ends.
     pub fn pid(&self) -> Option<u32> {
-        self.process().map(|p| p.pid())
+        lock(&self.process).as_ref().map(|p| p.pid())
     }
 
     /// Tool names given in `tools` or `allowed_tools` that the CLI does not have (for
@@ -399,18 +214,15 @@ impl Query {
     ///
     /// None today; the signature leaves room for reporting a failed shutdown.
     pub async fn close(mut self) -> Result<()> {
-        if let State::Running(running) | State::Idle(running) =
-            std::mem::replace(&mut self.state, State::Done)
-        {
-            let Running {
-                session, events, ..
-            } = *running;
+        let session = match std::mem::replace(&mut self.state, State::Done) {
+            State::Running(running) => Some(running.session),
+            State::Idle(session) => Some(*session),
+            _ => None,
+        };
+        if let Some(CliSession { link, events }) = session {
             // Nobody reads the rest: let the reader drain the CLI's output freely.
             drop(events);
-            session.close_stdin();
-            if let Some(process) = session.process() {
-                process.shutdown(EXIT_GRACE, TERM_GRACE).await;
-            }
+            link.close().await;
         }
         Ok(())
     }
@@ -439,6 +251,22 @@ impl Query {
             );
         }
     }
+
+    fn timed_out(&mut self) -> Error {
+        let stderr = match &self.state {
+            State::Running(r) => {
+                r.session.link.kill();
+                r.session.link.stderr_tail()
+            }
+            _ => String::new(),
+        };
+        self.state = State::Done;
+        let limit = self.timeout.unwrap_or_default();
+        Error::timeout(format!(
+            "the run did not finish within the timeout of {limit:?}; the CLI was killed"
+        ))
+        .with_stderr(stderr)
+    }
 }
 
 impl Stream for Query {
@@ -449,7 +277,7 @@ impl Stream for Query {
         loop {
             if let Some(deadline) = &mut this.deadline
                 && match &this.state {
-                    State::Connecting(_) => true,
+                    State::Starting(_) => true,
                     // Once the result is in, the run succeeded or failed on its own
                     // terms; the CLI's shutdown has its own escalation.
                     State::Running(r) => !r.result_seen,
@@ -457,85 +285,72 @@ impl Stream for Query {
                 }
                 && deadline.as_mut().poll(cx).is_ready()
             {
-                if let State::Running(r) = &this.state {
-                    r.session.kill();
-                }
-                let stderr = match &this.state {
-                    State::Running(r) => r.session.stderr_tail(),
-                    _ => String::new(),
-                };
-                this.state = State::Done;
-                let limit = this.timeout.unwrap_or_default();
-                return Poll::Ready(Some(Err(Error::timeout(format!(
-                    "the run did not finish within the timeout of {limit:?}; the CLI was killed"
-                ))
-                .with_stderr(stderr))));
+                return Poll::Ready(Some(Err(this.timed_out())));
             }
             match &mut this.state {
                 State::Idle(_) => return Poll::Ready(this.pending_after_idle.take().map(Err)),
                 State::Done => return Poll::Ready(None),
-                State::Connecting(start) => match start.as_mut().poll(cx) {
+                State::Starting(start) => match start.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(err)) => {
                         this.state = State::Done;
                         return Poll::Ready(Some(Err(err)));
                     }
-                    Poll::Ready(Ok(connected)) => {
+                    Poll::Ready(Ok(session)) => {
                         this.state = State::Running(Box::new(Running {
-                            session: connected.session,
-                            events: connected.events,
-                            version: connected.version,
-                            dispatcher: connected.dispatcher,
-                            born: connected.born,
+                            session,
                             result_seen: false,
                             pending_error: None,
                             failed: false,
                         }));
                     }
                 },
-                State::Running(running) => match running.events.poll_recv(cx) {
+                State::Running(running) => match running.session.poll_step(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Event::Message(message))) => {
+                    Poll::Ready(Step::Message(message)) => {
                         if running.failed {
                             continue;
                         }
-                        if let Message::Result(result) = &*message {
-                            running.result_seen = true;
-                            running.pending_error = running.dispatcher.result_error(result);
-                            let interrupted = running
-                                .pending_error
-                                .as_ref()
-                                .is_some_and(|e| e.kind() == crate::ErrorKind::Interrupted);
-                            if this.keep_alive && !interrupted {
-                                // End the stream after the result; keep the process.
-                                let error = running.pending_error.take();
-                                if let State::Running(r) =
-                                    std::mem::replace(&mut this.state, State::Done)
-                                {
-                                    this.state = State::Idle(r);
-                                }
-                                this.pending_after_idle = error;
-                                return Poll::Ready(Some(Ok(*message)));
-                            }
-                            running.session.close_stdin();
-                            if let Some(process) = running.session.process() {
-                                let process = Arc::clone(process);
-                                tokio::spawn(async move {
-                                    process.shutdown(EXIT_GRACE, TERM_GRACE).await;
-                                });
-                            }
-                        }
                         this.check_tools(&message);
-                        return Poll::Ready(Some(Ok(*message)));
+                        return Poll::Ready(Some(Ok(message)));
                     }
-                    Poll::Ready(Some(Event::Fatal(err))) => {
+                    Poll::Ready(Step::Result(message, error)) => {
+                        if running.failed {
+                            continue;
+                        }
+                        running.result_seen = true;
+                        this.result_failed = Some(error.is_some());
+                        let interrupted = error
+                            .as_ref()
+                            .is_some_and(|e| e.kind() == ErrorKind::Interrupted);
+                        if this.keep_alive && !interrupted {
+                            // End the stream after the result; keep the process.
+                            if let State::Running(r) =
+                                std::mem::replace(&mut this.state, State::Done)
+                            {
+                                this.state = State::Idle(Box::new(r.session));
+                            }
+                            this.pending_after_idle = error;
+                            return Poll::Ready(Some(Ok(message)));
+                        }
+                        running.pending_error = error;
+                        running.session.link.close_stdin();
+                        if let Some(process) = running.session.link.process() {
+                            let process = Arc::clone(process);
+                            tokio::spawn(async move {
+                                process.shutdown(EXIT_GRACE, TERM_GRACE).await;
+                            });
+                        }
+                        return Poll::Ready(Some(Ok(message)));
+                    }
+                    Poll::Ready(Step::Fatal(err)) => {
                         if running.failed {
                             continue;
                         }
                         running.failed = true;
                         return Poll::Ready(Some(Err(err)));
                     }
-                    Poll::Ready(Some(Event::Closed(closed))) => {
+                    Poll::Ready(Step::Exited(closed)) => {
                         let outcome = if running.failed {
                             None
                         } else if running.result_seen {
@@ -546,7 +361,7 @@ impl Stream for Query {
                         this.state = State::Done;
                         return Poll::Ready(outcome);
                     }
-                    Poll::Ready(None) => {
+                    Poll::Ready(Step::Gone) => {
                         let outcome = running.pending_error.take().map(Err);
                         this.state = State::Done;
                         return Poll::Ready(outcome);
@@ -560,7 +375,7 @@ impl Stream for Query {
 impl std::fmt::Debug for Query {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
-            State::Connecting(_) => "connecting",
+            State::Starting(_) => "starting",
             State::Running(_) => "running",
             State::Idle(_) => "idle",
             State::Done => "done",

@@ -61,7 +61,7 @@ async fn a_hot_conversation_keeps_one_process_for_three_turns() {
     let manager = ConversationManager::new(h.options().build().unwrap());
     three_turns(&manager, &h).await;
     assert_eq!(manager.hot_count(), 1);
-    let pid = manager.hot_pid("ops").unwrap();
+    let pid = manager.hot_pid("ops").await.unwrap();
     manager.end("ops").await.unwrap();
     assert!(wait_until_gone(&[pid], Duration::from_secs(10)).await);
     let err = manager
@@ -108,7 +108,7 @@ async fn a_conversation_continues_after_the_manager_is_rebuilt_over_sqlite() {
             )
             .await
             .unwrap();
-        let pid = manager.hot_pid("ops").unwrap();
+        let pid = manager.hot_pid("ops").await.unwrap();
         drop(manager);
         assert!(
             wait_until_gone(&[pid], Duration::from_secs(10)).await,
@@ -192,10 +192,10 @@ async fn cleanup_ends_idle_conversations_and_their_processes() {
         .start_conversation("b", "two", h.sandbox.cwd())
         .await
         .unwrap();
-    let pids: Vec<u32> = ["a", "b"]
-        .iter()
-        .filter_map(|id| manager.hot_pid(id))
-        .collect();
+    let mut pids: Vec<u32> = Vec::new();
+    for id in ["a", "b"] {
+        pids.extend(manager.hot_pid(id).await);
+    }
     assert_eq!(pids.len(), 2);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
@@ -220,9 +220,14 @@ async fn a_scoped_session_is_gone_when_it_drops() {
         let session = claude_session_with(h.options().build().unwrap(), h.sandbox.cwd(), 3)
             .await
             .unwrap();
-        pid = session.client().pid().unwrap();
         session.query("My colour is teal.").await.unwrap();
+        pid = session.pid().unwrap();
         let answer = session.query("What colour did I say?").await.unwrap();
+        assert_eq!(
+            session.pid(),
+            Some(pid),
+            "the second turn ran on the same process"
+        );
         assert_eq!(answer.last().unwrap().content(), "Teal, you said.");
         assert!(
             h.mock

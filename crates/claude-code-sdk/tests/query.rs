@@ -243,7 +243,7 @@ async fn cli_not_found_says_where_it_looked() {
 
 #[tokio::test]
 async fn auth_status_reports_how_the_cli_authenticates() {
-    use claude_code_sdk::transport::discovery::auth_status;
+    use claude_code_sdk::cli::auth_status;
     let h = Harness::new().await;
     let with_key = auth_status(&claude_code_testkit::cli_path(), &h.sandbox.env())
         .await

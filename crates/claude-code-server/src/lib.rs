@@ -449,7 +449,7 @@ impl StateInner {
 }
 
 /// The owner scope of the server's CLI runs (see
-/// [`set_owner_scope`](claude_code_sdk::transport::reaper::set_owner_scope)).
+/// [`set_owner_scope`](claude_code_sdk::cli::set_owner_scope)).
 pub const OWNER_SCOPE: &str = "claude-code-server";
 
 /// The router, with auth and limits applied.
@@ -467,15 +467,14 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
     // CLIs of a server that was killed die with it (the SDK's parent-death signal), but
     // the commands their tools started do not: kill what a dead server left, now and
     // every minute (another server on this host that is alive keeps its own).
-    let _ = claude_code_sdk::transport::reaper::set_owner_scope(OWNER_SCOPE);
-    tokio::task::spawn_blocking(claude_code_sdk::transport::reaper::reap_orphans);
+    let _ = claude_code_sdk::cli::set_owner_scope(OWNER_SCOPE);
+    tokio::task::spawn_blocking(claude_code_sdk::cli::reap_orphans);
     tokio::spawn(async {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         every.tick().await;
         loop {
             every.tick().await;
-            let _ =
-                tokio::task::spawn_blocking(claude_code_sdk::transport::reaper::reap_orphans).await;
+            let _ = tokio::task::spawn_blocking(claude_code_sdk::cli::reap_orphans).await;
         }
     });
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
@@ -493,7 +492,7 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
             tokio::spawn(async {
                 stop_signal().await;
                 // Exiting skips destructors: kill every CLI run first.
-                claude_code_sdk::transport::reaper::kill_all();
+                claude_code_sdk::cli::kill_all_runs();
                 std::process::exit(130);
             });
         })

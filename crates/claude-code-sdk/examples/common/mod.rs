@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use claude_code_sdk::transport::discovery::{auth_status, find_cli};
+use claude_code_sdk::cli::{auth_status, find_cli};
 use claude_code_sdk::{ClaudeCodeOptions, ClaudeCodeOptionsBuilder};
 use claude_code_testkit::{MockAnthropic, RecordedRequest, Reply, Rule, Sandbox, demo_rules};
 use serde_json::{Value, json};

@@ -27,8 +27,15 @@
 //!
 //! Only runs that succeeded and changed nothing: no tool with side effects ran (shell,
 //! file writes and edits, MCP tools). [`ResponseCacheBuilder::cache_side_effects`]
-//! opts into caching those too. Runs that `resume` or `continue_conversation` are
-//! never cached: their answer depends on a conversation the key cannot see.
+//! opts into caching those too. Runs that name a conversation (`resume`,
+//! `continue_conversation`, `session_id`) are never cached: their answer depends on a
+//! conversation the key cannot see.
+//!
+//! # On any runner
+//!
+//! [`ResponseCache::query`] takes the [`Runner`] a miss runs on: a
+//! [`QueryPool`](crate::QueryPool), a [`Retrying`](crate::Retrying) one, your own.
+//! [`cached_query`] starts a new CLI for each miss.
 //!
 //! # Single flight
 //!
@@ -51,8 +58,9 @@ use moka::notification::RemovalCause;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::{Prompt, query};
-use crate::retry::side_effect_tools_ran;
+use crate::prompt::Prompt;
+use crate::runner::{DirectRunner, Runner};
+use crate::toolkit::retry::side_effect_tools_ran;
 
 /// Figures of a [`ResponseCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,7 +148,7 @@ struct CacheInner {
 }
 
 /// A response cache. Cheap to clone; clones share entries. See the [module
-/// docs](crate::cache).
+/// docs](crate::toolkit::cache).
 #[derive(Clone)]
 pub struct ResponseCache {
     inner: Arc<CacheInner>,
@@ -187,22 +195,29 @@ impl ResponseCache {
             .collect()
     }
 
-    /// Runs the prompt, or answers from the cache. The messages are the same list a
-    /// fresh run returns (for a hit, the very list of the run that filled the entry).
+    /// Runs the prompt on `runner`, or answers from the cache. The messages are the
+    /// same list a fresh run returns (for a hit, the very list of the run that filled
+    /// the entry).
     ///
     /// # Errors
     ///
     /// The run's error (shared with concurrent identical queries); errors are never cached.
-    pub async fn query(
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future of the query that runs drops its run (and its CLI); the
+    /// queries waiting on it then run it themselves.
+    pub async fn query<R: Runner + ?Sized>(
         &self,
+        runner: &R,
         prompt: impl Into<Prompt>,
         options: ClaudeCodeOptions,
     ) -> Result<Vec<Message>> {
         let prompt = prompt.into();
-        if options.resume.is_some() || options.continue_conversation {
+        if options.names_conversation() {
             self.inner.misses.fetch_add(1, Ordering::Relaxed);
             self.inner.uncacheable.fetch_add(1, Ordering::Relaxed);
-            return query(prompt, options).collect_all().await;
+            return runner.run(prompt, options).await?.collect_all().await;
         }
         let key = ResponseCache::key(&prompt, &options);
         let ran = Arc::new(AtomicBool::new(false));
@@ -214,10 +229,11 @@ impl ResponseCache {
             .try_get_with(key, async move {
                 ran_here.store(true, Ordering::SeqCst);
                 inner.misses.fetch_add(1, Ordering::Relaxed);
-                let messages = query(prompt, options)
-                    .collect_all()
+                let run = runner
+                    .run(prompt, options)
                     .await
                     .map_err(NotCached::Failed)?;
+                let messages = run.collect_all().await.map_err(NotCached::Failed)?;
                 if !inner.cache_side_effects && !side_effect_tools_ran(&messages).is_empty() {
                     inner.uncacheable.fetch_add(1, Ordering::Relaxed);
                     return Err(NotCached::Uncacheable(messages));
@@ -274,7 +290,8 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
-/// [`ResponseCache::query`] as a function, the seed's `cached_query(prompt, options)`.
+/// [`ResponseCache::query`] with a new CLI for each run, as the Python SDK's
+/// `cached_query(prompt, options)`.
 ///
 /// # Errors
 ///
@@ -284,5 +301,5 @@ pub async fn cached_query(
     prompt: impl Into<Prompt>,
     options: ClaudeCodeOptions,
 ) -> Result<Vec<Message>> {
-    cache.query(prompt, options).await
+    cache.query(&DirectRunner, prompt, options).await
 }

@@ -1,4 +1,4 @@
-//! The control-protocol router: one reader task per CLI process.
+//! The control-protocol router: one reader task and one writer task per CLI process.
 //!
 //! The reader owns stdout. It routes every line:
 //!
@@ -35,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result, shorten};
 use crate::message::Message;
-use crate::transport::Pipes;
-use crate::transport::codec::{LineCodec, LineError};
-use crate::transport::subprocess::{ExitState, ProcessGuard, StderrTail};
+use crate::process::Pipes;
+use crate::process::codec::{LineCodec, LineError};
+use crate::process::subprocess::{ExitState, ProcessGuard, StderrTail};
 use crate::util::lock;
 use crate::wire::{self, Inbound};
 
@@ -111,7 +111,7 @@ pub(crate) struct Shared {
 }
 
 /// One CLI process and the tasks that talk to it.
-pub(crate) struct Session {
+pub(crate) struct Router {
     outbound: mpsc::Sender<String>,
     close_stdin: CancellationToken,
     pending: Pending,
@@ -124,7 +124,7 @@ pub(crate) struct Session {
     closed: CancellationToken,
 }
 
-impl Session {
+impl Router {
     /// Starts the reader and writer tasks over `pipes`; returns the session and the
     /// consumer's end of the event channel.
     pub(crate) fn start(
@@ -132,7 +132,7 @@ impl Session {
         line_limit: usize,
         handler: Option<RequestHandler>,
         log_wire: bool,
-    ) -> (Session, mpsc::Receiver<Event>) {
+    ) -> (Router, mpsc::Receiver<Event>) {
         let (out_tx, out_rx) = mpsc::channel::<String>(OUTBOUND_BUFFER);
         let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
         let close_stdin = CancellationToken::new();
@@ -165,7 +165,7 @@ impl Session {
             }
             .run(pipes.stdout, line_limit),
         );
-        let session = Session {
+        let session = Router {
             outbound: out_tx,
             close_stdin,
             pending,
@@ -281,7 +281,7 @@ impl Session {
         self.stderr_tail.text()
     }
 
-    /// [`closed_error`](Session::closed_error), once the process has exited (2 s at
+    /// [`closed_error`](Router::closed_error), once the process has exited (2 s at
     /// most), so the error carries the exit code.
     async fn closed_error_after_exit(&self, message: &str) -> Error {
         if let Some(process) = &self.process {
@@ -299,7 +299,7 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for Router {
     fn drop(&mut self) {
         // Kill first, so the reader's end-of-stream handling finds the group gone.
         self.kill();
@@ -571,7 +571,7 @@ mod tests {
     fn harness(
         handler: Option<RequestHandler>,
     ) -> (
-        Session,
+        Router,
         mpsc::Receiver<Event>,
         tokio::io::DuplexStream,
         BufReader<tokio::io::DuplexStream>,
@@ -585,7 +585,7 @@ mod tests {
             stderr_tail: StderrTail::default(),
             stderr_task: None,
         };
-        let (session, events) = Session::start(pipes, 1 << 20, handler, false);
+        let (session, events) = Router::start(pipes, 1 << 20, handler, false);
         (session, events, cli_stdout, BufReader::new(cli_stdin))
     }
 

@@ -33,6 +33,13 @@
 //! original error as its source. With [`RetryPolicy::resume_after_tools`], the retry
 //! instead resumes the same session (`resume`) with a prompt asking the model to
 //! continue where it stopped, so the model sees what already happened.
+//!
+//! # On any runner
+//!
+//! [`Retrying`] wraps any [`Runner`] (a [`QueryPool`](crate::QueryPool), say) and is a
+//! runner itself, so it composes with the cache and conversations. A retried run's
+//! messages arrive once an attempt has succeeded: the messages of a failed attempt
+//! cannot be taken back from a stream.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -40,10 +47,13 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
+use futures::future::BoxFuture;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{ContentBlock, Message};
 use crate::options::{ClaudeCodeOptions, has_side_effects};
-use crate::query::{Prompt, query};
+use crate::prompt::Prompt;
+use crate::runner::{DirectRunner, Run, Runner};
 use crate::util::lock;
 
 /// The prompt a resumed attempt sends by default.
@@ -178,7 +188,8 @@ struct AttemptState {
 }
 
 /// Runs a prompt, retrying transient failures per `policy`, and returns the messages
-/// of the successful attempt.
+/// of the successful attempt. Each attempt starts a new CLI; see [`Retrying`] for
+/// retries on any runner.
 ///
 /// # Errors
 ///
@@ -191,7 +202,80 @@ pub async fn query_with_retry(
     options: ClaudeCodeOptions,
     policy: RetryPolicy,
 ) -> Result<Vec<Message>> {
-    let prompt = prompt.into();
+    retry_on(&DirectRunner, prompt.into(), options, &policy, false).await
+}
+
+/// A [`Runner`] that retries the runs of another per a [`RetryPolicy`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use claude_code_sdk::{ClaudeCodeOptions, PoolConfig, QueryPool, RetryPolicy, Retrying, Runner};
+///
+/// # async fn run() -> claude_code_sdk::Result<()> {
+/// let runner = Retrying::new(
+///     QueryPool::new(PoolConfig::default()),
+///     RetryPolicy::exponential(3, Duration::from_millis(500)),
+/// );
+/// let messages = runner
+///     .run("Summarize README.md".into(), ClaudeCodeOptions::default())
+///     .await?
+///     .collect_all()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retrying<R> {
+    inner: R,
+    policy: RetryPolicy,
+}
+
+impl<R: Runner> Retrying<R> {
+    /// Retries `inner`'s runs per `policy`.
+    pub fn new(inner: R, policy: RetryPolicy) -> Self {
+        Retrying { inner, policy }
+    }
+
+    /// The runner whose runs are retried.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Runner> Runner for Retrying<R> {
+    fn run(&self, prompt: Prompt, options: ClaudeCodeOptions) -> BoxFuture<'_, Result<Run>> {
+        Box::pin(async move {
+            Ok(
+                match retry_on(&self.inner, prompt, options, &self.policy, false).await {
+                    Ok(messages) => Run::from_messages(messages, None),
+                    Err(err) => Run::from_messages(Vec::new(), Some(err)),
+                },
+            )
+        })
+    }
+
+    fn run_turn(&self, prompt: Prompt, options: ClaudeCodeOptions) -> BoxFuture<'_, Result<Run>> {
+        Box::pin(async move {
+            Ok(
+                match retry_on(&self.inner, prompt, options, &self.policy, true).await {
+                    Ok(messages) => Run::from_messages(messages, None),
+                    Err(err) => Run::from_messages(Vec::new(), Some(err)),
+                },
+            )
+        })
+    }
+
+    fn end_conversation(&self, session_id: &str) {
+        self.inner.end_conversation(session_id);
+    }
+}
+
+async fn retry_on<R: Runner + ?Sized>(
+    runner: &R,
+    prompt: Prompt,
+    options: ClaudeCodeOptions,
+    policy: &RetryPolicy,
+    turn: bool,
+) -> Result<Vec<Message>> {
     let state = Arc::new(Mutex::new(AttemptState {
         attempt: 0,
         resume: None,
@@ -214,7 +298,15 @@ pub async fn query_with_retry(
                 ),
                 None => (options, prompt),
             };
-            let (messages, error) = query(prompt, options).collect_messages().await;
+            let started = if turn {
+                runner.run_turn(prompt, options).await
+            } else {
+                runner.run(prompt, options).await
+            };
+            let (messages, error) = match started {
+                Ok(run) => run.collect_messages().await,
+                Err(err) => (Vec::new(), Some(err)),
+            };
             let Some(error) = error else {
                 return Ok(messages);
             };

@@ -17,20 +17,27 @@
 //! # Exact continuation
 //!
 //! A follow-up continues the CLI session itself, so the model sees every earlier turn
-//! as it was, tool calls and results included. A conversation that is *hot* keeps its
-//! [`ClaudeClient`] (and CLI process) between turns; a *cold* one is resumed by session
-//! id (`--resume`), which works across restarts when the store persists. The seed's
-//! approach of pasting a truncated transcript into a new prompt loses all of that.
+//! as it was, tool calls and results included. The seed's approach of pasting a
+//! truncated transcript into a new prompt loses all of that.
+//!
+//! # Where turns run
+//!
+//! Every turn goes through a [`Runner`]. By default the manager has a
+//! [`QueryPool`] of its own (`max_hot` conversations hot, at most `max_hot` processes,
+//! at least 1): a conversation's next turn runs on the process of its previous turn
+//! while that is hot (only the prompt is written), and resumes the CLI session cold
+//! (`--resume`) otherwise, which works across restarts when the store persists. Give it
+//! your own runner ([`ConversationManager::with_runner`]) to share one bound with the
+//! rest of a program; `max_hot` and `idle_timeout` then belong to that pool.
 //!
 //! # Limits
 //!
-//! - At most [`ManagerConfig::max_hot`] conversations stay hot (default 8); the least
-//!   recently used is closed when another needs a place. A hot conversation idle for
-//!   [`ManagerConfig::idle_timeout`] (default 5 minutes) is closed by a background
-//!   sweep; it continues cold later.
 //! - One turn at a time per conversation: a second concurrent turn gets a
 //!   [`ConversationBusy`](crate::ErrorKind::ConversationBusy) error instead of
-//!   interleaved output. Unknown ids get [`NotFound`](crate::ErrorKind::NotFound).
+//!   interleaved output. Unknown ids get [`NotFound`](crate::ErrorKind::NotFound), and
+//!   so do ids owned by someone else (the `_for` methods).
+//! - With [`ManagerConfig::ttl`], a conversation unused that long is ended (record and
+//!   hot process) by a background sweep.
 //! - The store keeps each turn's prompt and final text, not every message; the CLI's own
 //!   session files (under its config directory) hold the full transcript that resuming
 //!   uses. Those must survive for a cold continuation to work.
@@ -38,17 +45,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::client::ClaudeClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 use crate::options::ClaudeCodeOptions;
-use crate::query::{collect_stream, query};
+use crate::prompt::Prompt;
+use crate::runner::Runner;
+use crate::toolkit::pool::{PoolConfig, QueryPool};
 use crate::util::lock;
 
 /// One turn of a conversation, as stored.
@@ -85,6 +93,12 @@ pub struct ConversationRecord {
     pub updated_at: DateTime<Utc>,
     /// Its turns, oldest first.
     pub turns: Vec<Turn>,
+    /// Who owns it, when it was started with an owner (the `_for` methods).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What the whole conversation has cost so far.
+    #[serde(default)]
+    pub total_cost_usd: f64,
 }
 
 /// Where conversations are kept. [`MemoryStore`] by default; `SqliteStore` (feature
@@ -252,14 +266,19 @@ mod sqlite {
     }
 }
 
-/// How a [`ConversationManager`] keeps conversations hot.
+/// How a [`ConversationManager`] keeps conversations.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ManagerConfig {
-    /// Conversations that keep their CLI process between turns (0: always resume cold).
+    /// Conversations that keep their CLI process between turns (0: always resume
+    /// cold), in the manager's own pool.
     pub max_hot: usize,
-    /// A hot conversation idle this long is closed (it continues cold later).
+    /// A hot conversation idle this long loses its process (it continues cold later),
+    /// in the manager's own pool.
     pub idle_timeout: Duration,
+    /// A conversation unused this long is ended: record and process (`None`: kept
+    /// until ended).
+    pub ttl: Option<Duration>,
 }
 
 impl Default for ManagerConfig {
@@ -267,6 +286,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             max_hot: 8,
             idle_timeout: Duration::from_secs(300),
+            ttl: None,
         }
     }
 }
@@ -285,22 +305,26 @@ impl ManagerConfig {
         self.idle_timeout = idle;
         self
     }
-}
 
-struct Hot {
-    client: ClaudeClient,
-    last_used: Instant,
+    /// Sets `ttl`.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
 }
 
 struct ManagerInner {
     base: ClaudeCodeOptions,
     store: Arc<dyn ConversationStore>,
+    runner: Arc<dyn Runner>,
+    /// The manager's own pool, when it has one.
+    pool: Option<QueryPool>,
     config: ManagerConfig,
-    hot: Mutex<HashMap<String, Hot>>,
     busy: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Named conversations over the CLI. See the [module docs](crate::conversation).
+/// Named conversations over the CLI. See the [module docs](crate::toolkit::conversation).
 ///
 /// Cheap to clone; clones share conversations. Dropping the last clone closes every
 /// hot conversation's process.
@@ -328,20 +352,56 @@ impl ConversationManager {
         ConversationManager::with_store(base, MemoryStore::default(), ManagerConfig::default())
     }
 
-    /// A manager over a store of your choice.
+    /// A manager over a store of your choice, running turns on a pool of its own.
     pub fn with_store(
         base: ClaudeCodeOptions,
         store: impl ConversationStore,
         config: ManagerConfig,
     ) -> ConversationManager {
+        let pool = QueryPool::new(
+            PoolConfig {
+                max_concurrent: config.max_hot.max(1),
+                ..PoolConfig::default()
+            }
+            .hot(config.max_hot, config.idle_timeout),
+        );
+        Self::build(
+            base,
+            Arc::new(store),
+            Arc::new(pool.clone()),
+            Some(pool),
+            config,
+        )
+    }
+
+    /// A manager whose turns run on `runner` (a shared [`QueryPool`], say).
+    pub fn with_runner(
+        base: ClaudeCodeOptions,
+        store: impl ConversationStore,
+        runner: impl Runner + 'static,
+        config: ManagerConfig,
+    ) -> ConversationManager {
+        Self::build(base, Arc::new(store), Arc::new(runner), None, config)
+    }
+
+    fn build(
+        base: ClaudeCodeOptions,
+        store: Arc<dyn ConversationStore>,
+        runner: Arc<dyn Runner>,
+        pool: Option<QueryPool>,
+        config: ManagerConfig,
+    ) -> ConversationManager {
         let inner = Arc::new(ManagerInner {
             base,
-            store: Arc::new(store),
+            store,
+            runner,
+            pool,
             config,
-            hot: Mutex::new(HashMap::new()),
             busy: Mutex::new(Default::default()),
         });
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if inner.config.ttl.is_some()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
             handle.spawn(sweep(Arc::downgrade(&inner)));
         }
         ConversationManager { inner }
@@ -360,13 +420,40 @@ impl ConversationManager {
         prompt: &str,
         project_path: impl AsRef<Path>,
     ) -> Result<Vec<Message>> {
+        self.start(None, id, prompt, project_path.as_ref()).await
+    }
+
+    /// [`start_conversation`](ConversationManager::start_conversation) owned by
+    /// `owner`: the `_for` methods of anyone else get `NotFound` for it.
+    ///
+    /// # Errors
+    ///
+    /// See [`start_conversation`](ConversationManager::start_conversation).
+    pub async fn start_conversation_for(
+        &self,
+        owner: &str,
+        id: &str,
+        prompt: &str,
+        project_path: impl AsRef<Path>,
+    ) -> Result<Vec<Message>> {
+        self.start(Some(owner), id, prompt, project_path.as_ref())
+            .await
+    }
+
+    async fn start(
+        &self,
+        owner: Option<&str>,
+        id: &str,
+        prompt: &str,
+        project_path: &Path,
+    ) -> Result<Vec<Message>> {
         let _busy = self.enter(id)?;
         if self.inner.store.load(id).await?.is_some() {
             return Err(Error::invalid_options(format!(
                 "conversation {id:?} already exists; continue it or end it first"
             )));
         }
-        let project_path = project_path.as_ref().to_owned();
+        let project_path = project_path.to_owned();
         let options = self.inner.base.to_builder().cwd(&project_path).build()?;
         let now = Utc::now();
         let mut record = ConversationRecord {
@@ -376,8 +463,10 @@ impl ConversationManager {
             created_at: now,
             updated_at: now,
             turns: Vec::new(),
+            owner: owner.map(str::to_owned),
+            total_cost_usd: 0.0,
         };
-        self.run_turn(&mut record, prompt, options, None).await
+        self.run_turn(&mut record, prompt, options).await
     }
 
     /// Runs a follow-up turn: the model sees every earlier turn.
@@ -388,16 +477,42 @@ impl ConversationManager {
     /// [`ConversationBusy`](ErrorKind::ConversationBusy) while another turn of it runs;
     /// the turn's errors.
     pub async fn continue_conversation(&self, id: &str, follow_up: &str) -> Result<Vec<Message>> {
+        self.continue_as(None, id, follow_up).await
+    }
+
+    /// [`continue_conversation`](ConversationManager::continue_conversation) by
+    /// `owner`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](ErrorKind::NotFound) when the conversation does not exist or
+    /// belongs to someone else; see
+    /// [`continue_conversation`](ConversationManager::continue_conversation).
+    pub async fn continue_conversation_for(
+        &self,
+        owner: &str,
+        id: &str,
+        follow_up: &str,
+    ) -> Result<Vec<Message>> {
+        self.continue_as(Some(owner), id, follow_up).await
+    }
+
+    async fn continue_as(
+        &self,
+        owner: Option<&str>,
+        id: &str,
+        follow_up: &str,
+    ) -> Result<Vec<Message>> {
         let _busy = self.enter(id)?;
-        let mut record = self.load(id).await?;
-        let hot = self.take_hot(id);
+        let mut record = self.load_as(owner, id).await?;
         let options = self
             .inner
             .base
             .to_builder()
             .cwd(&record.project_path)
+            .resume(&record.session_id)
             .build()?;
-        self.run_turn(&mut record, follow_up, options, hot).await
+        self.run_turn(&mut record, follow_up, options).await
     }
 
     /// The turns so far.
@@ -418,6 +533,15 @@ impl ConversationManager {
         self.load(id).await
     }
 
+    /// The stored record of a conversation of `owner`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](ErrorKind::NotFound) for an unknown id or another owner's.
+    pub async fn record_for(&self, owner: &str, id: &str) -> Result<ConversationRecord> {
+        self.load_as(Some(owner), id).await
+    }
+
     /// Ends conversations idle for longer than `max_age`; returns how many.
     ///
     /// # Errors
@@ -433,7 +557,9 @@ impl ConversationManager {
             let Ok(_busy) = self.enter(&id) else {
                 continue;
             };
-            self.close_hot(&id).await;
+            if let Ok(Some(record)) = self.inner.store.load(&id).await {
+                self.inner.runner.end_conversation(&record.session_id);
+            }
             if self.inner.store.delete(&id).await? {
                 ended += 1;
             }
@@ -448,8 +574,23 @@ impl ConversationManager {
     /// [`NotFound`](ErrorKind::NotFound) for an unknown id;
     /// [`ConversationBusy`](ErrorKind::ConversationBusy) while a turn runs.
     pub async fn end(&self, id: &str) -> Result<()> {
+        self.end_as(None, id).await
+    }
+
+    /// Ends a conversation of `owner`.
+    ///
+    /// # Errors
+    ///
+    /// As [`end`](ConversationManager::end); [`NotFound`](ErrorKind::NotFound) for
+    /// another owner's.
+    pub async fn end_for(&self, owner: &str, id: &str) -> Result<()> {
+        self.end_as(Some(owner), id).await
+    }
+
+    async fn end_as(&self, owner: Option<&str>, id: &str) -> Result<()> {
         let _busy = self.enter(id)?;
-        self.close_hot(id).await;
+        let record = self.load_as(owner, id).await?;
+        self.inner.runner.end_conversation(&record.session_id);
         if self.inner.store.delete(id).await? {
             Ok(())
         } else {
@@ -457,14 +598,16 @@ impl ConversationManager {
         }
     }
 
-    /// How many conversations are hot now.
+    /// How many conversations have a hot process now, in the manager's own pool (0 with
+    /// a runner of yours: ask it).
     pub fn hot_count(&self) -> usize {
-        self.lock_hot().len()
+        self.inner.pool.as_ref().map_or(0, |p| p.stats().hot)
     }
 
-    /// The process id of a hot conversation's CLI.
-    pub fn hot_pid(&self, id: &str) -> Option<u32> {
-        self.lock_hot().get(id).and_then(|h| h.client.pid())
+    /// The process id of a conversation's hot process, in the manager's own pool.
+    pub async fn hot_pid(&self, id: &str) -> Option<u32> {
+        let record = self.inner.store.load(id).await.ok()??;
+        self.inner.pool.as_ref()?.hot_pid(&record.session_id)
     }
 
     async fn run_turn(
@@ -472,36 +615,12 @@ impl ConversationManager {
         record: &mut ConversationRecord,
         prompt: &str,
         options: ClaudeCodeOptions,
-        hot: Option<ClaudeClient>,
     ) -> Result<Vec<Message>> {
-        let keep_hot = self.inner.config.max_hot > 0;
-        let resume = (!record.session_id.is_empty()).then(|| record.session_id.clone());
-        let (messages, error, client) = if keep_hot {
-            let client = match hot {
-                Some(client) => client,
-                None => {
-                    let options = match &resume {
-                        Some(session) => options.to_builder().resume(session).build()?,
-                        None => options,
-                    };
-                    ClaudeClient::connect(options).await?
-                }
-            };
-            let (messages, error) = match client.query(prompt).await {
-                Ok(()) => collect_stream(client.receive_response()).await,
-                Err(err) => (Vec::new(), Some(err)),
-            };
-            let alive = client.is_alive();
-            (messages, error, alive.then_some(client))
-        } else {
-            let options = match &resume {
-                Some(session) => options.to_builder().resume(session).build()?,
-                None => options,
-            };
-            let (messages, error) = query(prompt, options).collect_messages().await;
-            (messages, error, None)
+        let prompt = Prompt::Text(prompt.to_owned());
+        let (messages, error) = match self.inner.runner.run_turn(prompt.clone(), options).await {
+            Ok(run) => run.collect_messages().await,
+            Err(err) => (Vec::new(), Some(err)),
         };
-
         let result = messages.iter().rev().find_map(Message::as_result);
         if let Some(result) = result {
             record.session_id = result.session_id.clone();
@@ -510,13 +629,20 @@ impl ConversationManager {
         }
         if !record.session_id.is_empty() {
             record.updated_at = Utc::now();
+            // The CLI's total is the conversation's, across processes: this turn's
+            // share is what it adds.
+            let cost = result.and_then(|r| r.total_cost_usd).map(|total| {
+                let turn = (total - record.total_cost_usd).max(0.0);
+                record.total_cost_usd = total.max(record.total_cost_usd);
+                turn
+            });
             record.turns.push(Turn {
-                prompt: prompt.to_owned(),
+                prompt: prompt.text(),
                 response: result
                     .and_then(|r| r.result.clone())
                     .unwrap_or_else(|| error.as_ref().map(|e| e.to_string()).unwrap_or_default()),
                 at: record.updated_at,
-                cost_usd: result.and_then(|r| r.turn_cost_usd),
+                cost_usd: cost,
                 tools_used: messages
                     .iter()
                     .flat_map(Message::tools_used)
@@ -525,9 +651,6 @@ impl ConversationManager {
                 is_error: error.is_some(),
             });
             self.inner.store.save(record).await?;
-        }
-        if let Some(client) = client {
-            self.put_hot(&record.id, client).await;
         }
         match error {
             Some(err) => Err(err),
@@ -550,59 +673,14 @@ impl ConversationManager {
     }
 
     async fn load(&self, id: &str) -> Result<ConversationRecord> {
-        self.inner
-            .store
-            .load(id)
-            .await?
-            .ok_or_else(|| not_found(id))
+        self.load_as(None, id).await
     }
 
-    fn lock_hot(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hot>> {
-        lock(&self.inner.hot)
-    }
-
-    /// The conversation's hot client, if it has one that can still run turns (a dead
-    /// one is dropped: the conversation resumes cold).
-    fn take_hot(&self, id: &str) -> Option<ClaudeClient> {
-        self.lock_hot()
-            .remove(id)
-            .map(|h| h.client)
-            .filter(ClaudeClient::is_alive)
-    }
-
-    async fn put_hot(&self, id: &str, client: ClaudeClient) {
-        let evicted = {
-            let mut hot = self.lock_hot();
-            hot.insert(
-                id.to_owned(),
-                Hot {
-                    client,
-                    last_used: Instant::now(),
-                },
-            );
-            let mut evicted = Vec::new();
-            while hot.len() > self.inner.config.max_hot {
-                let Some(oldest) = hot
-                    .iter()
-                    .min_by_key(|(_, h)| h.last_used)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                if let Some(h) = hot.remove(&oldest) {
-                    evicted.push(h.client);
-                }
-            }
-            evicted
-        };
-        for client in evicted {
-            let _ = client.close().await;
-        }
-    }
-
-    async fn close_hot(&self, id: &str) {
-        if let Some(client) = self.take_hot(id) {
-            let _ = client.close().await;
+    /// The record of `id`; with an owner, only if it is theirs.
+    async fn load_as(&self, owner: Option<&str>, id: &str) -> Result<ConversationRecord> {
+        match self.inner.store.load(id).await? {
+            Some(record) if owner.is_none_or(|o| record.owner.as_deref() == Some(o)) => Ok(record),
+            _ => Err(not_found(id)),
         }
     }
 }
@@ -623,28 +701,19 @@ fn not_found(id: &str) -> Error {
     )
 }
 
-/// Closes hot conversations that have been idle too long.
+/// Ends conversations unused for longer than the TTL.
 async fn sweep(manager: Weak<ManagerInner>) {
     loop {
         let pause = match manager.upgrade() {
             Some(inner) => {
-                let idle = inner.config.idle_timeout;
-                let stale: Vec<ClaudeClient> = {
-                    let mut hot = lock(&inner.hot);
-                    let ids: Vec<String> = hot
-                        .iter()
-                        .filter(|(_, h)| h.last_used.elapsed() >= idle)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    ids.iter()
-                        .filter_map(|id| hot.remove(id))
-                        .map(|h| h.client)
-                        .collect()
-                };
-                for client in stale {
-                    let _ = client.close().await;
+                let Some(ttl) = inner.config.ttl else { return };
+                let manager = ConversationManager { inner };
+                match manager.cleanup_old_conversations(ttl).await {
+                    Ok(0) => {}
+                    Ok(ended) => tracing::debug!(ended, "ended unused conversations"),
+                    Err(err) => tracing::warn!(%err, "could not end unused conversations"),
                 }
-                (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
+                (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
             }
             None => return,
         };

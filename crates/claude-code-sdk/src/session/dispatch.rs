@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use crate::control::RequestHandler;
+use super::router::RequestHandler;
 use crate::error::{Error, ErrorKind};
 use crate::hooks::{
     HookContext, HookEvent, HookInput, HookOutput, HookRegistration, initialize_hooks,
@@ -35,27 +35,27 @@ use crate::util::lock;
 pub(crate) const GUARD_ID: &str = "sdk_permission_guard";
 
 pub(crate) struct Dispatcher {
-    can_use_tool: Option<CanUseTool>,
-    hooks: HashMap<String, HookRegistration>,
+    /// The hooks the CLI was told about at `initialize`: fixed for the process.
     hooks_field: Value,
-    servers: HashMap<String, SdkMcpServer>,
-    allowed_tools: Vec<String>,
-    mode: Mutex<Option<PermissionMode>>,
+    /// The callbacks of the run the process serves now (see [`Dispatcher::rebind`]).
+    bound: Mutex<Bound>,
     /// Tool uses your callback or hooks chose to deny.
     decided: Mutex<HashSet<String>>,
 }
 
-impl Dispatcher {
-    pub(crate) fn new(options: &ClaudeCodeOptions) -> Arc<Self> {
-        let (mut hooks_field, ids) = initialize_hooks(&options.hooks);
-        let guard = json!({"matcher": null, "hookCallbackIds": [GUARD_ID]});
-        if !hooks_field.is_object() {
-            hooks_field = json!({});
-        }
-        match hooks_field["PreToolUse"].as_array_mut() {
-            Some(list) => list.insert(0, guard),
-            None => hooks_field["PreToolUse"] = json!([guard]),
-        }
+/// The callbacks of one run.
+#[derive(Clone)]
+struct Bound {
+    can_use_tool: Option<CanUseTool>,
+    hooks: HashMap<String, HookRegistration>,
+    servers: HashMap<String, SdkMcpServer>,
+    allowed_tools: Vec<String>,
+    mode: Option<PermissionMode>,
+}
+
+impl Bound {
+    fn of(options: &ClaudeCodeOptions) -> Bound {
+        let (_, ids) = initialize_hooks(&options.hooks);
         let servers = options
             .mcp_servers
             .values()
@@ -64,15 +64,44 @@ impl Dispatcher {
                 _ => None,
             })
             .collect();
-        Arc::new(Dispatcher {
+        Bound {
             can_use_tool: options.can_use_tool.clone(),
             hooks: ids.into_iter().collect(),
-            hooks_field,
             servers,
             allowed_tools: options.allowed_tools.clone(),
-            mode: Mutex::new(options.permission_mode),
+            mode: options.permission_mode,
+        }
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(options: &ClaudeCodeOptions) -> Arc<Self> {
+        let (mut hooks_field, _) = initialize_hooks(&options.hooks);
+        let guard = json!({"matcher": null, "hookCallbackIds": [GUARD_ID]});
+        if !hooks_field.is_object() {
+            hooks_field = json!({});
+        }
+        match hooks_field["PreToolUse"].as_array_mut() {
+            Some(list) => list.insert(0, guard),
+            None => hooks_field["PreToolUse"] = json!([guard]),
+        }
+        Arc::new(Dispatcher {
+            hooks_field,
+            bound: Mutex::new(Bound::of(options)),
             decided: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Serves the next run's requests with its callbacks: a process started for one
+    /// run (a spare, a hot conversation) taking another whose callbacks have the same
+    /// shape (the pool's keys make sure of that).
+    pub(crate) fn rebind(&self, options: &ClaudeCodeOptions) {
+        *lock(&self.bound) = Bound::of(options);
+        lock(&self.decided).clear();
+    }
+
+    fn bound(&self) -> Bound {
+        lock(&self.bound).clone()
     }
 
     /// The `initialize` request, hooks included.
@@ -82,7 +111,7 @@ impl Dispatcher {
 
     /// Follows a permission mode change.
     pub(crate) fn set_mode(&self, mode: PermissionMode) {
-        *lock(&self.mode) = Some(mode);
+        lock(&self.bound).mode = Some(mode);
     }
 
     fn decide_denial(&self, tool_use_id: Option<&str>) {
@@ -108,7 +137,7 @@ impl Dispatcher {
     }
 
     fn mode(&self) -> Option<PermissionMode> {
-        *lock(&self.mode)
+        lock(&self.bound).mode
     }
 
     pub(crate) fn handler(self: &Arc<Self>) -> RequestHandler {
@@ -137,7 +166,7 @@ impl Dispatcher {
     async fn can_use_tool(&self, request: Value) -> Value {
         let tool = request["tool_name"].as_str().unwrap_or("").to_owned();
         let input = request.get("input").cloned().unwrap_or(json!({}));
-        let decision = match &self.can_use_tool {
+        let decision = match &self.bound().can_use_tool {
             Some(callback) => {
                 let context = ToolPermissionContext::from_request(&request);
                 let decision = callback.call(tool, input.clone(), context).await;
@@ -158,7 +187,7 @@ impl Dispatcher {
         if id == GUARD_ID {
             return Ok(self.guard(&raw_input).await.to_wire(&HookEvent::PreToolUse));
         }
-        let Some(hook) = self.hooks.get(&id) else {
+        let Some(hook) = self.bound().hooks.get(&id).cloned() else {
             return Err(format!("no hook with callback id {id}"));
         };
         let input = HookInput::from_wire(raw_input);
@@ -170,9 +199,7 @@ impl Dispatcher {
         let context = HookContext { callback_id: id };
         match (hook.callback.0)(input, tool_use_id.clone(), context).await {
             Ok(output) => {
-                if output.permission_decision.as_deref() == Some("deny")
-                    || output.decision.as_deref() == Some("block")
-                {
+                if output.refuses() {
                     self.decide_denial(tool_use_id.as_deref());
                 }
                 Ok(output.to_wire(&event))
@@ -190,7 +217,7 @@ impl Dispatcher {
             )),
             Some(PermissionMode::Strict) if !self.pre_approved(tool) => {
                 let tool_input = input.get("tool_input").cloned().unwrap_or(json!({}));
-                let Some(callback) = &self.can_use_tool else {
+                let Some(callback) = self.bound().can_use_tool else {
                     return HookOutput::deny(format!(
                         "strict mode: {tool} needs approval and no permission callback is set"
                     ));
@@ -229,7 +256,8 @@ impl Dispatcher {
     /// does not count: the guard cannot tell what it covers, so such tool uses are
     /// still asked about (or denied without a callback).
     fn pre_approved(&self, tool: &str) -> bool {
-        self.allowed_tools
+        lock(&self.bound)
+            .allowed_tools
             .iter()
             .any(|allowed| allowed.trim() == tool)
     }
@@ -237,7 +265,8 @@ impl Dispatcher {
     async fn mcp_message(&self, request: Value) -> Value {
         let name = request["server_name"].as_str().unwrap_or("");
         let message = request.get("message").cloned().unwrap_or(Value::Null);
-        let response = match self.servers.get(name) {
+        let server = self.bound().servers.get(name).cloned();
+        let response = match server {
             Some(server) => server.handle(message).await,
             None => json!({
                 "jsonrpc": "2.0",

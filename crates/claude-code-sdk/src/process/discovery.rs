@@ -28,7 +28,11 @@ pub const MIN_CLI_VERSION: CliVersion = CliVersion::new(2, 0, 0);
 
 /// The first CLI version known to take `--permission-prompts` (measured: absent in
 /// 2.1.197, present in 2.1.331).
-pub const PERMISSION_PROMPTS_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+pub(crate) const PERMISSION_PROMPTS_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+
+/// The first CLI version known to take `--await-claim` and `claim_session` (measured:
+/// absent in 2.1.197, present in 2.1.331).
+pub(crate) const AWAIT_CLAIM_SINCE: CliVersion = CliVersion::new(2, 1, 331);
 
 /// A CLI version, `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,8 +72,14 @@ impl CliVersion {
     }
 
     /// Whether this CLI takes `--permission-prompts`.
-    pub fn supports_permission_prompts_flag(&self) -> bool {
+    pub(crate) fn supports_permission_prompts_flag(&self) -> bool {
         *self >= PERMISSION_PROMPTS_SINCE
+    }
+
+    /// Whether this CLI can start as a parked spare (`--await-claim`) and be bound to a
+    /// run with `claim_session`.
+    pub(crate) fn supports_await_claim(&self) -> bool {
+        *self >= AWAIT_CLAIM_SINCE
     }
 }
 

@@ -34,11 +34,11 @@ use nix::unistd::Pid;
 use crate::util::lock;
 
 /// The environment variable that marks every process of a run.
-pub const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
+pub(crate) const RUN_MARKER_ENV: &str = "CLAUDE_CODE_SDK_RUN";
 
 /// The environment variable that names the process owning a run:
 /// `<scope>/<pid>/<start time>` (see [`set_owner_scope`] and [`reap_orphans`]).
-pub const OWNER_ENV: &str = "CLAUDE_CODE_SDK_OWNER";
+pub(crate) const OWNER_ENV: &str = "CLAUDE_CODE_SDK_OWNER";
 
 fn owner_scope() -> &'static Mutex<String> {
     static SCOPE: OnceLock<Mutex<String>> = OnceLock::new();
@@ -168,7 +168,7 @@ fn live_runs() -> &'static Mutex<HashMap<i32, Run>> {
 }
 
 impl Run {
-    /// Registers a started run (see [`kill_all`]).
+    /// Registers a started run (see [`kill_all_runs`]).
     pub(crate) fn register(pgid: i32, id: String) -> Run {
         let run = Run {
             pgid,
@@ -247,7 +247,7 @@ impl Run {
 
 /// Kills every run this process started that is still alive: for a program about to
 /// exit without running destructors (a second Ctrl-C, `std::process::exit`).
-pub fn kill_all() {
+pub fn kill_all_runs() {
     let runs: Vec<Run> = lock(live_runs()).values().cloned().collect();
     for run in runs {
         run.sweep();

@@ -1,0 +1,141 @@
+//! [`ClaudeCodeOptions::fingerprint`]: one digest of everything that can change what a
+//! run does or answers.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{ClaudeCodeOptions, McpServerConfig};
+
+/// A SHA-256 digest of `value`'s JSON text, in hex.
+pub(crate) fn digest(value: &Value) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An address as a JSON string: the identity of a callback.
+fn ptr(p: usize) -> Value {
+    json!(format!("{p:#x}"))
+}
+
+impl ClaudeCodeOptions {
+    /// A digest (SHA-256, hex) of everything in these options that can change what a
+    /// run does or answers: model and prompts, tools and permissions, the working
+    /// directory (canonicalized), sessions, MCP servers, agents, structured output,
+    /// environment, settings, the CLI, extra flags, and the identity of callbacks,
+    /// hooks and in-process tools (two different closures never share a key).
+    ///
+    /// Left out, because they do not change the answer: `timeout`, `verbose`,
+    /// `max_line_bytes`, `max_api_retries` and the stderr callback.
+    ///
+    /// Used as the cache key (with the prompt). It is stable within a build of this
+    /// crate, not across versions.
+    pub fn fingerprint(&self) -> String {
+        digest(&self.fingerprint_value())
+    }
+
+    fn fingerprint_value(&self) -> Value {
+        // Every field, by name: a new option does not compile until it is either part
+        // of the key or named here as not changing the answer.
+        let ClaudeCodeOptions {
+            max_turns,
+            system_prompt,
+            append_system_prompt,
+            cwd,
+            allowed_tools,
+            disallowed_tools,
+            tools,
+            permission_mode,
+            model,
+            fallback_model,
+            output_format,
+            verbose: _,
+            timeout: _,
+            continue_conversation,
+            resume,
+            fork_session,
+            session_id,
+            mcp_servers,
+            env,
+            env_remove,
+            inherit_env,
+            add_dirs,
+            settings,
+            setting_sources,
+            include_partial_messages,
+            max_budget_usd,
+            effort,
+            agents,
+            cli_path,
+            extra_args,
+            max_line_bytes: _,
+            max_api_retries: _,
+            stderr: _,
+            can_use_tool,
+            hooks,
+        } = self;
+        let cwd = cwd.as_ref().map(|c| {
+            c.canonicalize()
+                .unwrap_or_else(|_| c.clone())
+                .display()
+                .to_string()
+        });
+        let mcp: BTreeMap<&String, Value> = mcp_servers
+            .iter()
+            .map(|(name, config)| {
+                let value = match config {
+                    McpServerConfig::Sdk(server) => {
+                        json!({"sdk": server.tool_names(), "identity": ptr(server.identity())})
+                    }
+                    other => serde_json::to_value(other).unwrap_or(Value::Null),
+                };
+                (name, value)
+            })
+            .collect();
+        let hooks: Vec<Value> = hooks
+            .iter()
+            .map(|h| {
+                json!([
+                    h.event.as_str(),
+                    h.matcher.matcher,
+                    ptr(std::sync::Arc::as_ptr(&h.callback.0) as *const () as usize)
+                ])
+            })
+            .collect();
+        json!({
+            "max_turns": max_turns,
+            "system_prompt": system_prompt,
+            "append_system_prompt": append_system_prompt,
+            "cwd": cwd,
+            "allowed_tools": allowed_tools,
+            "disallowed_tools": disallowed_tools,
+            "tools": tools,
+            "permission_mode": permission_mode,
+            "model": model,
+            "fallback_model": fallback_model,
+            "output_format": output_format,
+            "continue_conversation": continue_conversation,
+            "resume": resume,
+            "fork_session": fork_session,
+            "session_id": session_id,
+            "mcp_servers": mcp,
+            "env": env,
+            "env_remove": env_remove,
+            "inherit_env": inherit_env,
+            "add_dirs": add_dirs,
+            "settings": settings,
+            "setting_sources": setting_sources,
+            "include_partial_messages": include_partial_messages,
+            "max_budget_usd": max_budget_usd,
+            "effort": effort,
+            "agents": agents,
+            "cli_path": cli_path,
+            "extra_args": extra_args,
+            "can_use_tool": can_use_tool
+                .as_ref()
+                .map(|c| ptr(std::sync::Arc::as_ptr(&c.0) as *const () as usize)),
+            "hooks": hooks,
+        })
+    }
+}
