@@ -72,15 +72,18 @@
 
 mod api;
 mod approvals;
+mod confine;
 mod error;
 pub mod openapi;
 mod routes;
+mod tenants;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenants::Tenants;
 
 use tokio_util::sync::CancellationToken;
 
@@ -127,10 +130,27 @@ pub struct ServerConfig {
     pub approval_timeout: Duration,
     /// The models a request may name (empty: any).
     pub allowed_models: Vec<String>,
-    /// The most sessions that may exist at once.
+    /// The most sessions one caller may have at once (starts under way count).
     pub max_sessions: usize,
     /// A session unused this long ends.
     pub session_ttl: Duration,
+    /// Deny, without asking anyone, a permission request about a path outside the
+    /// project root (the tool input's path fields or the CLI's `blocked_path`). Default:
+    /// on unless `bind` is a loopback address (set when [`ServerConfig::new`] runs).
+    pub deny_outside_project: bool,
+    /// Tokens whose callers also see the server-wide figures of `/v1/stats`. Each
+    /// must also be an accepted token ([`ServerConfig::operator_token`] adds it to
+    /// both lists).
+    pub operator_tokens: Vec<String>,
+    /// The most a `POST /v1/query` collects (the CLI's output lines, in bytes) before
+    /// it stops the run and answers `502 response_too_large` (default 16 MiB).
+    pub max_response_bytes: usize,
+    /// How many CLI conversations (session ids) the server remembers the owner of
+    /// (default 100 000); the least recently used are forgotten first, and can no
+    /// longer be resumed.
+    pub max_conversations: u64,
+    /// A remembered conversation unused this long is forgotten (default 24 hours).
+    pub conversation_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -157,6 +177,11 @@ impl ServerConfig {
             allowed_models: Vec::new(),
             max_sessions: 1000,
             session_ttl: Duration::from_secs(3600),
+            deny_outside_project: !bind.ip().is_loopback(),
+            operator_tokens: Vec::new(),
+            max_response_bytes: 16 * 1024 * 1024,
+            max_conversations: 100_000,
+            conversation_ttl: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -171,7 +196,7 @@ impl ServerConfig {
         self
     }
 
-    /// The most sessions, and how long an unused one lives.
+    /// The most sessions each caller may have, and how long an unused one lives.
     #[must_use]
     pub fn sessions(mut self, max_sessions: usize, ttl: Duration) -> Self {
         self.max_sessions = max_sessions;
@@ -183,6 +208,42 @@ impl ServerConfig {
     #[must_use]
     pub fn api_token(mut self, token: impl Into<String>) -> Self {
         self.api_tokens.push(token.into());
+        self
+    }
+
+    /// Accepts this bearer token, and shows its callers the server-wide figures of
+    /// `/v1/stats` (call again for more).
+    #[must_use]
+    pub fn operator_token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        if !self.api_tokens.contains(&token) {
+            self.api_tokens.push(token.clone());
+        }
+        self.operator_tokens.push(token);
+        self
+    }
+
+    /// Deny permission requests about paths outside the project root without asking
+    /// (see [`ServerConfig::deny_outside_project`](ServerConfig#structfield.deny_outside_project)).
+    #[must_use]
+    pub fn deny_outside_project(mut self, deny: bool) -> Self {
+        self.deny_outside_project = deny;
+        self
+    }
+
+    /// The most bytes a `POST /v1/query` collects (at least 4096).
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(4096);
+        self
+    }
+
+    /// How many CLI conversations the server remembers the owner of, and for how long
+    /// an unused one is remembered.
+    #[must_use]
+    pub fn conversations(mut self, max: u64, ttl: Duration) -> Self {
+        self.max_conversations = max;
+        self.conversation_ttl = ttl;
         self
     }
 
@@ -255,16 +316,13 @@ struct StateInner {
     project_root: PathBuf,
     pool: QueryPool,
     sessions: ConversationManager,
-    /// Who owns each session, and when it was last used.
-    owners: Mutex<HashMap<String, SessionEntry>>,
+    /// Who owns each session and conversation; each caller's figures.
+    tenants: Tenants,
+    /// The callers of operator tokens.
+    operators: Vec<String>,
     approvals: Approvals,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
-}
-
-struct SessionEntry {
-    owner: String,
-    last_used: Instant,
 }
 
 impl Drop for StateInner {
@@ -299,14 +357,25 @@ impl AppState {
             config.sessions.clone().max_hot(0),
         );
         let shutdown = CancellationToken::new();
+        let tenants = Tenants::new(
+            config.max_sessions,
+            config.max_conversations,
+            config.conversation_ttl,
+        );
+        let operators = config
+            .operator_tokens
+            .iter()
+            .map(|t| routes::caller_id(t))
+            .collect();
         let state = AppState {
             inner: Arc::new(StateInner {
+                approvals: Approvals::new(shutdown.clone(), &project_root),
                 config,
                 project_root,
                 pool,
                 sessions,
-                owners: Mutex::new(HashMap::new()),
-                approvals: Approvals::new(shutdown.clone()),
+                tenants,
+                operators,
                 shutdown,
             }),
         };
@@ -336,19 +405,12 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
         let (expired, pause) = {
             let Some(inner) = state.upgrade() else { return };
             let ttl = inner.config.session_ttl;
-            let expired: Vec<String> = inner
-                .lock_owners()
-                .iter()
-                .filter(|(_, e)| e.last_used.elapsed() >= ttl)
-                .map(|(id, _)| id.clone())
-                .collect();
+            let expired = inner.tenants.idle_sessions(ttl);
             for id in &expired {
                 // A session busy with a turn is not idle after all: try again later.
                 match inner.sessions.end(id).await {
                     Err(err) if err.is_conversation_busy() => continue,
-                    _ => {
-                        inner.lock_owners().remove(id);
-                    }
+                    _ => inner.tenants.remove_session(id),
                 }
             }
             (
@@ -360,12 +422,6 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
             tracing::info!(expired, "ended unused sessions");
         }
         tokio::time::sleep(pause).await;
-    }
-}
-
-impl StateInner {
-    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
