@@ -30,11 +30,13 @@ pub struct QueryRequest {
     /// A working directory relative to the server's project root.
     #[serde(default)]
     pub cwd: Option<String>,
-    /// A JSON Schema for structured output.
+    /// A JSON Schema for structured output (an object valid against the meta-schema
+    /// its `$schema` names, or else against draft 2020-12 or draft 7).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub json_schema: Option<Value>,
-    /// Continue the conversation with this session id.
+    /// Continue the conversation with this session id: one that a run of this caller
+    /// reported, in its 36-character hyphenated form (anything else is `404` or `400`).
     #[serde(default)]
     pub resume: Option<String>,
     /// Stream partial text as `message` events of type `stream_event` (streaming only).

@@ -30,17 +30,33 @@
 //! | `POST /v1/sessions/{id}/messages` | continues it ([`SessionTurn`]) |
 //! | `GET /v1/sessions/{id}` | its turns |
 //! | `DELETE /v1/sessions/{id}` | ends it |
-//! | `GET /v1/stats` | pool, session and approval figures |
+//! | `GET /v1/stats` | the caller's own figures; the pool's and the server-wide ones for operator tokens |
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
-//! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind): 400 invalid
-//! input (a body that is not the expected JSON too), 401 no or bad token, 403 a
-//! permission mode or model the server does not allow, a foreign `Host` without auth,
-//! or a denied tool use, 404 unknown session or route, 409 a session busy with another
-//! turn, 413 body too large, 415 not JSON, 422 max turns, budget or an interrupted run,
-//! 429 rate limited, 502 the model API or the CLI failed, 503 no process slot or too
-//! many sessions (with `Retry-After`), 504 timeout. Server-side failures (5xx) carry a
-//! request id; their details go to the server's log, not to the client.
+//! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind):
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | invalid input: a body that is not the expected JSON, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
+//! | 401 | no or bad token |
+//! | 403 | a permission mode or model the server does not allow, a foreign `Host` without auth, or a tool use nobody could approve |
+//! | 404 | an unknown session, approval or route; a `resume` of a conversation this caller's runs did not produce |
+//! | 409 | a session busy with another turn |
+//! | 413, 415 | body too large, not JSON |
+//! | 422 | max turns, budget, or an interrupted run |
+//! | 429 | the model API is rate limited |
+//! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
+//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or shutting down |
+//! | 504 | the run timed out |
+//!
+//! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
+//! events, which have no headers, say `retry_after_secs`). Server-side failures (5xx)
+//! carry a request id. Nothing that leaves the server (JSON bodies, `messages[]`, SSE
+//! events, the page) carries the CLI's or the SDK's own text about a failure: no
+//! stderr, no address of the model API, no file paths. Error messages, the CLI's
+//! synthetic API-error messages and failed results say what kind of failure it was
+//! (and the API status); the details go to the server's log. The conversation itself
+//! (the model's text, tool uses and tool results) is passed on as it is.
 //!
 //! # Limits
 //!
@@ -51,18 +67,46 @@
 //! permission mode the server does not allow (by default `readOnly`, `askForEdits`,
 //! `strict` and `plan`; the default mode is `readOnly`). Bodies are limited to 1 MiB.
 //! Each run has a timeout (5 minutes), enforced even when a streaming client stops
-//! reading; an approval that is not answered in time (2 minutes) is a denial. At most
-//! `max_sessions` sessions (1000) exist; one unused for `session_ttl` (1 hour) ends.
+//! reading; an approval that is not answered in time (2 minutes) is a denial.
+//!
+//! `POST /v1/query` collects at most `max_response_bytes` (16 MiB) of the CLI's output
+//! (its lines, plus the result's text once more): past that, or at a single line that
+//! long, the run is stopped and the answer is `502 response_too_large`; the streaming
+//! endpoint has no such limit, as it keeps nothing.
+//!
+//! Each caller may hold `max_sessions` sessions (1000); starts under way count while
+//! they run, and a start whose client goes away, or whose first turn fails, leaves
+//! nothing. A session unused for `session_ttl` (1 hour) ends.
+//!
+//! The server remembers who owns each CLI conversation (session id) its runs
+//! produced, and the conversation's running cost: at most `max_conversations`
+//! (100 000), each forgotten after `conversation_ttl` (24 hours) unused or when the
+//! least recently used make room. A forgotten conversation can no longer be resumed
+//! (`404`).
 //!
 //! # Tenancy
 //!
-//! Sessions and approvals belong to the token that created them: another token gets
-//! `404`. The project root is shared by every caller: the tools of one run can see the
-//! files of another. Run one server per tenant when that matters. Outside the working
-//! directory, reads need approval in `readOnly` and `askForEdits`: with `"approvals":
-//! true` the browser is asked, otherwise they are denied. Session ids returned in
-//! results (`session_id`, usable as `resume`) are capabilities: whoever holds one can
-//! continue that conversation with a query.
+//! Callers are told apart by their bearer token. Sessions, approvals and the CLI
+//! conversations a caller's runs produced belong to that caller: another token gets
+//! `404` for them, and `resume` works only with a session id that one of the caller's
+//! own runs (query, stream or session turn) reported. `/v1/stats` shows each caller
+//! its own runs, sessions, session turns and approvals; the pool's figures and the
+//! server-wide counts only to an operator token (`operator_tokens`; without tokens the
+//! one local caller is the operator).
+//!
+//! Approvals stay in the project: an answer's `updated_input` must keep the path
+//! fields of `Read`, `Write`, `Edit`, `MultiEdit` (`file_path`), `NotebookEdit`
+//! (`notebook_path`), `Grep` and `Glob` (`path`) inside the project root (symlinks are
+//! followed and `..` folded, both as the CLI and as the kernel would), and may not
+//! change the input of any other tool (Bash included); a refused rewrite answers `400`
+//! and the request stays pending. Outside the working directory, reads need approval
+//! in `readOnly` and `askForEdits`: with `"approvals": true` the client is asked,
+//! otherwise they are denied. With `deny_outside_project` (the default unless the
+//! server listens on loopback), a request about a path outside the project root (in
+//! the tool's input or the CLI's `blocked_path`) is denied without asking.
+//!
+//! The project root is shared by every caller: the tools of one run can see the files
+//! of another. Run one server per tenant when that matters.
 //!
 //! # Shutdown
 //!

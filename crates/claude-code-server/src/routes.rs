@@ -386,8 +386,8 @@ pub(crate) async fn query_json(
         .to_builder()
         .max_line_bytes(options.line_limit().min(limit).max(4096))
         .build()?;
-    let guard = inner.tenants.run(&caller.0);
     let mut run = inner.pool.query(request.prompt, options).await?;
+    let guard = inner.tenants.run(&caller.0);
     let mut messages = Vec::new();
     let mut collected = 0usize;
     let error = loop {
@@ -476,8 +476,8 @@ pub(crate) async fn query_stream(
             })
             .build()?;
     }
-    let guard = state.inner.tenants.run(&caller.0);
     let run = state.inner.pool.query(request.prompt, options).await?;
+    let guard = state.inner.tenants.run(&caller.0);
     let tracker = Tracker {
         tenants: state.inner.tenants.clone(),
         owner: caller.0.clone(),

@@ -246,9 +246,10 @@ impl StartTicket {
 
     /// The first turn failed: ends whatever the manager kept of it.
     pub(crate) async fn abandon(mut self) {
-        let _ = self.manager.end(&self.id).await;
+        // Released first: a drop while `end` runs must not release twice.
         self.release();
         self.done = true;
+        let _ = self.manager.end(&self.id).await;
     }
 
     fn release(&self) {

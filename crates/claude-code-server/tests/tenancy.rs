@@ -741,6 +741,11 @@ async fn stats_are_per_tenant_and_the_pool_is_for_operators() {
     assert_eq!(b["sessions"]["turns"], 0, "{b}");
     assert!(b.get("pool").is_none(), "{b}");
 
+    // The page shows a turn's own cost and the conversation's total.
+    let page = s.http.get(format!("{}/", s.url)).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("summary.cost_usd") && page.contains("summary.session_cost_usd"));
+
     let operator = s.stats(OPERATOR).await;
     assert!(
         operator["pool"]["completed"].as_u64().unwrap() >= 2,
