@@ -832,3 +832,45 @@ pub(crate) async fn stats(
     }
     Json(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_checked_without_panics() {
+        for good in [
+            json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            json!({"type": "array", "items": [{"type": "string"}]}), // draft 7 tuple form
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}),
+        ] {
+            assert!(check_schema(&good).is_ok(), "{good}");
+        }
+        for bad in [
+            json!({"type": 5}),
+            json!({"$schema": 5, "type": "object"}),
+            json!({"$schema": "https://example.com/my-own-meta", "type": "object"}),
+            json!({"properties": {"a": {"minLength": -1}}}),
+            json!([{"type": "string"}]),
+            json!(true),
+        ] {
+            assert!(check_schema(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_hyphenated_uuid_form_is_a_session_id() {
+        let id = uuid::Uuid::new_v4();
+        assert!(canonical_uuid(&id.to_string()));
+        assert!(canonical_uuid(&id.to_string().to_uppercase()));
+        for other in [
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.simple().to_string(),
+            format!("{id} "),
+            "--debug-file=/tmp/x".to_owned(),
+        ] {
+            assert!(!canonical_uuid(&other), "{other}");
+        }
+    }
+}

@@ -698,6 +698,20 @@ async fn resumed_runs_report_their_own_cost() {
         session_totals[0] < session_totals[1] && session_totals[1] < session_totals[2],
         "{session_totals:?}"
     );
+    // The session's history tells the same.
+    let (status, history) = s.get(TOK_A, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 200, "{history}");
+    let turns = history["turns"].as_array().unwrap();
+    for (turn, (cost, total)) in turns.iter().zip(session_costs.iter().zip(&session_totals)) {
+        assert!(
+            (turn["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9,
+            "{history}"
+        );
+        assert!(
+            (turn["session_cost_usd"].as_f64().unwrap() - total).abs() < 1e-9,
+            "{history}"
+        );
+    }
 }
 
 // 7. Stats: a tenant sees its own figures; the operator sees the pool.
