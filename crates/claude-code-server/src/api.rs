@@ -30,11 +30,13 @@ pub struct QueryRequest {
     /// A working directory relative to the server's project root.
     #[serde(default)]
     pub cwd: Option<String>,
-    /// A JSON Schema for structured output.
+    /// A JSON Schema for structured output (an object valid against the meta-schema
+    /// its `$schema` names, or else against draft 2020-12 or draft 7).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub json_schema: Option<Value>,
-    /// Continue the conversation with this session id.
+    /// Continue the conversation with this session id: one that a run of this caller
+    /// reported, in its 36-character hyphenated form (anything else is `404` or `400`).
     #[serde(default)]
     pub resume: Option<String>,
     /// Stream partial text as `message` events of type `stream_event` (streaming only).
@@ -55,8 +57,11 @@ pub struct ResultSummary {
     pub session_id: String,
     /// Whether the run failed.
     pub is_error: bool,
-    /// What the run cost.
+    /// What this run cost (not the conversation's running total).
     pub cost_usd: Option<f64>,
+    /// What the conversation has cost so far, this run included (a resumed
+    /// conversation's earlier runs too).
+    pub session_cost_usd: Option<f64>,
     /// Model round trips.
     pub num_turns: u32,
     /// Wall time.
@@ -70,22 +75,41 @@ pub struct ResultSummary {
 }
 
 impl ResultSummary {
-    /// The summary of the last result among `messages`.
+    /// The summary of the last result among `messages`, for a run that did not
+    /// resume a conversation. A failed result's text is the server's description of
+    /// the failure (see the crate docs on errors).
     pub fn of(messages: &[Message]) -> Option<ResultSummary> {
-        messages
-            .iter()
-            .rev()
-            .find_map(Message::as_result)
-            .map(|r| ResultSummary {
-                text: r.result.clone(),
-                session_id: r.session_id.clone(),
-                is_error: r.is_error,
-                cost_usd: r.turn_cost_usd.or(r.total_cost_usd),
-                num_turns: r.num_turns,
-                duration_ms: r.duration_ms,
-                structured_output: r.structured_output.clone(),
-                permission_denials: r.permission_denials.clone(),
-            })
+        ResultSummary::resumed(messages, None)
+    }
+
+    /// The summary of a run that resumed a conversation whose cumulative cost was
+    /// `previous_total` before it: the CLI reports the conversation's running total,
+    /// so the run's own cost is the difference.
+    pub(crate) fn resumed(
+        messages: &[Message],
+        previous_total: Option<f64>,
+    ) -> Option<ResultSummary> {
+        let message = messages.iter().rev().find(|m| m.is_result())?;
+        let r = message.as_result()?;
+        let own = r.turn_cost_usd.or(r.total_cost_usd);
+        let (cost_usd, session_cost_usd) = match (previous_total, r.total_cost_usd) {
+            // A running total that grew: the run's cost is the growth.
+            (Some(before), Some(total)) if total >= before => (Some(total - before), Some(total)),
+            // A CLI that reports the run alone.
+            (Some(before), _) => (own, own.map(|c| before + c)),
+            (None, total) => (own, total.or(own)),
+        };
+        Some(ResultSummary {
+            text: crate::error::failure_text(message).or_else(|| r.result.clone()),
+            session_id: r.session_id.clone(),
+            is_error: r.is_error,
+            cost_usd,
+            session_cost_usd,
+            num_turns: r.num_turns,
+            duration_ms: r.duration_ms,
+            structured_output: r.structured_output.clone(),
+            permission_denials: r.permission_denials.clone(),
+        })
     }
 }
 
@@ -104,12 +128,22 @@ pub struct QueryResponse {
 }
 
 impl QueryResponse {
-    /// Builds the answer from a run's messages.
+    /// Builds the answer from a run's messages (redacted as the crate docs say).
     pub fn new(session: Option<String>, messages: &[Message]) -> QueryResponse {
+        QueryResponse::resumed(session, messages, None)
+    }
+
+    /// [`new`](QueryResponse::new) for a run that resumed a conversation whose
+    /// cumulative cost was `previous_total`.
+    pub(crate) fn resumed(
+        session: Option<String>,
+        messages: &[Message],
+        previous_total: Option<f64>,
+    ) -> QueryResponse {
         QueryResponse {
             session,
-            messages: messages.iter().map(Message::to_web).collect(),
-            result: ResultSummary::of(messages),
+            messages: messages.iter().map(crate::error::web_message).collect(),
+            result: ResultSummary::resumed(messages, previous_total),
         }
     }
 }

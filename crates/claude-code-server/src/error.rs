@@ -1,5 +1,19 @@
 //! Errors as HTTP answers, all in one shape:
 //! `{"error": {"kind", "message", "transient", ...}, "messages": [...]}`.
+//!
+//! # Redaction
+//!
+//! One rule for everything that leaves the server (JSON bodies, `messages[]`, SSE
+//! events): text the CLI or the server writes *about a failure* never goes out as it
+//! is. Error messages are the server's own descriptions of the failure's kind (with
+//! the API status, and a request id for 5xx); the CLI's stderr, the model API's
+//! address, file paths and the SDK's error text go to the server's log only. The
+//! CLI's synthetic API-error assistant messages and failed results are described the
+//! same way ([`web_message`]). The conversation itself (the model's text, tool uses
+//! and tool results) is passed on unchanged.
+//!
+//! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
+//! events, which have no headers, carry `retry_after_secs` instead).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -51,6 +65,32 @@ impl ApiError {
         err
     }
 
+    /// `400`: the request is not one the server can run.
+    pub(crate) fn bad_request(kind: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, kind, message)
+    }
+
+    /// `404`.
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// `502 response_too_large`: `/v1/query` collected more than the server keeps.
+    /// Neither the client's mistake nor transient: the same query would do it again.
+    pub(crate) fn response_too_large(limit: usize) -> ApiError {
+        let id = request_id();
+        tracing::warn!(request_id = %id, limit, "a /v1/query answer exceeded max_response_bytes");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "response_too_large",
+            format!(
+                "the answer exceeded this server's limit of {limit} bytes for POST /v1/query \
+                 and the run was stopped; use POST /v1/query/stream, which has no such limit \
+                 (request id {id})"
+            ),
+        )
+    }
+
     /// The status an SDK error maps to.
     pub fn status_for(err: &Error) -> StatusCode {
         match err.kind() {
@@ -68,31 +108,51 @@ impl ApiError {
         }
     }
 
-    /// The error's JSON for a client. Server-side failures (5xx) say what kind of
-    /// failure it was and carry a request id; their details (stderr, paths) go to the
-    /// server's log, not to the client.
+    /// Whether an SDK error is worth retrying, and after how many seconds: `Some`
+    /// exactly for transient errors (and always for a busy pool or a rate limit).
+    pub(crate) fn retry_after_for(err: &Error) -> Option<u64> {
+        let status = ApiError::status_for(err);
+        let transient = err.is_transient()
+            || matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            );
+        transient.then(|| err.retry_after().map_or(1, |d| d.as_secs().max(1)))
+    }
+
+    /// The error's JSON for a client, redacted (see the module docs). Server-side
+    /// failures (5xx) say what kind of failure it was and carry a request id; their
+    /// details go to the server's log.
     pub fn error_json(err: &Error) -> Value {
         let status = ApiError::status_for(err);
         let message = if status.is_server_error() && err.kind() != ErrorKind::PoolBusy {
-            let id = uuid::Uuid::new_v4().simple().to_string();
+            let id = request_id();
             tracing::error!(request_id = %id, error = ?err, "a run failed");
             let what = match err.kind() {
-                ErrorKind::Api => "the model API answered with an error",
-                ErrorKind::Timeout => "the run took longer than the server allows",
+                ErrorKind::Api => match err.api_status() {
+                    Some(code) => format!("the model API answered with an error (status {code})"),
+                    None => "the model API answered with an error".to_owned(),
+                },
+                ErrorKind::Timeout => "the run took longer than the server allows".to_owned(),
                 ErrorKind::Connection => {
-                    "the Claude Code CLI failed or could not reach the model API"
+                    "the Claude Code CLI failed or could not reach the model API".to_owned()
                 }
-                _ => "the Claude Code CLI failed",
+                _ => "the Claude Code CLI failed".to_owned(),
             };
             format!("{what} (request id {id}; details are in the server log)")
         } else {
-            err.to_string()
+            tracing::info!(error = ?err, "a run ended in an error");
+            client_message(err)
         };
+        let retry_after = ApiError::retry_after_for(err);
         let mut error = json!({
             "kind": err.kind().as_str(),
             "message": message,
-            "transient": err.is_transient(),
+            "transient": retry_after.is_some(),
         });
+        if let Some(secs) = retry_after {
+            error["retry_after_secs"] = json!(secs);
+        }
         if let Some(status) = err.api_status() {
             error["api_status"] = json!(status);
         }
@@ -107,13 +167,9 @@ impl ApiError {
 
     /// An SDK error, with the messages the run produced before it.
     pub fn from_run(err: &Error, messages: &[Message]) -> ApiError {
-        let web: Vec<WebMessage> = messages.iter().map(Message::to_web).collect();
+        let web: Vec<WebMessage> = messages.iter().map(web_message).collect();
         let status = ApiError::status_for(err);
-        let retry_after = matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        )
-        .then(|| err.retry_after().map_or(1, |d| d.as_secs().max(1)));
+        let retry_after = ApiError::retry_after_for(err);
         ApiError {
             status,
             body: json!({"error": ApiError::error_json(err), "messages": web}),
@@ -158,7 +214,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections answer in the API's error shape.
+/// `Json<T>` whose rejections answer in the API's error shape. A string with a NUL
+/// character anywhere in the body (keys included) is refused: no such string can be a
+/// model name, a prompt the CLI accepts, or a path.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -170,7 +228,117 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(ApiJson(value))
+        let Json(value) = Json::<Value>::from_request(request, state).await?;
+        if let Some(at) = find_nul(&value, "") {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("strings must not contain NUL characters (found at `{at}`)"),
+            ));
+        }
+        serde_json::from_value(value).map(ApiJson).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("the JSON body does not fit this endpoint: {err}"),
+            )
+        })
     }
+}
+
+/// Where the first string (or key) with a NUL character is, as a JSON path.
+fn find_nul(value: &Value, at: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "$".to_owned()
+        } else {
+            at.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(v, &format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                return Some(format!("{at}.<key>"));
+            }
+            find_nul(v, &format!("{at}.{k}"))
+        }),
+        _ => None,
+    }
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The message of a 4xx answer to an SDK error: the server's description of the
+/// kind, never the SDK's text (which can quote the CLI's stderr).
+fn client_message(err: &Error) -> String {
+    match err.kind() {
+        // Options the server built from the request: the SDK's text is about them.
+        ErrorKind::InvalidOptions if err.stderr_tail().is_none() => err.to_string(),
+        ErrorKind::InvalidOptions => "the CLI refused the run's options".to_owned(),
+        ErrorKind::NotFound => "no conversation with that id to continue".to_owned(),
+        ErrorKind::ConversationBusy => "the session has a turn in progress".to_owned(),
+        ErrorKind::PermissionDenied => {
+            "a tool use was denied and nobody could approve it (see permission_denials)".to_owned()
+        }
+        ErrorKind::MaxTurns => "the run reached its maximum number of turns".to_owned(),
+        ErrorKind::Budget => "the run reached its budget".to_owned(),
+        ErrorKind::Interrupted => "the run was interrupted".to_owned(),
+        ErrorKind::Api => match err.api_status() {
+            Some(429) => "the model API is rate limited".to_owned(),
+            Some(code) => format!("the model API answered with an error (status {code})"),
+            None => "the model API answered with an error".to_owned(),
+        },
+        ErrorKind::PoolBusy => {
+            "no process slot is free (the queue is full or the wait timed out)".to_owned()
+        }
+        kind => format!("the run failed ({kind})"),
+    }
+}
+
+/// A message in the web shape, redacted: the CLI's synthetic API-error messages and
+/// failed results carry the server's description (kind and status), not the CLI's
+/// text, which names the model API's address. Everything else is unchanged.
+pub(crate) fn web_message(message: &Message) -> WebMessage {
+    let mut web = message.to_web();
+    if let Some(text) = failure_text(message) {
+        web.content.clone_from(&text);
+        web.error = Some(text);
+    }
+    web
+}
+
+/// The server's description of a failure message, or `None` for other messages.
+pub(crate) fn failure_text(message: &Message) -> Option<String> {
+    match message {
+        Message::Assistant(m) if m.error.is_some() => {
+            let status = api_status_in(&m.text());
+            let tag = m.error.as_deref().unwrap_or("error");
+            Some(match status {
+                Some(code) => format!(
+                    "API error {code} ({tag}): the model API answered with an error; details are in the server log"
+                ),
+                None => format!(
+                    "API error ({tag}): the model API answered with an error; details are in the server log"
+                ),
+            })
+        }
+        Message::Result(r) if r.is_error => Some(match (r.api_error_status, r.subtype.as_str()) {
+            (Some(code), _) => {
+                format!("the run failed: the model API answered with an error (status {code})")
+            }
+            (None, "error_max_turns") => "the run reached its maximum number of turns".to_owned(),
+            (None, "error_max_budget_usd") => "the run reached its budget".to_owned(),
+            (None, subtype) => format!("the run failed ({subtype})"),
+        }),
+        _ => None,
+    }
+}
+
+/// The status in the CLI's `API Error: 529 ...` text.
+fn api_status_in(text: &str) -> Option<u16> {
+    let rest = text.split("API Error: ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|code| (100..600).contains(code))
 }

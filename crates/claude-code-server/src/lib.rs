@@ -30,17 +30,33 @@
 //! | `POST /v1/sessions/{id}/messages` | continues it ([`SessionTurn`]) |
 //! | `GET /v1/sessions/{id}` | its turns |
 //! | `DELETE /v1/sessions/{id}` | ends it |
-//! | `GET /v1/stats` | pool, session and approval figures |
+//! | `GET /v1/stats` | the caller's own figures; the pool's and the server-wide ones for operator tokens |
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
-//! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind): 400 invalid
-//! input (a body that is not the expected JSON too), 401 no or bad token, 403 a
-//! permission mode or model the server does not allow, a foreign `Host` without auth,
-//! or a denied tool use, 404 unknown session or route, 409 a session busy with another
-//! turn, 413 body too large, 415 not JSON, 422 max turns, budget or an interrupted run,
-//! 429 rate limited, 502 the model API or the CLI failed, 503 no process slot or too
-//! many sessions (with `Retry-After`), 504 timeout. Server-side failures (5xx) carry a
-//! request id; their details go to the server's log, not to the client.
+//! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind):
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | invalid input: a body that is not the expected JSON, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
+//! | 401 | no or bad token |
+//! | 403 | a permission mode or model the server does not allow, a foreign `Host` without auth, or a tool use nobody could approve |
+//! | 404 | an unknown session, approval or route; a `resume` of a conversation this caller's runs did not produce |
+//! | 409 | a session busy with another turn |
+//! | 413, 415 | body too large, not JSON |
+//! | 422 | max turns, budget, or an interrupted run |
+//! | 429 | the model API is rate limited |
+//! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
+//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or shutting down |
+//! | 504 | the run timed out |
+//!
+//! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
+//! events, which have no headers, say `retry_after_secs`). Server-side failures (5xx)
+//! carry a request id. Nothing that leaves the server (JSON bodies, `messages[]`, SSE
+//! events, the page) carries the CLI's or the SDK's own text about a failure: no
+//! stderr, no address of the model API, no file paths. Error messages, the CLI's
+//! synthetic API-error messages and failed results say what kind of failure it was
+//! (and the API status); the details go to the server's log. The conversation itself
+//! (the model's text, tool uses and tool results) is passed on as it is.
 //!
 //! # Limits
 //!
@@ -51,18 +67,46 @@
 //! permission mode the server does not allow (by default `readOnly`, `askForEdits`,
 //! `strict` and `plan`; the default mode is `readOnly`). Bodies are limited to 1 MiB.
 //! Each run has a timeout (5 minutes), enforced even when a streaming client stops
-//! reading; an approval that is not answered in time (2 minutes) is a denial. At most
-//! `max_sessions` sessions (1000) exist; one unused for `session_ttl` (1 hour) ends.
+//! reading; an approval that is not answered in time (2 minutes) is a denial.
+//!
+//! `POST /v1/query` collects at most `max_response_bytes` (16 MiB) of the CLI's output
+//! (its lines, plus the result's text once more): past that, or at a single line that
+//! long, the run is stopped and the answer is `502 response_too_large`; the streaming
+//! endpoint has no such limit, as it keeps nothing.
+//!
+//! Each caller may hold `max_sessions` sessions (1000); starts under way count while
+//! they run, and a start whose client goes away, or whose first turn fails, leaves
+//! nothing. A session unused for `session_ttl` (1 hour) ends.
+//!
+//! The server remembers who owns each CLI conversation (session id) its runs
+//! produced, and the conversation's running cost: at most `max_conversations`
+//! (100 000), each forgotten after `conversation_ttl` (24 hours) unused or when the
+//! least recently used make room. A forgotten conversation can no longer be resumed
+//! (`404`).
 //!
 //! # Tenancy
 //!
-//! Sessions and approvals belong to the token that created them: another token gets
-//! `404`. The project root is shared by every caller: the tools of one run can see the
-//! files of another. Run one server per tenant when that matters. Outside the working
-//! directory, reads need approval in `readOnly` and `askForEdits`: with `"approvals":
-//! true` the browser is asked, otherwise they are denied. Session ids returned in
-//! results (`session_id`, usable as `resume`) are capabilities: whoever holds one can
-//! continue that conversation with a query.
+//! Callers are told apart by their bearer token. Sessions, approvals and the CLI
+//! conversations a caller's runs produced belong to that caller: another token gets
+//! `404` for them, and `resume` works only with a session id that one of the caller's
+//! own runs (query, stream or session turn) reported. `/v1/stats` shows each caller
+//! its own runs, sessions, session turns and approvals; the pool's figures and the
+//! server-wide counts only to an operator token (`operator_tokens`; without tokens the
+//! one local caller is the operator).
+//!
+//! Approvals stay in the project: an answer's `updated_input` must keep the path
+//! fields of `Read`, `Write`, `Edit`, `MultiEdit` (`file_path`), `NotebookEdit`
+//! (`notebook_path`), `Grep` and `Glob` (`path`) inside the project root (symlinks are
+//! followed and `..` folded, both as the CLI and as the kernel would), and may not
+//! change the input of any other tool (Bash included); a refused rewrite answers `400`
+//! and the request stays pending. Outside the working directory, reads need approval
+//! in `readOnly` and `askForEdits`: with `"approvals": true` the client is asked,
+//! otherwise they are denied. With `deny_outside_project` (the default unless the
+//! server listens on loopback), a request about a path outside the project root (in
+//! the tool's input or the CLI's `blocked_path`) is denied without asking.
+//!
+//! The project root is shared by every caller: the tools of one run can see the files
+//! of another. Run one server per tenant when that matters.
 //!
 //! # What a CLI inherits, and what outlives the server
 //!
@@ -88,15 +132,18 @@
 
 mod api;
 mod approvals;
+mod confine;
 mod error;
 pub mod openapi;
 mod routes;
+mod tenants;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenants::Tenants;
 
 use tokio_util::sync::CancellationToken;
 
@@ -143,7 +190,7 @@ pub struct ServerConfig {
     pub approval_timeout: Duration,
     /// The models a request may name (empty: any).
     pub allowed_models: Vec<String>,
-    /// The most sessions that may exist at once.
+    /// The most sessions one caller may have at once (starts under way count).
     pub max_sessions: usize,
     /// A session unused this long ends.
     pub session_ttl: Duration,
@@ -151,6 +198,23 @@ pub struct ServerConfig {
     /// [`ESSENTIAL_ENV`](claude_code_sdk::options::ESSENTIAL_ENV): names, or prefixes
     /// ending in `*`. The server's own secrets can never be named.
     pub pass_env: Vec<String>,
+    /// Deny, without asking anyone, a permission request about a path outside the
+    /// project root (the tool input's path fields or the CLI's `blocked_path`). Default:
+    /// on unless `bind` is a loopback address (set when [`ServerConfig::new`] runs).
+    pub deny_outside_project: bool,
+    /// Tokens whose callers also see the server-wide figures of `/v1/stats`. Each
+    /// must also be an accepted token ([`ServerConfig::operator_token`] adds it to
+    /// both lists).
+    pub operator_tokens: Vec<String>,
+    /// The most a `POST /v1/query` collects (the CLI's output lines, in bytes) before
+    /// it stops the run and answers `502 response_too_large` (default 16 MiB).
+    pub max_response_bytes: usize,
+    /// How many CLI conversations (session ids) the server remembers the owner of
+    /// (default 100 000); the least recently used are forgotten first, and can no
+    /// longer be resumed.
+    pub max_conversations: u64,
+    /// A remembered conversation unused this long is forgotten (default 24 hours).
+    pub conversation_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -178,6 +242,11 @@ impl ServerConfig {
             max_sessions: 1000,
             session_ttl: Duration::from_secs(3600),
             pass_env: Vec::new(),
+            deny_outside_project: !bind.ip().is_loopback(),
+            operator_tokens: Vec::new(),
+            max_response_bytes: 16 * 1024 * 1024,
+            max_conversations: 100_000,
+            conversation_ttl: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -204,7 +273,7 @@ impl ServerConfig {
         self
     }
 
-    /// The most sessions, and how long an unused one lives.
+    /// The most sessions each caller may have, and how long an unused one lives.
     #[must_use]
     pub fn sessions(mut self, max_sessions: usize, ttl: Duration) -> Self {
         self.max_sessions = max_sessions;
@@ -216,6 +285,42 @@ impl ServerConfig {
     #[must_use]
     pub fn api_token(mut self, token: impl Into<String>) -> Self {
         self.api_tokens.push(token.into());
+        self
+    }
+
+    /// Accepts this bearer token, and shows its callers the server-wide figures of
+    /// `/v1/stats` (call again for more).
+    #[must_use]
+    pub fn operator_token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        if !self.api_tokens.contains(&token) {
+            self.api_tokens.push(token.clone());
+        }
+        self.operator_tokens.push(token);
+        self
+    }
+
+    /// Deny permission requests about paths outside the project root without asking
+    /// (see [`ServerConfig::deny_outside_project`](ServerConfig#structfield.deny_outside_project)).
+    #[must_use]
+    pub fn deny_outside_project(mut self, deny: bool) -> Self {
+        self.deny_outside_project = deny;
+        self
+    }
+
+    /// The most bytes a `POST /v1/query` collects (at least 4096).
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes.max(4096);
+        self
+    }
+
+    /// How many CLI conversations the server remembers the owner of, and for how long
+    /// an unused one is remembered.
+    #[must_use]
+    pub fn conversations(mut self, max: u64, ttl: Duration) -> Self {
+        self.max_conversations = max;
+        self.conversation_ttl = ttl;
         self
     }
 
@@ -288,16 +393,13 @@ struct StateInner {
     project_root: PathBuf,
     pool: QueryPool,
     sessions: ConversationManager,
-    /// Who owns each session, and when it was last used.
-    owners: Mutex<HashMap<String, SessionEntry>>,
+    /// Who owns each session and conversation; each caller's figures.
+    tenants: Tenants,
+    /// The callers of operator tokens.
+    operators: Vec<String>,
     approvals: Approvals,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
-}
-
-struct SessionEntry {
-    owner: String,
-    last_used: Instant,
 }
 
 impl Drop for StateInner {
@@ -333,14 +435,25 @@ impl AppState {
             config.sessions.clone().max_hot(0),
         );
         let shutdown = CancellationToken::new();
+        let tenants = Tenants::new(
+            config.max_sessions,
+            config.max_conversations,
+            config.conversation_ttl,
+        );
+        let operators = config
+            .operator_tokens
+            .iter()
+            .map(|t| routes::caller_id(t))
+            .collect();
         let state = AppState {
             inner: Arc::new(StateInner {
+                approvals: Approvals::new(shutdown.clone(), &project_root),
                 config,
                 project_root,
                 pool,
                 sessions,
-                owners: Mutex::new(HashMap::new()),
-                approvals: Approvals::new(shutdown.clone()),
+                tenants,
+                operators,
                 shutdown,
             }),
         };
@@ -415,19 +528,12 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
         let (expired, pause) = {
             let Some(inner) = state.upgrade() else { return };
             let ttl = inner.config.session_ttl;
-            let expired: Vec<String> = inner
-                .lock_owners()
-                .iter()
-                .filter(|(_, e)| e.last_used.elapsed() >= ttl)
-                .map(|(id, _)| id.clone())
-                .collect();
+            let expired = inner.tenants.idle_sessions(ttl);
             for id in &expired {
                 // A session busy with a turn is not idle after all: try again later.
                 match inner.sessions.end(id).await {
                     Err(err) if err.is_conversation_busy() => continue,
-                    _ => {
-                        inner.lock_owners().remove(id);
-                    }
+                    _ => inner.tenants.remove_session(id),
                 }
             }
             (
@@ -439,12 +545,6 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
             tracing::info!(expired, "ended unused sessions");
         }
         tokio::time::sleep(pause).await;
-    }
-}
-
-impl StateInner {
-    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
-use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,8 +20,10 @@ use crate::api::{
     ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
     SessionTurn,
 };
-use crate::error::{ApiError, ApiJson, ErrorBody};
-use crate::{AppState, SessionEntry, StateInner};
+use crate::approvals::{AnswerError, AskPolicy};
+use crate::error::{ApiError, ApiJson, ErrorBody, web_message};
+use crate::tenants::{RunGuard, Tenants};
+use crate::{AppState, StateInner};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -179,6 +180,47 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The caller id of a token, as [`auth`] computes it.
+pub(crate) fn caller_id(token: &str) -> String {
+    hex(&digest(token))
+}
+
+/// Whether `id` is a session id in the CLI's own form: a UUID written as 36
+/// characters, hyphenated (`{...}`, `urn:uuid:` and unhyphenated forms are refused).
+fn canonical_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// A request's `json_schema` must be a JSON Schema: checked against the meta-schema
+/// it declares with `$schema`, or else against draft 2020-12 or draft 7 (either).
+fn check_schema(schema: &Value) -> Result<(), ApiError> {
+    let bad = |why: String| {
+        ApiError::bad_request(
+            "invalid_options",
+            format!("json_schema is not a valid JSON Schema: {why}"),
+        )
+    };
+    if !schema.is_object() {
+        return Err(bad("it must be an object".to_owned()));
+    }
+    let Err(first) = jsonschema::meta::validate(schema) else {
+        return Ok(());
+    };
+    if schema.get("$schema").is_none() && jsonschema::draft7::meta::validate(schema).is_ok() {
+        return Ok(());
+    }
+    let at = first.instance_path().to_string();
+    Err(bad(if at.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} (at {at})")
+    }))
+}
+
 impl StateInner {
     /// The working directory for a request: under the project root, existing.
     fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf, ApiError> {
@@ -211,8 +253,13 @@ impl StateInner {
         Ok(full)
     }
 
-    /// The options of a request, within the server's limits.
-    fn options_for(&self, request: &QueryRequest) -> Result<ClaudeCodeOptions, ApiError> {
+    /// The options of a request, within the server's limits, and the cumulative cost
+    /// of the conversation it resumes (if it resumes one and the cost is known).
+    fn options_for(
+        &self,
+        request: &QueryRequest,
+        caller: &Caller,
+    ) -> Result<(ClaudeCodeOptions, Option<f64>), ApiError> {
         let config = &self.config;
         let mode = request.permission_mode.unwrap_or(config.default_mode);
         if !config.allowed_modes.contains(&mode) {
@@ -243,14 +290,29 @@ impl StateInner {
                 ),
             ));
         }
-        if let Some(session) = &request.resume
-            && uuid::Uuid::parse_str(session).is_err()
-        {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_options",
-                "resume must be a session id (a UUID) from an earlier result",
-            ));
+        if let Some(schema) = &request.json_schema {
+            check_schema(schema)?;
+        }
+        // Only a conversation this caller's runs produced can be resumed: anything else
+        // is unknown, whoever else it may belong to.
+        let mut resume = None;
+        let mut previous_total = None;
+        if let Some(session) = &request.resume {
+            if !canonical_uuid(session) {
+                return Err(ApiError::bad_request(
+                    "invalid_options",
+                    "resume must be a session id from an earlier result: a UUID in its \
+                     36-character hyphenated form",
+                ));
+            }
+            let session = session.to_ascii_lowercase();
+            let Some(known) = self.tenants.conversation(&caller.0, &session) else {
+                return Err(ApiError::not_found(format!(
+                    "no conversation {session:?} to resume"
+                )));
+            };
+            previous_total = known.total_cost_usd;
+            resume = Some(session);
         }
         let turns = request
             .max_turns
@@ -273,10 +335,16 @@ impl StateInner {
         if let Some(schema) = &request.json_schema {
             builder = builder.json_schema(schema.clone());
         }
-        if let Some(session) = &request.resume {
+        if let Some(session) = &resume {
             builder = builder.resume(session);
         }
-        Ok(builder.build()?)
+        Ok((builder.build()?, previous_total))
+    }
+
+    /// Whether `caller` sees the server-wide figures: an operator token's caller, or
+    /// everyone when the server has no tokens.
+    fn is_operator(&self, caller: &Caller) -> bool {
+        self.config.api_tokens.is_empty() || self.operators.contains(&caller.0)
     }
 
     fn shutting_down() -> ApiError {
@@ -299,6 +367,7 @@ impl StateInner {
     ))]
 pub(crate) async fn query_json(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     if request.approvals {
@@ -308,16 +377,59 @@ pub(crate) async fn query_json(
             "approvals need a stream to ask on: use POST /v1/query/stream",
         ));
     }
-    let options = state.inner.options_for(&request)?;
-    let run = state.inner.pool.query(request.prompt, options).await?;
-    // A shutdown drops the run, which kills its CLI.
-    let collected = tokio::select! {
-        collected = run.collect_messages() => collected,
-        () = state.inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
+    let inner = &state.inner;
+    let (options, previous_total) = inner.options_for(&request, &caller)?;
+    // What this endpoint collects is bounded: a single line longer than the whole
+    // allowance is refused by the SDK before it is buffered.
+    let limit = inner.config.max_response_bytes;
+    let options = options
+        .to_builder()
+        .max_line_bytes(options.line_limit().min(limit).max(4096))
+        .build()?;
+    let mut run = inner.pool.query(request.prompt, options).await?;
+    let guard = inner.tenants.run(&caller.0);
+    let mut messages = Vec::new();
+    let mut collected = 0usize;
+    let error = loop {
+        // A shutdown drops the run, which kills its CLI.
+        let item = tokio::select! {
+            item = run.next() => item,
+            () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
+        };
+        match item {
+            Some(Ok(message)) => {
+                inner.tenants.record_message(&caller.0, &message);
+                // The result's text is answered twice (in `messages` and `result`).
+                collected = collected
+                    .saturating_add(message.raw().len())
+                    .saturating_add(
+                        message
+                            .as_result()
+                            .and_then(|r| r.result.as_ref())
+                            .map_or(0, String::len),
+                    );
+                if collected > limit {
+                    // Dropping the run kills its CLI.
+                    return Err(ApiError::response_too_large(limit));
+                }
+                messages.push(message);
+            }
+            Some(Err(err)) if err.is_protocol() && err.to_string().contains("max_line_bytes") => {
+                return Err(ApiError::response_too_large(limit));
+            }
+            Some(Err(err)) => break Some(err),
+            None => break None,
+        }
     };
-    match collected {
-        (messages, None) => Ok(Json(QueryResponse::new(None, &messages))),
-        (messages, Some(err)) => Err(ApiError::from_run(&err, &messages)),
+    drop(run);
+    guard.finish(error.is_none());
+    match error {
+        None => Ok(Json(QueryResponse::resumed(
+            None,
+            &messages,
+            previous_total,
+        ))),
+        Some(err) => Err(ApiError::from_run(&err, &messages)),
     }
 }
 
@@ -336,27 +448,42 @@ pub(crate) async fn query_stream(
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut options = state.inner.options_for(&request)?;
+    let (mut options, previous_total) = state.inner.options_for(&request, &caller)?;
     let (ask_tx, ask_rx) = mpsc::channel::<PermissionRequest>(8);
     if request.approvals {
         let approvals = state.inner.approvals.clone();
         let timeout = state.inner.config.approval_timeout;
         let owner = caller.0.clone();
+        let cwd = options
+            .cwd
+            .clone()
+            .unwrap_or_else(|| state.inner.project_root.clone());
+        let policy = AskPolicy {
+            deny_outside_project: state.inner.config.deny_outside_project,
+        };
         options = options
             .to_builder()
             .can_use_tool(move |tool, input, context| {
                 let approvals = approvals.clone();
                 let ask_tx = ask_tx.clone();
                 let owner = owner.clone();
+                let cwd = cwd.clone();
                 async move {
                     approvals
-                        .ask(&ask_tx, &owner, tool, input, context, timeout)
+                        .ask(&ask_tx, &owner, &cwd, policy, tool, input, context, timeout)
                         .await
                 }
             })
             .build()?;
     }
     let run = state.inner.pool.query(request.prompt, options).await?;
+    let guard = state.inner.tenants.run(&caller.0);
+    let tracker = Tracker {
+        tenants: state.inner.tenants.clone(),
+        owner: caller.0.clone(),
+        previous_total,
+        guard: Some(guard),
+    };
     let (tx, rx) = mpsc::channel::<Event>(64);
     // The run's own deadline is only checked while it is read; this one holds even if
     // the client stops reading.
@@ -367,6 +494,7 @@ pub(crate) async fn query_stream(
         tx,
         deadline,
         state.inner.shutdown.clone(),
+        tracker,
     ));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
@@ -388,6 +516,24 @@ fn error_event(kind: &str, message: &str) -> Event {
     )
 }
 
+/// What a streamed run reports to the caller's books: the conversations it produces,
+/// its cost, its outcome.
+struct Tracker {
+    tenants: Tenants,
+    owner: String,
+    /// The cumulative cost of the conversation the run resumes.
+    previous_total: Option<f64>,
+    guard: Option<RunGuard>,
+}
+
+impl Tracker {
+    fn finish(&mut self, ok: bool) {
+        if let Some(guard) = self.guard.take() {
+            guard.finish(ok);
+        }
+    }
+}
+
 /// Runs a query into a client's event stream. Ends (dropping the run, which kills the
 /// CLI) when the client goes away, at the deadline, or at shutdown.
 async fn drive(
@@ -396,6 +542,7 @@ async fn drive(
     tx: mpsc::Sender<Event>,
     deadline: tokio::time::Instant,
     shutdown: tokio_util::sync::CancellationToken,
+    mut tracker: Tracker,
 ) {
     let mut summary: Option<ResultSummary> = None;
     let ended = |kind: &'static str, message: &'static str| {
@@ -423,15 +570,23 @@ async fn drive(
             Some(ask) = asks.recv() => (event("permission_request", &ask), false),
             item = run.next() => match item {
                 Some(Ok(message)) => {
+                    tracker.tenants.record_message(&tracker.owner, &message);
                     if message.is_result() {
-                        summary = ResultSummary::of(std::slice::from_ref(&message));
+                        summary = ResultSummary::resumed(
+                            std::slice::from_ref(&message),
+                            tracker.previous_total,
+                        );
                     }
-                    (event("message", &message.to_web()), false)
+                    (event("message", &web_message(&message)), false)
                 }
                 Some(Err(err)) => {
+                    tracker.finish(false);
                     (event("error", &json!({"error": ApiError::error_json(&err)})), true)
                 }
-                None => (event("done", &summary), true),
+                None => {
+                    tracker.finish(true);
+                    (event("done", &summary), true)
+                }
             },
         };
         tokio::select! {
@@ -450,6 +605,7 @@ async fn drive(
     params(("id" = String, Path, description = "The `approval_id` of a permission_request")),
     responses(
         (status = 204, description = "Delivered"),
+        (status = 400, description = "An `updated_input` the server cannot vouch for (a path outside the project root, or a changed input of a tool without path fields): the request still waits", body = ErrorBody),
         (status = 404, description = "No such request waits for this caller (answered, expired, unknown, or another caller's)", body = ErrorBody),
     ))]
 pub(crate) async fn approve(
@@ -458,31 +614,25 @@ pub(crate) async fn approve(
     UrlPath(id): UrlPath<String>,
     ApiJson(answer): ApiJson<ApprovalAnswer>,
 ) -> Result<StatusCode, ApiError> {
-    if state.inner.approvals.answer(&id, &caller.0, answer) {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no permission request {id:?} is waiting (answered, expired or unknown)"),
-        ))
+    match state.inner.approvals.answer(&id, &caller.0, answer) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(AnswerError::NotFound) => Err(ApiError::not_found(format!(
+            "no permission request {id:?} is waiting (answered, expired or unknown)"
+        ))),
+        Err(AnswerError::Refused(why)) => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("{why} (the permission request still waits for an answer)"),
+        )),
     }
 }
 
 impl StateInner {
     /// The session, if it exists and belongs to `caller`; marks it used.
     fn own_session(&self, id: &str, caller: &Caller) -> Result<(), ApiError> {
-        let mut owners = self.lock_owners();
-        match owners.get_mut(id) {
-            Some(entry) if entry.owner == caller.0 => {
-                entry.last_used = Instant::now();
-                Ok(())
-            }
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no session with id {id:?}"),
-            )),
+        if self.tenants.touch_session(id, &caller.0) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no session with id {id:?}")))
         }
     }
 
@@ -506,33 +656,19 @@ pub(crate) async fn start_session(
     let inner = &state.inner;
     let cwd = inner.resolve_cwd(request.cwd.as_deref())?;
     let id = uuid::Uuid::new_v4().to_string();
-    {
-        let mut owners = inner.lock_owners();
-        if owners.len() >= inner.config.max_sessions {
-            return Err(ApiError::unavailable(
-                "too_many_sessions",
-                format!(
-                    "the server holds its maximum of {} sessions; end one first",
-                    inner.config.max_sessions
-                ),
-                60,
-            ));
-        }
-        owners.insert(
-            id.clone(),
-            SessionEntry {
-                owner: caller.0.clone(),
-                last_used: Instant::now(),
-            },
-        );
-    }
-    let slot = match inner.session_slot().await {
-        Ok(slot) => slot,
-        Err(err) => {
-            inner.lock_owners().remove(&id);
-            return Err(err);
-        }
+    // The start counts against the caller's cap while it runs; dropping the ticket
+    // (a client that goes away, say) leaves nothing behind.
+    let Some(ticket) = inner.tenants.start_session(&caller.0, &id, &inner.sessions) else {
+        return Err(ApiError::unavailable(
+            "too_many_sessions",
+            format!(
+                "you hold your maximum of {} sessions (starts under way included); end one first",
+                inner.config.max_sessions
+            ),
+            60,
+        ));
     };
+    let slot = inner.session_slot().await?;
     let turn = inner.sessions.start_conversation(&id, &request.prompt, cwd);
     let outcome = tokio::select! {
         outcome = turn => outcome,
@@ -540,16 +676,19 @@ pub(crate) async fn start_session(
             claude_code_sdk::ErrorKind::PoolBusy, "the server is shutting down")),
     };
     drop(slot);
+    inner.tenants.count_session_turn(&caller.0);
     match outcome {
-        Ok(messages) => Ok((
-            StatusCode::CREATED,
-            Json(QueryResponse::new(Some(id), &messages)),
-        )),
+        Ok(messages) => {
+            inner.tenants.record_run(&caller.0, &messages);
+            ticket.commit();
+            Ok((
+                StatusCode::CREATED,
+                Json(QueryResponse::new(Some(id), &messages)),
+            ))
+        }
         Err(err) => {
-            // A session whose first turn never produced a conversation is forgotten.
-            if inner.sessions.record(&id).await.is_err() {
-                inner.lock_owners().remove(&id);
-            }
+            // The client never learns this session's id: nothing of it may stay.
+            ticket.abandon().await;
             Err(err.into())
         }
     }
@@ -572,14 +711,29 @@ pub(crate) async fn continue_session(
 ) -> Result<Json<QueryResponse>, ApiError> {
     let inner = &state.inner;
     inner.own_session(&id, &caller)?;
+    // The turn resumes the conversation's last CLI session: its running cost is known.
+    let previous_total = inner
+        .sessions
+        .record(&id)
+        .await
+        .ok()
+        .and_then(|r| inner.tenants.conversation(&caller.0, &r.session_id))
+        .and_then(|c| c.total_cost_usd);
     let slot = inner.session_slot().await?;
     let turn = inner.sessions.continue_conversation(&id, &request.prompt);
-    let messages: Vec<Message> = tokio::select! {
-        outcome = turn => outcome?,
+    let outcome = tokio::select! {
+        outcome = turn => outcome,
         () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
     };
     drop(slot);
-    Ok(Json(QueryResponse::new(Some(id), &messages)))
+    inner.tenants.count_session_turn(&caller.0);
+    let messages: Vec<Message> = outcome?;
+    inner.tenants.record_run(&caller.0, &messages);
+    Ok(Json(QueryResponse::resumed(
+        Some(id),
+        &messages,
+        previous_total,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
@@ -596,11 +750,21 @@ pub(crate) async fn session_history(
 ) -> Result<Json<Value>, ApiError> {
     state.inner.own_session(&id, &caller)?;
     let record = state.inner.sessions.record(&id).await?;
+    // Each turn's own cost is stored; the conversation's total after it is the sum.
+    let mut turns = serde_json::to_value(&record.turns).unwrap_or(Value::Null);
+    let mut total = 0.0;
+    for turn in turns.as_array_mut().into_iter().flatten() {
+        let Some(cost) = turn["cost_usd"].as_f64() else {
+            continue;
+        };
+        total += cost;
+        turn["session_cost_usd"] = json!(total);
+    }
     Ok(Json(json!({
         "session": record.id,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
-        "turns": record.turns,
+        "turns": turns,
     })))
 }
 
@@ -619,17 +783,36 @@ pub(crate) async fn end_session(
 ) -> Result<StatusCode, ApiError> {
     state.inner.own_session(&id, &caller)?;
     state.inner.sessions.end(&id).await?;
-    state.inner.lock_owners().remove(&id);
+    state.inner.tenants.remove_session(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "server",
     security(("bearer" = [])),
-    responses((status = 200, description = "Pool, session and approval figures")))]
-pub(crate) async fn stats(State(state): State<AppState>) -> Json<Value> {
-    let pool = state.inner.pool.stats();
-    Json(json!({
-        "pool": {
+    responses((status = 200, description = "The caller's own figures (runs, sessions, session turns, approvals waiting); for operator tokens also the pool's and the server-wide figures")))]
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let inner = &state.inner;
+    let mine = inner.tenants.figures(&caller.0);
+    let mut body = json!({
+        "runs": {
+            "active": mine.runs_active,
+            "completed": mine.runs_completed,
+            "failed": mine.runs_failed,
+        },
+        "sessions": {
+            "open": mine.open,
+            "starting": mine.starting,
+            "turns": mine.session_turns,
+            "max": inner.config.max_sessions,
+        },
+        "approvals": {"waiting": inner.approvals.waiting_for(&caller.0)},
+    });
+    if inner.is_operator(&caller) {
+        let pool = inner.pool.stats();
+        body["pool"] = json!({
             "active": pool.active,
             "queued": pool.queued,
             "warm": pool.warm,
@@ -639,8 +822,51 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Json<Value> {
             "warm_hits": pool.warm_hits,
             "started": pool.started,
             "mean_wait_ms": pool.mean_wait.as_secs_f64() * 1000.0,
-        },
-        "sessions": {"open": state.inner.lock_owners().len()},
-        "approvals": {"waiting": state.inner.approvals.waiting()},
-    }))
+        });
+        body["sessions"]["open_all"] = json!(inner.tenants.sessions_open());
+        body["approvals"]["waiting_all"] = json!(inner.approvals.waiting());
+    }
+    Json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_checked_without_panics() {
+        for good in [
+            json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            json!({"type": "array", "items": [{"type": "string"}]}), // draft 7 tuple form
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}),
+        ] {
+            assert!(check_schema(&good).is_ok(), "{good}");
+        }
+        for bad in [
+            json!({"type": 5}),
+            json!({"$schema": 5, "type": "object"}),
+            json!({"$schema": "https://example.com/my-own-meta", "type": "object"}),
+            json!({"properties": {"a": {"minLength": -1}}}),
+            json!([{"type": "string"}]),
+            json!(true),
+        ] {
+            assert!(check_schema(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_hyphenated_uuid_form_is_a_session_id() {
+        let id = uuid::Uuid::new_v4();
+        assert!(canonical_uuid(&id.to_string()));
+        assert!(canonical_uuid(&id.to_string().to_uppercase()));
+        for other in [
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.simple().to_string(),
+            format!("{id} "),
+            "--debug-file=/tmp/x".to_owned(),
+        ] {
+            assert!(!canonical_uuid(&other), "{other}");
+        }
+    }
 }

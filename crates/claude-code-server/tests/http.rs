@@ -500,7 +500,7 @@ async fn session_turns_count_against_the_pool() {
 
 #[tokio::test]
 async fn shutdown_ends_running_streams() {
-    let s = Server::start(|c| c).await;
+    let s = Server::start(|c| c.operator_token(TOKEN)).await;
     s.mock
         .on(Rule::any().reply(Reply::text("never mind").delay(Duration::from_secs(30))));
     let response = s
@@ -527,7 +527,8 @@ async fn shutdown_ends_running_streams() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["pool"]["active"], 0);
+    assert_eq!(stats["runs"]["active"], 0);
+    assert_eq!(stats["pool"]["active"], 0, "{stats}");
 }
 
 #[tokio::test]
