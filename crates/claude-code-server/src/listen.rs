@@ -74,9 +74,9 @@ content-type: application/json\r\nretry-after: 1\r\ncontent-length: 179\r\n\r\n\
 ///
 /// # Cancel safety
 ///
-/// Dropping the future stops accepting and drops the connections' tasks' handles
-/// only: connections already accepted keep being served by their own tasks until they
-/// end. Complete `shutdown` instead to drain them.
+/// Dropping the future stops accepting; connections already accepted keep being
+/// served by their own tasks (within their limits) until they end. Complete
+/// `shutdown` instead to drain them.
 pub async fn serve_on<F>(listener: TcpListener, state: AppState, shutdown: F) -> io::Result<()>
 where
     F: Future<Output = ()> + Send,
@@ -99,6 +99,7 @@ where
         max_connections_per_ip = limits.max_connections_per_ip,
         header_timeout = ?limits.header_timeout,
         idle_timeout = ?limits.idle_timeout,
+        body_timeout = ?limits.body_timeout,
         stall_timeout = ?limits.stall_timeout,
         "connection limits"
     );
