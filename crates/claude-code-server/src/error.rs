@@ -266,8 +266,13 @@ fn find_nul(value: &Value, at: &str) -> Option<String> {
     }
 }
 
+/// The id of the request being answered (the `x-request-id` header and the log's
+/// `request_id`), or a new one outside a request.
 fn request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    crate::request_id::current().map_or_else(
+        || uuid::Uuid::new_v4().simple().to_string(),
+        |id| id.to_string(),
+    )
 }
 
 /// The message of a 4xx answer to an SDK error: the server's description of the

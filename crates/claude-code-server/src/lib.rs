@@ -84,6 +84,23 @@
 //! least recently used make room. A forgotten conversation can no longer be resumed
 //! (`404`).
 //!
+//! Against clients that hold resources without using them ([`serve`] and [`serve_on`]
+//! enforce these; the bare [`router`] cannot):
+//!
+//! | limit | default | what happens |
+//! |---|---|---|
+//! | `max_connections` | half the soft open-files limit (raised to the hard limit at start-up), at most 65 536 | a connection over it is answered `503` (`too_many_connections`, `Retry-After: 1`) and closed at once |
+//! | `max_connections_per_ip` | 256 (an IPv6 /64 is one address) | the same, for one client address |
+//! | `header_timeout` | 10 s | a request head (request line and headers) not complete this long after accept, or after the first byte of a later request, closes the connection; total time, so trickling bytes does not help |
+//! | `idle_timeout` | 60 s | a kept-alive connection with no request in progress is closed |
+//! | `body_timeout` | 30 s | a request body not complete this long after its head is refused (`400`) |
+//! | `stream_stall_timeout` | 30 s | a client that takes no event of its stream, or no byte of a response, for this long is cut off: its run is cancelled (CLI killed, slot freed) and its connection closed |
+//!
+//! Every response carries an `x-request-id` (a client's own, when it is a short plain
+//! token, or a new UUID); the server's log lines about the request carry the same id.
+//! Failed logins are logged (`warn`) with the client's address and the route, never
+//! with what was presented.
+//!
 //! # Tenancy
 //!
 //! Callers are told apart by their bearer token. Sessions, approvals and the CLI
@@ -127,14 +144,17 @@
 //! # Shutdown
 //!
 //! `SIGINT` or `SIGTERM` stops accepting connections, ends running streams with an
-//! `error` event (`shutting_down`), refuses pending approvals, and kills every CLI the
-//! server started; a second signal exits at once.
+//! `error` event (`shutting_down`), refuses pending approvals, closes connections with
+//! no request in progress, waits for the others, and kills every CLI the server
+//! started; a second signal kills every CLI run and exits at once (status 130).
 
 mod api;
 mod approvals;
 mod confine;
 mod error;
+mod listen;
 pub mod openapi;
+mod request_id;
 mod routes;
 mod tenants;
 
@@ -159,6 +179,7 @@ pub use api::{
 };
 pub use approvals::Approvals;
 pub use error::{ApiError, ApiJson, ErrorBody};
+pub use listen::serve_on;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -215,6 +236,26 @@ pub struct ServerConfig {
     pub max_conversations: u64,
     /// A remembered conversation unused this long is forgotten (default 24 hours).
     pub conversation_ttl: Duration,
+    /// The longest a client may take to send a request's head (request line and
+    /// headers): counted from accept for a connection's first request, from the first
+    /// byte of the next one on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// The longest a client may take to send a request's body, counted from the end
+    /// of its head; a body still incomplete then is refused (`400`).
+    pub body_timeout: Duration,
+    /// The most connections open at once; `None`: half the soft limit on open files
+    /// when serving starts (at most 65 536). Connections over it are answered `503` and
+    /// closed at once.
+    pub max_connections: Option<usize>,
+    /// The most connections open at once from one client address (an IPv6 /64 counts
+    /// as one address). Behind a reverse proxy every client has the proxy's address:
+    /// raise it to `max_connections` there.
+    pub max_connections_per_ip: usize,
+    /// A client that accepts nothing of a response for this long is cut off: its run
+    /// is cancelled (its CLI killed, its process slot freed) and its connection closed.
+    pub stream_stall_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -247,6 +288,12 @@ impl ServerConfig {
             max_response_bytes: 16 * 1024 * 1024,
             max_conversations: 100_000,
             conversation_ttl: Duration::from_secs(24 * 3600),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_connections: None,
+            max_connections_per_ip: 256,
+            stream_stall_timeout: Duration::from_secs(30),
         }
     }
 
@@ -379,6 +426,109 @@ impl ServerConfig {
     pub fn approval_timeout(mut self, timeout: Duration) -> Self {
         self.approval_timeout = timeout;
         self
+    }
+
+    /// The most sessions that may exist at once.
+    #[must_use]
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// A session unused this long ends.
+    #[must_use]
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// The longest a client may take to send a request's head.
+    #[must_use]
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// How long a kept-alive connection may wait for its next request.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The longest a client may take to send a request's body.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// The most connections open at once (instead of half the open-files limit).
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// The most connections open at once from one client address.
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// How long a client may accept nothing of a response before it is cut off.
+    #[must_use]
+    pub fn stream_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_stall_timeout = timeout;
+        self
+    }
+
+    /// Checks what can be checked before serving: the project root, the limits.
+    fn check(&self) -> std::io::Result<()> {
+        use std::io::{Error, ErrorKind};
+        let root = &self.project_root;
+        match std::fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the project root {} is not a directory", root.display()),
+                ));
+            }
+            Err(err) => {
+                return Err(Error::new(
+                    err.kind(),
+                    format!("the project root {}: {err}", root.display()),
+                ));
+            }
+        }
+        self.check_limits()
+    }
+
+    /// Every limit is positive.
+    fn check_limits(&self) -> std::io::Result<()> {
+        let zero = [
+            ("max_turns", self.max_turns == 0),
+            ("max_sessions", self.max_sessions == 0),
+            ("max_body_bytes", self.max_body_bytes == 0),
+            ("request_timeout", self.request_timeout.is_zero()),
+            ("approval_timeout", self.approval_timeout.is_zero()),
+            ("session_ttl", self.session_ttl.is_zero()),
+            ("header_timeout", self.header_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            ("body_timeout", self.body_timeout.is_zero()),
+            ("max_connections", self.max_connections == Some(0)),
+            ("max_connections_per_ip", self.max_connections_per_ip == 0),
+            ("stream_stall_timeout", self.stream_stall_timeout.is_zero()),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name} must be more than zero"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -552,18 +702,26 @@ async fn expire_sessions(state: std::sync::Weak<StateInner>) {
 /// [`set_owner_scope`](claude_code_sdk::cli::set_owner_scope)).
 pub const OWNER_SCOPE: &str = "claude-code-server";
 
-/// The router, with auth and limits applied.
+/// The router, with auth and limits applied, and a request id on every request
+/// (`x-request-id`, in the tracing span of its log lines).
 pub fn router(state: AppState) -> Router {
-    routes::router(state)
+    request_id::layer(routes::router(state))
 }
 
-/// Listens on `config.bind` and serves until `SIGINT` or `SIGTERM` (see the crate
-/// docs on shutdown).
+/// Checks `config`, listens on `config.bind` and serves ([`serve_on`]) until `SIGINT`
+/// or `SIGTERM` (see the crate docs on shutdown). Raises the soft limit on open files
+/// to the hard limit first.
 ///
 /// # Errors
 ///
-/// When the address cannot be bound or the project root does not exist.
+/// Before anything is bound or logged: when the project root is not a directory or a
+/// limit is zero (the error names the path or the setting). Then when the address
+/// cannot be bound.
 pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
+    config.check()?;
+    if let Some(limit) = listen::raise_open_files_limit() {
+        tracing::debug!(limit, "open files");
+    }
     // CLIs of a server that was killed die with it (the SDK's parent-death signal), but
     // the commands their tools started do not: kill what a dead server left, now and
     // every minute (another server on this host that is alive keeps its own).
@@ -577,29 +735,25 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
             let _ = tokio::task::spawn_blocking(claude_code_sdk::cli::reap_orphans).await;
         }
     });
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
-    tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
+    let bind = config.bind;
     let state = AppState::new(config)?;
-    let app = router(state.clone());
-    let stopping = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {bind}: {err}"))
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
+    let stop = async {
+        stop_signal().await;
+        tracing::info!("shutting down: ending streams and runs (a second signal exits at once)");
+        tokio::spawn(async {
             stop_signal().await;
-            tracing::info!(
-                "shutting down: ending streams and runs (a second signal exits at once)"
-            );
-            stopping.shut_down();
-            tokio::spawn(async {
-                stop_signal().await;
-                // Exiting skips destructors: kill every CLI run first.
-                claude_code_sdk::cli::kill_all_runs();
-                std::process::exit(130);
-            });
-        })
-        .await?;
-    // Dropping the state drops the pool and the sessions: their CLIs are killed.
-    drop(state);
-    Ok(())
+            // Exiting skips destructors: kill every CLI run first.
+            claude_code_sdk::cli::kill_all_runs();
+            std::process::exit(130);
+        });
+    };
+    serve_on(listener, state, stop).await
+    // The state is dropped with `serve_on`'s future: the pool and the sessions go,
+    // and their CLIs are killed.
 }
 
 async fn stop_signal() {

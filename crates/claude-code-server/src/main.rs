@@ -9,7 +9,8 @@
 //! refuses to start on an address other than loopback unless `--no-auth` is given, and
 //! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
 //! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
-//! environment (`ANTHROPIC_API_KEY` or a login).
+//! environment (`ANTHROPIC_API_KEY` or a login). Logs go to stderr (`RUST_LOG` filters
+//! them; default `info`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,35 @@ struct Args {
     /// comma-separated names or prefixes ending in `*`, e.g. `AWS_*`.
     #[arg(long, env = "CLAUDE_SERVER_PASS_ENV", value_delimiter = ',')]
     pass_env: Vec<String>,
+    /// Sessions that may exist at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions: u64,
+    /// Seconds a session may stay unused before it ends.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    session_ttl: u64,
+    /// Seconds a browser has to answer a permission request (then it is a denial).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    approval_timeout: u64,
+    /// Seconds a client has to send a request's head (request line and headers).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds a client has to send a request's body, from the end of its head.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// Connections open at once [default: half the open-files limit, at most 65536].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// Connections open at once from one client address (an IPv6 /64 is one address).
+    /// Behind a reverse proxy, raise it to --max-connections.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: u64,
+    /// Seconds a client may take nothing of a response before its run is cancelled and
+    /// its connection closed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    stream_stall_timeout: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,14 +126,22 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> std::io::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut args = Args::parse();
     if let Some(file) = &args.token_file {
-        let text = std::fs::read_to_string(file)?;
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("the token file {}: {err}", file.display()),
+            )
+        })?;
         args.tokens.extend(
             text.lines()
                 .map(str::trim)
@@ -137,9 +175,25 @@ async fn run() -> std::io::Result<()> {
         .max_turns(args.max_turns)
         .request_timeout(Duration::from_secs(args.request_timeout))
         .allowed_models(args.allowed_models)
-        .pass_env(args.pass_env.into_iter().filter(|p| !p.trim().is_empty()));
+        .pass_env(args.pass_env.into_iter().filter(|p| !p.trim().is_empty()))
+        .max_sessions(count(args.max_sessions))
+        .session_ttl(Duration::from_secs(args.session_ttl))
+        .approval_timeout(Duration::from_secs(args.approval_timeout))
+        .header_timeout(Duration::from_secs(args.header_timeout))
+        .idle_timeout(Duration::from_secs(args.idle_timeout))
+        .body_timeout(Duration::from_secs(args.body_timeout))
+        .max_connections_per_ip(count(args.max_connections_per_ip))
+        .stream_stall_timeout(Duration::from_secs(args.stream_stall_timeout));
+    if let Some(max) = args.max_connections {
+        config = config.max_connections(count(max));
+    }
     for token in args.tokens {
         config = config.api_token(token);
     }
     serve(config).await
+}
+
+/// A count from the command line (at most `usize::MAX`).
+fn count(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }

@@ -138,6 +138,19 @@ async fn auth(State(state): State<AppState>, mut request: Request, next: Next) -
         request.extensions_mut().insert(Caller(hex(&caller)));
         return next.run(request).await;
     }
+    // Who tried and where; never what they presented.
+    tracing::warn!(
+        remote = %request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.to_string()),
+        route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("-", |p| p.as_str()),
+        reason = if presented.is_some() { "unknown token" } else { "no bearer token" },
+        "failed login"
+    );
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -488,14 +501,15 @@ pub(crate) async fn query_stream(
     // The run's own deadline is only checked while it is read; this one holds even if
     // the client stops reading.
     let deadline = tokio::time::Instant::now() + state.inner.config.request_timeout;
-    tokio::spawn(drive(
+    tokio::spawn(crate::request_id::carry(drive(
         run,
         ask_rx,
         tx,
         deadline,
+        state.inner.config.stream_stall_timeout,
         state.inner.shutdown.clone(),
         tracker,
-    ));
+    )));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
     });
@@ -535,12 +549,14 @@ impl Tracker {
 }
 
 /// Runs a query into a client's event stream. Ends (dropping the run, which kills the
-/// CLI) when the client goes away, at the deadline, or at shutdown.
+/// CLI) when the client goes away, at the deadline, when the client takes no event for
+/// `stall` (it stopped reading), or at shutdown.
 async fn drive(
     mut run: PooledQuery,
     mut asks: mpsc::Receiver<PermissionRequest>,
     tx: mpsc::Sender<Event>,
     deadline: tokio::time::Instant,
+    stall: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
     mut tracker: Tracker,
 ) {
@@ -591,6 +607,13 @@ async fn drive(
         };
         tokio::select! {
             sent = tx.send(next) => if sent.is_err() { return },
+            () = tokio::time::sleep(stall) => {
+                tracing::warn!(
+                    stall_secs = stall.as_secs_f64(),
+                    "the client stopped reading its stream: cancelling the run"
+                );
+                return;
+            }
             () = tokio::time::sleep_until(deadline) => return,
             () = shutdown.cancelled() => return,
         }

@@ -49,12 +49,12 @@ async fn start_server(sandbox: &Sandbox) -> Running {
         ])
         // Not in the project: only the CLIs and their tools work there.
         .current_dir(sandbox.root())
-        // The log goes to stdout.
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // The log goes to stderr.
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("the server binary starts");
-    let log = child.stdout.take().unwrap();
+    let log = child.stderr.take().unwrap();
     let mut lines = BufReader::new(log).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
