@@ -149,6 +149,8 @@ pub mod pool;
 pub mod query;
 pub mod retry;
 pub mod session;
+pub mod sessions;
+pub mod store;
 pub mod tools;
 pub mod transport;
 
