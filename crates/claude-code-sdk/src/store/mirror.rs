@@ -359,6 +359,7 @@ impl Shared {
 pub struct MirrorSink {
     tx: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
+    keys: KeyMap,
     max_pending_bytes: usize,
     worker: Option<tokio::task::JoinHandle<()>>,
 }
@@ -402,17 +403,22 @@ impl MirrorSink {
             open: std::sync::atomic::AtomicBool::new(true),
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let keys = KeyMap {
+            projects_dir: projects_dir.into(),
+            project_key: config.project_key.clone(),
+        };
+        let max_pending_bytes = config.max_pending_bytes;
         let worker = Worker {
             store,
-            projects_dir: projects_dir.into(),
+            keys: keys.clone(),
             shared: Arc::clone(&shared),
             config,
         };
-        let max_pending_bytes = worker.config.max_pending_bytes;
         let task = handle.spawn(worker.run(rx));
         Ok(MirrorSink {
             tx,
             shared,
+            keys,
             max_pending_bytes,
             worker: Some(task),
         })
@@ -437,7 +443,7 @@ impl MirrorSink {
         if !admitted {
             let failure = failure_of(
                 &frame.file_path,
-                None,
+                self.keys.key_for(&frame.file_path),
                 &frame.entries,
                 0,
                 Error::new(
@@ -457,7 +463,7 @@ impl MirrorSink {
             self.shared.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
             let failure = failure_of(
                 &frame.file_path,
-                None,
+                self.keys.key_for(&frame.file_path),
                 &frame.entries,
                 0,
                 Error::new(ErrorKind::Storage, "the session mirror's worker has stopped"),
@@ -534,9 +540,26 @@ impl Drop for MirrorSink {
     }
 }
 
+/// How frames' file paths map to store keys.
+#[derive(Clone)]
+struct KeyMap {
+    projects_dir: PathBuf,
+    project_key: Option<String>,
+}
+
+impl KeyMap {
+    fn key_for(&self, path: &Path) -> Option<SessionKey> {
+        let key = SessionKey::from_transcript_path(path, &self.projects_dir)?;
+        match &self.project_key {
+            Some(project) => key.in_project(project.clone()).ok(),
+            None => Some(key),
+        }
+    }
+}
+
 struct Worker {
     store: Arc<dyn SessionStore>,
-    projects_dir: PathBuf,
+    keys: KeyMap,
     shared: Arc<Shared>,
     config: MirrorConfig,
 }
@@ -582,19 +605,13 @@ impl Worker {
     }
 
     async fn write_transcript(&self, path: &Path, entries: Vec<Value>) {
-        let key = SessionKey::from_transcript_path(path, &self.projects_dir).and_then(|key| {
-            match &self.config.project_key {
-                Some(project) => key.in_project(project.clone()).ok(),
-                None => Some(key),
-            }
-        });
-        let Some(key) = key else {
+        let Some(key) = self.keys.key_for(path) else {
             let error = Error::new(
                 ErrorKind::InvalidOptions,
                 format!(
                     "{} is not a transcript below {} (does the CLI run with another CLAUDE_CONFIG_DIR?)",
                     path.display(),
-                    self.projects_dir.display()
+                    self.keys.projects_dir.display()
                 ),
             );
             self.shared.fail(failure_of(path, None, &entries, 0, error));
