@@ -706,7 +706,7 @@ fn failure_of(
 }
 
 /// The size of a value's compact JSON, without building it.
-pub(super) fn json_size(value: &Value) -> usize {
+pub(crate) fn json_size(value: &Value) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -81,6 +81,7 @@ mod key;
 mod materialize;
 mod memory;
 mod mirror;
+pub(crate) use mirror::json_size;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
