@@ -123,13 +123,16 @@
 //! | [`error`] | [`Error`] and [`ErrorKind`] |
 //! | [`permission`], [`hooks`], [`tools`] | permission callbacks, hooks, in-process MCP tools |
 //! | [`retry`], [`pool`], [`cache`], [`conversation`], [`session`] | the web-application toolkit |
+//! | [`store`], [`sessions`] | session transcripts in your database (mirror, materialize for resume) and the sessions API (list, read, rename, tag, fork, delete) |
 //! | [`transport`] | finding the CLI and its version |
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | no | [`SqliteStore`](conversation::ConversationStore), a conversation store in SQLite (sqlx, bundled SQLite) |
+//! | `sqlite` | no | [`SqliteStore`](conversation::ConversationStore), a conversation store in SQLite, and `store::SqliteSessionStore` (sqlx, bundled SQLite) |
+//! | `postgres` | no | `store::PostgresSessionStore`, session transcripts in PostgreSQL (sqlx) |
+//! | `store-conformance` | no | `store::conformance`: the conformance suite for your own `SessionStore` |
 //!
 //! # Caveats
 //!

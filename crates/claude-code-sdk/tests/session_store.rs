@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use claude_code_sdk::store::{
-    InMemorySessionStore, MaterializeOptions, MirrorConfig, MirrorFailure, MirrorFrame,
-    MirrorSink, PostgresSessionStore, SessionKey, SessionStore, SqliteSessionStore,
-    import_session, import_transcript_file, materialize_session, projects_dir,
+    InMemorySessionStore, MaterializeOptions, MirrorConfig, MirrorFailure, MirrorFrame, MirrorSink,
+    PostgresSessionStore, SessionKey, SessionStore, SqliteSessionStore, import_session,
+    import_transcript_file, materialize_session, projects_dir,
 };
 use claude_code_sdk::{Message, query};
 use claude_code_testkit::pg::TestDatabase;
@@ -38,7 +38,8 @@ async fn mirrored_run(
     while let Some(message) = run.next().await {
         let message = message.expect("the run succeeds");
         if message.kind() == "transcript_mirror" {
-            sink.push_line(message.raw()).expect("a well-formed mirror line");
+            sink.push_line(message.raw())
+                .expect("a well-formed mirror line");
             continue;
         }
         if message.is_result() {
@@ -86,9 +87,10 @@ async fn load(store: &dyn SessionStore, key: &SessionKey) -> Vec<Value> {
 
 /// Whether the conversation sent to the model has a `role` message with `needle`.
 fn said(request: &RecordedRequest, role: &str, needle: &str) -> bool {
-    request.messages().iter().any(|message| {
-        message["role"] == role && message["content"].to_string().contains(needle)
-    })
+    request
+        .messages()
+        .iter()
+        .any(|message| message["role"] == role && message["content"].to_string().contains(needle))
 }
 
 /// Every mirrored entry is in the CLI's file, in the file's order, and every
@@ -127,8 +129,12 @@ async fn a_captured_mirror_session_lands_in_the_store() {
     let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     let config_dir = PathBuf::from(header["config_dir"].as_str().unwrap());
     let store = Arc::new(InMemorySessionStore::new());
-    let sink = MirrorSink::new(store.clone(), projects_dir(&config_dir), MirrorConfig::default())
-        .unwrap();
+    let sink = MirrorSink::new(
+        store.clone(),
+        projects_dir(&config_dir),
+        MirrorConfig::default(),
+    )
+    .unwrap();
     let mut session = None;
     let mut frames = 0;
     for line in lines {
@@ -158,7 +164,11 @@ async fn a_captured_mirror_session_lands_in_the_store() {
         .collect();
     assert_eq!(prompts, [&json!("hello fixture"), &json!("second turn")]);
     assert_eq!(
-        store.list_sessions("-tmp-wtstore-exp-fx-cwd").await.unwrap().len(),
+        store
+            .list_sessions("-tmp-wtstore-exp-fx-cwd")
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -192,12 +202,18 @@ async fn a_live_run_with_a_subagent_is_mirrored_to_postgres() {
     let (messages, failures) = mirrored_run(options, "please USE_AGENT now", &sink).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert!(sink.close().await.is_empty());
-    assert_eq!(common::result_of(&messages).result.as_deref(), Some("The agent is done."));
+    assert_eq!(
+        common::result_of(&messages).result.as_deref(),
+        Some("The agent is done.")
+    );
 
     let session = session_id(&messages);
     let key = SessionKey::for_directory(h.sandbox.cwd(), &session).unwrap();
     let file = transcript_file(h.sandbox.config_dir(), &session);
-    assert_eq!(file.parent().unwrap().file_name().unwrap(), key.project_key());
+    assert_eq!(
+        file.parent().unwrap().file_name().unwrap(),
+        key.project_key()
+    );
     assert_mirrors_file(&load(store.as_ref(), &key).await, &read_jsonl(&file));
 
     // The subagent's transcript has a key of its own, with the CLI's layout.
@@ -205,7 +221,9 @@ async fn a_live_run_with_a_subagent_is_mirrored_to_postgres() {
     assert_eq!(subkeys.len(), 1, "{subkeys:?}");
     assert!(subkeys[0].starts_with("subagents/agent-"), "{subkeys:?}");
     let sub_key = key.with_subpath(subkeys[0].clone()).unwrap();
-    let sub_file = file.with_extension("").join(format!("{}.jsonl", subkeys[0]));
+    let sub_file = file
+        .with_extension("")
+        .join(format!("{}.jsonl", subkeys[0]));
     let stored = load(store.as_ref(), &sub_key).await;
     let transcript: Vec<Value> = stored
         .iter()
@@ -218,7 +236,10 @@ async fn a_live_run_with_a_subagent_is_mirrored_to_postgres() {
             .iter()
             .any(|e| e["message"]["content"] == "SUBAGENT_TASK list the files")
     );
-    let metadata = stored.iter().rfind(|e| e["type"] == "agent_metadata").unwrap();
+    let metadata = stored
+        .iter()
+        .rfind(|e| e["type"] == "agent_metadata")
+        .unwrap();
     let sidecar: Value = serde_json::from_str(
         &std::fs::read_to_string(sub_file.with_extension("meta.json")).unwrap(),
     )
@@ -251,9 +272,8 @@ async fn a_live_run_with_a_subagent_is_mirrored_to_postgres() {
 /// gone, the session is materialized into a fresh B and resumed there.
 async fn resume_on_a_fresh_host(store: Arc<dyn SessionStore>) {
     let h = Harness::new().await;
-    h.mock.on(
-        Rule::prompt_contains("REMEMBER_ME_7731").reply(Reply::text("ANSWER_ONE_4410 noted.")),
-    );
+    h.mock
+        .on(Rule::prompt_contains("REMEMBER_ME_7731").reply(Reply::text("ANSWER_ONE_4410 noted.")));
     let commands = h.sandbox.config_dir().join("commands");
     std::fs::create_dir_all(&commands).unwrap();
     std::fs::write(
@@ -330,16 +350,29 @@ async fn resume_on_a_fresh_host(store: Arc<dyn SessionStore>) {
         init.slash_commands
     );
     let request = h.mock.requests().pop().unwrap();
-    assert!(said(&request, "user", "REMEMBER_ME_7731"), "turn 1's prompt is missing");
-    assert!(said(&request, "assistant", "ANSWER_ONE_4410"), "turn 1's answer is missing");
-    assert!(said(&request, "user", "GREET_BODY_MARKER"), "the command did not run");
+    assert!(
+        said(&request, "user", "REMEMBER_ME_7731"),
+        "turn 1's prompt is missing"
+    );
+    assert!(
+        said(&request, "assistant", "ANSWER_ONE_4410"),
+        "turn 1's answer is missing"
+    );
+    assert!(
+        said(&request, "user", "GREET_BODY_MARKER"),
+        "the command did not run"
+    );
     assert_eq!(common::result_of(&turn_two).session_id, session);
 
     // Control: materialized without the source config, the command is not there.
     let bare = host.path().join("bare");
-    materialize_session(store.as_ref(), &key, MaterializeOptions::new().target(&bare))
-        .await
-        .unwrap();
+    materialize_session(
+        store.as_ref(),
+        &key,
+        MaterializeOptions::new().target(&bare),
+    )
+    .await
+    .unwrap();
     let options = h
         .options()
         .env("CLAUDE_CONFIG_DIR", bare.to_str().unwrap())
@@ -400,7 +433,11 @@ struct Faulty {
 }
 
 impl SessionStore for Faulty {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, claude_code_sdk::Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, claude_code_sdk::Result<()>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if let Some(gate) = &self.gate {
@@ -441,7 +478,11 @@ async fn a_failing_store_is_retried_then_reported_and_the_run_goes_on() {
     let store = Arc::new(Faulty::default());
     store.failures_left.store(2, Ordering::SeqCst);
     let sink = MirrorSink::new(store.clone(), &projects, quick_retries()).unwrap();
-    let options = h.options().extra_arg("session-mirror", None).build().unwrap();
+    let options = h
+        .options()
+        .extra_arg("session-mirror", None)
+        .build()
+        .unwrap();
     let (messages, failures) = mirrored_run(options, "first run", &sink).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert!(store.calls.load(Ordering::SeqCst) >= 3);
@@ -455,7 +496,11 @@ async fn a_failing_store_is_retried_then_reported_and_the_run_goes_on() {
     let store = Arc::new(Faulty::default());
     store.failures_left.store(usize::MAX, Ordering::SeqCst);
     let sink = MirrorSink::new(store.clone(), &projects, quick_retries()).unwrap();
-    let options = h.options().extra_arg("session-mirror", None).build().unwrap();
+    let options = h
+        .options()
+        .extra_arg("session-mirror", None)
+        .build()
+        .unwrap();
     let (messages, mut failures) = mirrored_run(options, "second run", &sink).await;
     failures.extend(sink.close().await);
     assert_eq!(common::result_of(&messages).subtype, "success");
@@ -512,7 +557,10 @@ async fn a_hanging_store_times_out_once_without_a_retry() {
     .unwrap();
     sink.push(MirrorFrame::new(
         "/cfg/projects/-w/s1.jsonl",
-        vec![json!({"type": "user", "uuid": "u1"}), json!({"type": "tag", "tag": "t"})],
+        vec![
+            json!({"type": "user", "uuid": "u1"}),
+            json!({"type": "tag", "tag": "t"}),
+        ],
     ));
     let failures = sink.close().await;
     assert_eq!(failures.len(), 1);
@@ -551,7 +599,10 @@ async fn a_full_backlog_refuses_frames_and_reports_them_at_once() {
     assert_eq!(refused[0].entry_uuids(), ["u3"]);
     assert_eq!(refused[1].entry_uuids(), ["u4"]);
     assert_eq!(refused[0].attempts(), 0);
-    assert_eq!(refused[0].key(), Some(&SessionKey::new("-w", "s1").unwrap()));
+    assert_eq!(
+        refused[0].key(),
+        Some(&SessionKey::new("-w", "s1").unwrap())
+    );
     assert!(sink.pending_bytes() > 0);
     gate.add_permits(100);
     assert!(sink.flush().await.is_empty());
@@ -604,13 +655,17 @@ async fn a_tenant_project_key_and_a_cwd_put_the_transcript_where_the_cli_looks()
     let materialized = materialize_session(
         store.as_ref(),
         &key,
-        MaterializeOptions::new().target(target.path()).cwd("/srv/app"),
+        MaterializeOptions::new()
+            .target(target.path())
+            .cwd("/srv/app"),
     )
     .await
     .unwrap();
     assert_eq!(
         materialized.transcript_path(),
-        target.path().join(format!("projects/-srv-app/{session}.jsonl"))
+        target
+            .path()
+            .join(format!("projects/-srv-app/{session}.jsonl"))
     );
     // Unknown sessions and non-UUID ids are clear errors; a temporary dir is removed.
     let unknown = SessionKey::new("tenant-42", "1b6e7a4e-6a43-4c53-9d0e-3c7f6c7e1d10").unwrap();

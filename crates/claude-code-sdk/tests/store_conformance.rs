@@ -1,6 +1,10 @@
 //! The session store conformance suite against every backend here, and against a
 //! minimal store that implements only the required methods.
-#![cfg(all(feature = "sqlite", feature = "postgres", feature = "store-conformance"))]
+#![cfg(all(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "store-conformance"
+))]
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -69,7 +73,11 @@ struct Minimal {
 }
 
 impl SessionStore for Minimal {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, claude_code_sdk::Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, claude_code_sdk::Result<()>> {
         let mut map = self.entries.lock().unwrap();
         if !entries.is_empty() {
             let held = map.entry(key.clone()).or_default();
@@ -85,7 +93,13 @@ impl SessionStore for Minimal {
     }
 
     fn load<'a>(&'a self, key: &'a SessionKey) -> EntryStream<'a> {
-        let entries = self.entries.lock().unwrap().get(key).cloned().unwrap_or_default();
+        let entries = self
+            .entries
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
         Box::pin(futures::stream::iter(entries.into_iter().map(Ok)))
     }
 }
@@ -99,7 +113,10 @@ async fn a_store_without_optional_methods_is_checked_on_the_rest() {
     let report = check_session_store(&store)
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(report.skipped(), ["list_sessions", "list_subkeys", "delete"]);
+    assert_eq!(
+        report.skipped(),
+        ["list_sessions", "list_subkeys", "delete"]
+    );
     assert_eq!(report.passed().len(), EVERY_CONTRACT - 3, "{report}");
     let key = SessionKey::new("p", "s").unwrap();
     assert!(store.list_sessions("p").await.unwrap_err().is_unsupported());

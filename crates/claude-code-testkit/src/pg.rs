@@ -80,7 +80,9 @@ impl TestDatabase {
                     "no PostgreSQL at {url} ({error}), and {REQUIRE_PG_ENV}=1: run the tests \
                      through tools/with-postgres (make test does), or set DATABASE_URL"
                 );
-                eprintln!("skipped: no PostgreSQL at {url} ({error}); set {REQUIRE_PG_ENV}=1 to fail instead");
+                eprintln!(
+                    "skipped: no PostgreSQL at {url} ({error}); set {REQUIRE_PG_ENV}=1 to fail instead"
+                );
                 return None;
             }
         };
@@ -140,7 +142,10 @@ impl Drop for TestDatabase {
         match dropped {
             Ok(Ok(())) => {}
             Ok(Err(error)) => eprintln!("could not drop test database {}: {error}", self.name),
-            Err(_) => eprintln!("could not drop test database {}: the thread panicked", self.name),
+            Err(_) => eprintln!(
+                "could not drop test database {}: the thread panicked",
+                self.name
+            ),
         }
     }
 }

@@ -92,7 +92,11 @@ impl ChainBuilder {
             .unwrap_or_default()
             .to_owned();
         // Only conversation entries are returned; the others are links only.
-        let entry = if kind == Kind::Other { Value::Null } else { entry };
+        let entry = if kind == Kind::Other {
+            Value::Null
+        } else {
+            entry
+        };
         self.nodes.push(Node {
             entry,
             uuid,
@@ -115,7 +119,6 @@ impl ChainBuilder {
         for (i, node) in nodes.iter().enumerate() {
             by_uuid.insert(&node.uuid, i);
         }
-        let parents: HashSet<&str> = nodes.iter().filter_map(|n| n.parent.as_deref()).collect();
         let walk_to_message = |mut i: usize| -> Option<usize> {
             let mut seen = HashSet::new();
             loop {
@@ -129,18 +132,27 @@ impl ChainBuilder {
             }
         };
         // Leaves: from each entry nothing points to, the nearest message up the chain.
-        let leaves: Vec<usize> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| !parents.contains(n.uuid.as_str()))
-            .filter_map(|(i, _)| walk_to_message(i))
-            .collect();
-        let main = leaves
-            .iter()
-            .copied()
-            .filter(|&i| !nodes[i].sidechain && !nodes[i].hidden)
-            .max();
-        let Some(leaf) = main.or_else(|| leaves.iter().copied().max()) else {
+        // For the main conversation only main entries count as children, so a
+        // subagent's entry hanging off a message does not hide it.
+        let leaves = |main: bool| -> Vec<usize> {
+            let parents: HashSet<&str> = nodes
+                .iter()
+                .filter(|n| !main || !n.sidechain)
+                .filter_map(|n| n.parent.as_deref())
+                .collect();
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| (!main || !n.sidechain) && !parents.contains(n.uuid.as_str()))
+                .filter_map(|(i, _)| walk_to_message(i))
+                .filter(|&i| !main || (!nodes[i].sidechain && !nodes[i].hidden))
+                .collect()
+        };
+        let Some(leaf) = leaves(true)
+            .into_iter()
+            .max()
+            .or_else(|| leaves(false).into_iter().max())
+        else {
             return Vec::new();
         };
         let mut chain = Vec::new();
@@ -173,7 +185,11 @@ impl ChainBuilder {
 /// call, so the results fan out and the `parentUuid` walk keeps only the branch the
 /// conversation went on from. This puts every entry of each response on the chain,
 /// and every result of its calls, right after the response's last entry on the chain.
-fn recover_parallel(nodes: &[Node], chain: Vec<usize>, on_chain: &mut HashSet<usize>) -> Vec<usize> {
+fn recover_parallel(
+    nodes: &[Node],
+    chain: Vec<usize>,
+    on_chain: &mut HashSet<usize>,
+) -> Vec<usize> {
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, node) in nodes.iter().enumerate() {
         if let Some(id) = &node.message_id {
@@ -217,7 +233,10 @@ fn recover_parallel(nodes: &[Node], chain: Vec<usize>, on_chain: &mut HashSet<us
                     && !n.tool_results.is_empty()
                     && !on_chain.contains(r)
                     && n.sidechain == sidechain
-                    && (n.parent.as_deref().is_some_and(|p| member_uuids.contains(p))
+                    && (n
+                        .parent
+                        .as_deref()
+                        .is_some_and(|p| member_uuids.contains(p))
                         || n.tool_results.iter().any(|t| calls.contains(t.as_str())))
             })
             .map(|(r, _)| r)
@@ -268,7 +287,10 @@ mod tests {
     }
 
     fn uuids(entries: &[Value]) -> Vec<&str> {
-        entries.iter().map(|e| e["uuid"].as_str().unwrap()).collect()
+        entries
+            .iter()
+            .map(|e| e["uuid"].as_str().unwrap())
+            .collect()
     }
 
     #[test]
@@ -276,6 +298,8 @@ mod tests {
         let mut builder = ChainBuilder::default();
         for entry in [
             user("u1", None, "go"),
+            // An abandoned branch: written before the one the conversation went on with.
+            user("old", Some("u1"), "abandoned"),
             json!({"type": "attachment", "uuid": "x1", "parentUuid": "u1"}),
             call("a1", "x1", "m1", "t1"),
             call("a2", "a1", "m1", "t2"),
@@ -283,8 +307,7 @@ mod tests {
             result("r2", "a2", "t2"),
             json!({"type": "assistant", "uuid": "a3", "parentUuid": "r2",
                    "message": {"id": "m2", "content": [{"type": "text", "text": "done"}]}}),
-            // An abandoned branch and a subagent's entries stay out.
-            user("old", Some("u1"), "abandoned"),
+            // A subagent's entries stay out.
             json!({"type": "user", "uuid": "s1", "parentUuid": "a3", "isSidechain": true, "message": {"content": "side"}}),
         ] {
             builder.add(entry);

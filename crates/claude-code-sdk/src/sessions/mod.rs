@@ -280,15 +280,18 @@ impl Sessions {
     ///
     /// [`NotFound`](ErrorKind::NotFound) for an unknown session, a subagent's transcript
     /// or one with nothing to show; see the [module docs](self#errors).
-    pub async fn get_session_info(&self, session_id: &str, project: Option<&str>) -> Result<SessionInfo> {
+    pub async fn get_session_info(
+        &self,
+        session_id: &str,
+        project: Option<&str>,
+    ) -> Result<SessionInfo> {
         check_id(session_id)?;
         let info = match &self.source {
             Source::Files(dir) => {
                 let (dir, id, project) = owned(dir, session_id, project);
                 blocking(move || {
                     let (path, project) = files::find(&dir, &id, project.as_deref())?;
-                    summary::info_from_file(&path, &id, &project)
-                        .map_err(|e| io_error(&path, e))
+                    summary::info_from_file(&path, &id, &project).map_err(|e| io_error(&path, e))
                 })
                 .await?
             }
@@ -362,7 +365,12 @@ impl Sessions {
     /// [`InvalidOptions`](ErrorKind::InvalidOptions) for an empty title;
     /// [`NotFound`](ErrorKind::NotFound) for an unknown session; see the
     /// [module docs](self#errors).
-    pub async fn rename_session(&self, session_id: &str, title: &str, project: Option<&str>) -> Result<()> {
+    pub async fn rename_session(
+        &self,
+        session_id: &str,
+        title: &str,
+        project: Option<&str>,
+    ) -> Result<()> {
         check_id(session_id)?;
         let title = title.trim();
         if title.is_empty() {
@@ -380,7 +388,12 @@ impl Sessions {
     /// [`InvalidOptions`](ErrorKind::InvalidOptions) for a tag that is empty once
     /// cleaned (pass `None` to clear); [`NotFound`](ErrorKind::NotFound) for an unknown
     /// session; see the [module docs](self#errors).
-    pub async fn tag_session(&self, session_id: &str, tag: Option<&str>, project: Option<&str>) -> Result<()> {
+    pub async fn tag_session(
+        &self,
+        session_id: &str,
+        tag: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<()> {
         check_id(session_id)?;
         let tag = match tag {
             Some(tag) => {
@@ -474,7 +487,12 @@ impl Sessions {
         }
     }
 
-    async fn append_line(&self, session_id: &str, project: Option<&str>, line: Value) -> Result<()> {
+    async fn append_line(
+        &self,
+        session_id: &str,
+        project: Option<&str>,
+        line: Value,
+    ) -> Result<()> {
         match &self.source {
             Source::Files(dir) => {
                 let (dir, id, project) = owned(dir, session_id, project);
@@ -520,7 +538,9 @@ fn owned(dir: &Path, id: &str, project: Option<&str>) -> (PathBuf, String, Optio
     (dir.to_path_buf(), id.to_owned(), project.map(str::to_owned))
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::new(ErrorKind::Io, "a session file task failed").with_source(e))?
@@ -573,7 +593,11 @@ mod files {
     use super::*;
 
     /// The transcript of `id` and its project key: in `project`, or in any project.
-    pub(super) fn find(config_dir: &Path, id: &str, project: Option<&str>) -> Result<(PathBuf, String)> {
+    pub(super) fn find(
+        config_dir: &Path,
+        id: &str,
+        project: Option<&str>,
+    ) -> Result<(PathBuf, String)> {
         let projects = projects_dir(config_dir);
         let name = format!("{id}.jsonl");
         let candidates: Vec<String> = match project {
@@ -634,7 +658,9 @@ mod files {
                 else {
                     continue;
                 };
-                if uuid::Uuid::parse_str(id).is_err() || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                if uuid::Uuid::parse_str(id).is_err()
+                    || !entry.file_type().is_ok_and(|t| t.is_file())
+                {
                     continue;
                 }
                 // A file that vanished or cannot be read is left out of a listing.
@@ -702,7 +728,8 @@ mod files {
             })?;
         let mut text = line.to_string();
         text.push('\n');
-        file.write_all(text.as_bytes()).map_err(|e| io_error(path, e))
+        file.write_all(text.as_bytes())
+            .map_err(|e| io_error(path, e))
     }
 
     /// Writes a new transcript (mode 0600) through a temporary name; never replaces
@@ -743,13 +770,20 @@ mod fork {
     const DROPPED: &[&str] = &["teamName", "agentName", "slug", "sourceToolAssistantUUID"];
 
     /// The fork's session id and its entries.
-    pub(super) fn build(entries: Vec<Value>, session_id: &str, options: &ForkOptions) -> Result<(String, Vec<Value>)> {
+    pub(super) fn build(
+        entries: Vec<Value>,
+        session_id: &str,
+        options: &ForkOptions,
+    ) -> Result<(String, Vec<Value>)> {
         let mut fold = Fold::default();
         let mut replacements = Vec::new();
         let mut transcript = Vec::new();
         for entry in entries {
             fold.add(&entry);
-            let kind = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+            let kind = entry
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let has_uuid = entry.get("uuid").and_then(Value::as_str).is_some();
             let sidechain = entry.get("isSidechain").and_then(Value::as_bool) == Some(true);
             if COPIED.contains(&kind) && has_uuid && !sidechain {
@@ -776,7 +810,10 @@ mod fork {
         let parents: std::collections::HashMap<&str, (&str, Option<&str>)> = transcript
             .iter()
             .filter_map(|e| {
-                Some((e["uuid"].as_str()?, (e["type"].as_str().unwrap_or(""), e["parentUuid"].as_str())))
+                Some((
+                    e["uuid"].as_str()?,
+                    (e["type"].as_str().unwrap_or(""), e["parentUuid"].as_str()),
+                ))
             })
             .collect();
         // A parent that is a progress entry (not copied) is skipped up the chain.
@@ -794,22 +831,34 @@ mod fork {
             }
             None
         };
-        let writable: Vec<&Value> = transcript.iter().filter(|e| e["type"] != "progress").collect();
+        let writable: Vec<&Value> = transcript
+            .iter()
+            .filter(|e| e["type"] != "progress")
+            .collect();
         if writable.is_empty() {
-            return Err(invalid(format!("session {session_id} has no messages to fork")));
+            return Err(invalid(format!(
+                "session {session_id} has no messages to fork"
+            )));
         }
         let fork_id = uuid::Uuid::new_v4().to_string();
         let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let last = writable.len() - 1;
         let mut lines = Vec::with_capacity(writable.len() + 2);
         for (i, original) in writable.into_iter().enumerate() {
-            let Value::Object(fields) = original else { continue };
+            let Value::Object(fields) = original else {
+                continue;
+            };
             let mut entry: Map<String, Value> = fields.clone();
-            let old = fields.get("uuid").and_then(Value::as_str).unwrap_or_default();
+            let old = fields
+                .get("uuid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             entry.insert("uuid".into(), json!(new_ids.get(old)));
             entry.insert(
                 "parentUuid".into(),
-                json!(mapped_parent(fields.get("parentUuid").and_then(Value::as_str))),
+                json!(mapped_parent(
+                    fields.get("parentUuid").and_then(Value::as_str)
+                )),
             );
             if let Some(logical) = fields.get("logicalParentUuid").and_then(Value::as_str) {
                 entry.insert("logicalParentUuid".into(), json!(new_ids.get(logical)));
@@ -838,13 +887,21 @@ mod fork {
                 "timestamp": now,
             }));
         }
-        let title = match options.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let title = match options
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             Some(title) => title.to_owned(),
             None => {
                 let source = fold
                     .finish(session_id, "", DateTime::default(), 0)
                     .map(|info| info.title.or(info.first_prompt).unwrap_or(info.summary));
-                format!("{} (fork)", source.unwrap_or_else(|| "Forked session".to_owned()))
+                format!(
+                    "{} (fork)",
+                    source.unwrap_or_else(|| "Forked session".to_owned())
+                )
             }
         };
         lines.push(json!({"type": "custom-title", "customTitle": title, "sessionId": fork_id}));

@@ -61,7 +61,9 @@ impl Fold {
             "last-prompt" => set_last(&mut self.last_prompt, text(entry, "lastPrompt")),
             "summary" => set_last(&mut self.summary, text(entry, "summary")),
             "tag" => {
-                self.tag = text(entry, "tag").filter(|t| !t.is_empty()).map(str::to_owned);
+                self.tag = text(entry, "tag")
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
             }
             _ => {}
         }
@@ -257,7 +259,10 @@ mod tests {
         assert_eq!(info.tag.as_deref(), Some("blue"));
         assert_eq!(info.cwd.as_deref(), Some("/w"));
         assert_eq!(info.git_branch.as_deref(), Some("main"));
-        assert_eq!(info.created_at.unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        assert_eq!(
+            info.created_at.unwrap().to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
 
         let mut cleared = Fold::default();
         cleared.add(&json!({"type": "user", "message": {"content": "x".repeat(300)}}));
@@ -269,6 +274,10 @@ mod tests {
         let mut side = Fold::default();
         side.add(&json!({"type": "user", "isSidechain": true, "message": {"content": "x"}}));
         assert!(side.finish("s", "p", DateTime::default(), 1).is_none());
-        assert!(Fold::default().finish("s", "p", DateTime::default(), 0).is_none());
+        assert!(
+            Fold::default()
+                .finish("s", "p", DateTime::default(), 0)
+                .is_none()
+        );
     }
 }

@@ -95,7 +95,11 @@ impl ConformanceFailure {
 
 impl fmt::Display for ConformanceFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session store contract `{}` broken: {}", self.contract, self.detail)?;
+        write!(
+            f,
+            "session store contract `{}` broken: {}",
+            self.contract, self.detail
+        )?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
         }
@@ -264,7 +268,9 @@ impl Suite<'_> {
     async fn append_order(&mut self) -> Check<()> {
         self.begin("append_order");
         let key = self.key("order", "s")?;
-        let all: Vec<Value> = (0..7).map(|n| entry(Some(&format!("u{}", 9 - n)), n)).collect();
+        let all: Vec<Value> = (0..7)
+            .map(|n| entry(Some(&format!("u{}", 9 - n)), n))
+            .collect();
         self.append(&key, &all[..1]).await?;
         self.append(&key, &all[1..4]).await?;
         self.append(&key, &all[4..]).await?;
@@ -279,7 +285,10 @@ impl Suite<'_> {
         self.append(&key, &[]).await?;
         self.expect(&key, &[]).await?;
         let listed = self
-            .optional("list_sessions", self.store.list_sessions(key.project_key()).await)
+            .optional(
+                "list_sessions",
+                self.store.list_sessions(key.project_key()).await,
+            )
             .await?;
         if let Some(listed) = listed
             && !listed.is_empty()
@@ -359,10 +368,14 @@ impl Suite<'_> {
         self.begin("project_isolation");
         let a = self.key("iso-a", "s1")?;
         let b = self.key("iso-b", "s1")?;
-        self.append(&a, &[json!({"type": "x", "from": "A"})]).await?;
-        self.append(&b, &[json!({"type": "x", "from": "B"})]).await?;
-        self.expect(&a, &[json!({"type": "x", "from": "A"})]).await?;
-        self.expect(&b, &[json!({"type": "x", "from": "B"})]).await?;
+        self.append(&a, &[json!({"type": "x", "from": "A"})])
+            .await?;
+        self.append(&b, &[json!({"type": "x", "from": "B"})])
+            .await?;
+        self.expect(&a, &[json!({"type": "x", "from": "A"})])
+            .await?;
+        self.expect(&b, &[json!({"type": "x", "from": "B"})])
+            .await?;
         self.pass();
         Ok(())
     }
@@ -450,15 +463,20 @@ impl Suite<'_> {
             .await
             .map_err(|e| self.error("list_subkeys", e))?;
         if !only_main.is_empty() {
-            return Err(self.fail(format!("the main transcript is listed as a subkey: {only_main:?}")));
+            return Err(self.fail(format!(
+                "the main transcript is listed as a subkey: {only_main:?}"
+            )));
         }
         self.append(&self.sub(&key, "subagents/agent-2")?, &[entry(None, 1)])
             .await?;
         self.append(&self.sub(&key, "subagents/agent-1")?, &[entry(None, 1)])
             .await?;
         let neighbour = self.key("subkeys", "other")?;
-        self.append(&self.sub(&neighbour, "subagents/agent-x")?, &[entry(None, 1)])
-            .await?;
+        self.append(
+            &self.sub(&neighbour, "subagents/agent-x")?,
+            &[entry(None, 1)],
+        )
+        .await?;
         let listed = self
             .store
             .list_subkeys(&key)
@@ -515,7 +533,10 @@ impl Suite<'_> {
             return Err(self.fail(format!("a deleted session still lists subkeys {subkeys:?}")));
         }
         if let Some(listed) = self
-            .optional("list_sessions", self.store.list_sessions(key.project_key()).await)
+            .optional(
+                "list_sessions",
+                self.store.list_sessions(key.project_key()).await,
+            )
             .await?
             && listed.iter().any(|s| s.session_id == key.session_id())
         {

@@ -46,7 +46,9 @@ pub async fn import_transcript_file(
     key: &SessionKey,
 ) -> Result<ImportReport> {
     let path = path.as_ref();
-    let mut reader = JsonlReader::open(path).await.map_err(|e| open_error(path, e))?;
+    let mut reader = JsonlReader::open(path)
+        .await
+        .map_err(|e| open_error(path, e))?;
     let mut report = ImportReport {
         transcripts: 1,
         ..ImportReport::default()

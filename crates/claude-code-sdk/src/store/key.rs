@@ -388,7 +388,10 @@ mod tests {
 
     #[test]
     fn project_keys_follow_the_cli() {
-        assert_eq!(project_key_for_directory("/tmp/exp/a/cwd"), "-tmp-exp-a-cwd");
+        assert_eq!(
+            project_key_for_directory("/tmp/exp/a/cwd"),
+            "-tmp-exp-a-cwd"
+        );
         assert_eq!(project_key_for_directory("/srv/é"), "-srv--");
         assert_eq!(project_key_for_directory("/srv/😀"), "-srv---");
         // Measured with CLI 2.1.331: a 241-character working directory.

@@ -13,7 +13,12 @@ use super::{SessionKey, SessionStore, projects_dir};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Files copied from the source config directory, when present.
-const USER_FILES: &[&str] = &[".credentials.json", ".claude.json", "settings.json", "CLAUDE.md"];
+const USER_FILES: &[&str] = &[
+    ".credentials.json",
+    ".claude.json",
+    "settings.json",
+    "CLAUDE.md",
+];
 /// Directories copied from the source config directory, when present.
 const USER_DIRS: &[&str] = &["plugins", "commands", "skills", "agents", "output-styles"];
 /// The entry type of a subagent's metadata sidecar (`agent-<id>.meta.json`) in a
@@ -290,7 +295,10 @@ async fn write_transcript(
             }
             let partial = path.with_extension("jsonl.partial");
             let handle = open_private(&partial).await?;
-            file = Some((tokio::io::BufWriter::with_capacity(256 << 10, handle), partial));
+            file = Some((
+                tokio::io::BufWriter::with_capacity(256 << 10, handle),
+                partial,
+            ));
         }
         if let Some((writer, _)) = file.as_mut() {
             line.clear();
@@ -359,7 +367,11 @@ async fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 fn io_error(what: &str, err: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("materializing a session: cannot {what}")).with_source(err)
+    Error::new(
+        ErrorKind::Io,
+        format!("materializing a session: cannot {what}"),
+    )
+    .with_source(err)
 }
 
 /// Copies the user configuration (see [`MaterializeOptions::source_config_dir`]).
@@ -494,12 +506,12 @@ fn replace_prefix(value: &mut Value, from: &str, to: &str) -> bool {
             }
             matches
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |changed, item| replace_prefix(item, from, to) | changed),
-        Value::Object(map) => map
-            .values_mut()
-            .fold(false, |changed, item| replace_prefix(item, from, to) | changed),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+            replace_prefix(item, from, to) | changed
+        }),
+        Value::Object(map) => map.values_mut().fold(false, |changed, item| {
+            replace_prefix(item, from, to) | changed
+        }),
         _ => false,
     }
 }

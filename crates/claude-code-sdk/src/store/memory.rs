@@ -44,7 +44,11 @@ impl InMemorySessionStore {
 }
 
 impl SessionStore for InMemorySessionStore {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, Result<()>> {
         if !entries.is_empty() {
             let mut map = self.map();
             let transcript = map.entry(key.clone()).or_default();
@@ -77,7 +81,10 @@ impl SessionStore for InMemorySessionStore {
         ))
     }
 
-    fn list_sessions<'a>(&'a self, project_key: &'a str) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
+    fn list_sessions<'a>(
+        &'a self,
+        project_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
         let sessions = self
             .map()
             .iter()

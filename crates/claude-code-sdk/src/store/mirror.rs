@@ -466,7 +466,10 @@ impl MirrorSink {
                 self.keys.key_for(&frame.file_path),
                 &frame.entries,
                 0,
-                Error::new(ErrorKind::Storage, "the session mirror's worker has stopped"),
+                Error::new(
+                    ErrorKind::Storage,
+                    "the session mirror's worker has stopped",
+                ),
             );
             self.shared.fail(failure);
         }
@@ -590,7 +593,10 @@ impl Worker {
     async fn write(&self, frames: Vec<MirrorFrame>) {
         let mut groups: Vec<(PathBuf, Vec<Value>, usize)> = Vec::new();
         for frame in frames {
-            match groups.iter_mut().find(|(path, _, _)| *path == frame.file_path) {
+            match groups
+                .iter_mut()
+                .find(|(path, _, _)| *path == frame.file_path)
+            {
                 Some((_, entries, bytes)) => {
                     entries.extend(frame.entries);
                     *bytes += frame.bytes;
@@ -617,8 +623,11 @@ impl Worker {
             self.shared.fail(failure_of(path, None, &entries, 0, error));
             return;
         };
-        for batch in batches(&entries, self.config.max_batch_entries, self.config.max_batch_bytes)
-        {
+        for batch in batches(
+            &entries,
+            self.config.max_batch_entries,
+            self.config.max_batch_bytes,
+        ) {
             if let Err((error, attempts)) = self.append(&key, batch).await {
                 self.shared
                     .fail(failure_of(path, Some(key.clone()), batch, attempts, error));
@@ -627,7 +636,11 @@ impl Worker {
     }
 
     /// One append with retries; the error and the attempts made on failure.
-    async fn append(&self, key: &SessionKey, batch: &[Value]) -> std::result::Result<(), (Error, u32)> {
+    async fn append(
+        &self,
+        key: &SessionKey,
+        batch: &[Value],
+    ) -> std::result::Result<(), (Error, u32)> {
         let mut delays = ExponentialBuilder::new()
             .with_min_delay(self.config.first_retry_delay)
             .with_max_delay(self.config.first_retry_delay.saturating_mul(64))
@@ -729,10 +742,16 @@ mod tests {
     #[test]
     fn batches_respect_both_limits() {
         let entries: Vec<Value> = (0..10).map(|i| json!({"n": i})).collect();
-        let sizes: Vec<usize> = batches(&entries, 4, usize::MAX).iter().map(|b| b.len()).collect();
+        let sizes: Vec<usize> = batches(&entries, 4, usize::MAX)
+            .iter()
+            .map(|b| b.len())
+            .collect();
         assert_eq!(sizes, [4, 4, 2]);
         let one = json_size(&entries[0]);
-        let sizes: Vec<usize> = batches(&entries, 100, one * 3).iter().map(|b| b.len()).collect();
+        let sizes: Vec<usize> = batches(&entries, 100, one * 3)
+            .iter()
+            .map(|b| b.len())
+            .collect();
         assert_eq!(sizes, [3, 3, 3, 1]);
         let big = vec![json!("x".repeat(100)), json!(1)];
         let sizes: Vec<usize> = batches(&big, 100, 10).iter().map(|b| b.len()).collect();
@@ -747,7 +766,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(frame.file_path(), Path::new("/p/x.jsonl"));
-        assert!(MirrorFrame::from_line(r#"{"type":"user"}"#).unwrap_err().is_protocol());
+        assert!(
+            MirrorFrame::from_line(r#"{"type":"user"}"#)
+                .unwrap_err()
+                .is_protocol()
+        );
         assert!(MirrorFrame::from_line("nope").unwrap_err().is_protocol());
         let made = MirrorFrame::new("/p/x.jsonl", vec![json!({"a": 1})]);
         assert_eq!(made.bytes(), r#"{"a":1}"#.len());

@@ -100,9 +100,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use import::{ImportReport, import_session, import_transcript_file};
-pub use key::{
-    SessionKey, config_dir_for_env, project_key_for_directory, projects_dir,
-};
+pub use key::{SessionKey, config_dir_for_env, project_key_for_directory, projects_dir};
 pub use materialize::{MaterializeOptions, MaterializedSession, materialize_session};
 pub use memory::InMemorySessionStore;
 pub use mirror::{MIRROR_LINE_TYPE, MirrorConfig, MirrorFailure, MirrorFrame, MirrorSink};
@@ -149,14 +147,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Appends `entries` to the transcript `key`, after what it holds, skipping each
     /// entry whose string `uuid` the key already holds. Appending nothing is a no-op
     /// (it creates no session).
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, Result<()>>;
+    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value])
+    -> BoxFuture<'a, Result<()>>;
 
     /// The entries of `key` in append order; an empty stream for an unknown key.
     fn load<'a>(&'a self, key: &'a SessionKey) -> EntryStream<'a>;
 
     /// The sessions (main transcripts) of a project, in no particular order.
     /// Optional: [`Unsupported`](ErrorKind::Unsupported) by default.
-    fn list_sessions<'a>(&'a self, project_key: &'a str) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
+    fn list_sessions<'a>(
+        &'a self,
+        project_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
         let _ = project_key;
         Box::pin(async { Err(unsupported("list_sessions")) })
     }
@@ -178,7 +180,11 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, Result<()>> {
         (**self).append(key, entries)
     }
 
@@ -186,7 +192,10 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         (**self).load(key)
     }
 
-    fn list_sessions<'a>(&'a self, project_key: &'a str) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
+    fn list_sessions<'a>(
+        &'a self,
+        project_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
         (**self).list_sessions(project_key)
     }
 

@@ -115,7 +115,11 @@ impl PostgresSessionStore {
 }
 
 impl SessionStore for PostgresSessionStore {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             if entries.is_empty() {
                 return Ok(());
@@ -141,8 +145,12 @@ impl SessionStore for PostgresSessionStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| storage("record a transcript", e))?;
-            let id: i64 = row.try_get(0).map_err(|e| storage("record a transcript", e))?;
-            let batch: i64 = row.try_get(1).map_err(|e| storage("record a transcript", e))?;
+            let id: i64 = row
+                .try_get(0)
+                .map_err(|e| storage("record a transcript", e))?;
+            let batch: i64 = row
+                .try_get(1)
+                .map_err(|e| storage("record a transcript", e))?;
             sqlx::query(
                 "INSERT INTO claude_session_entries (key_id, batch, ord, uuid, entry)
                  SELECT $1, $2, t.ord, t.uuid, t.entry
@@ -176,12 +184,17 @@ impl SessionStore for PostgresSessionStore {
         .fetch(&self.pool);
         Box::pin(rows.map(|row| {
             let row = row.map_err(|e| storage("load a transcript", e))?;
-            let text: &str = row.try_get(0).map_err(|e| storage("load a transcript", e))?;
+            let text: &str = row
+                .try_get(0)
+                .map_err(|e| storage("load a transcript", e))?;
             decode(text)
         }))
     }
 
-    fn list_sessions<'a>(&'a self, project_key: &'a str) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
+    fn list_sessions<'a>(
+        &'a self,
+        project_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT session_id, modified_ms FROM claude_session_keys

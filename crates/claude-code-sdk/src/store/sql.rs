@@ -6,7 +6,11 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// A backend failure as a [`Storage`](ErrorKind::Storage) error.
 pub(super) fn storage(what: &str, err: sqlx::Error) -> Error {
-    Error::new(ErrorKind::Storage, format!("the session store could not {what}")).with_source(err)
+    Error::new(
+        ErrorKind::Storage,
+        format!("the session store could not {what}"),
+    )
+    .with_source(err)
 }
 
 /// One entry as stored: its `uuid` (the idempotency key) and its compact JSON text.
@@ -28,7 +32,11 @@ pub(super) fn encode(entries: &[Value]) -> Result<(Vec<Option<String>>, Vec<Stri
 /// Parses a stored entry.
 pub(super) fn decode(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| {
-        Error::new(ErrorKind::Storage, "a stored transcript entry is not valid JSON").with_source(e)
+        Error::new(
+            ErrorKind::Storage,
+            "a stored transcript entry is not valid JSON",
+        )
+        .with_source(e)
     })
 }
 

@@ -87,7 +87,11 @@ impl SqliteSessionStore {
 }
 
 impl SessionStore for SqliteSessionStore {
-    fn append<'a>(&'a self, key: &'a SessionKey, entries: &'a [Value]) -> BoxFuture<'a, Result<()>> {
+    fn append<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        entries: &'a [Value],
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             if entries.is_empty() {
                 return Ok(());
@@ -113,8 +117,12 @@ impl SessionStore for SqliteSessionStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| storage("record a transcript", e))?;
-            let id: i64 = row.try_get(0).map_err(|e| storage("record a transcript", e))?;
-            let batch: i64 = row.try_get(1).map_err(|e| storage("record a transcript", e))?;
+            let id: i64 = row
+                .try_get(0)
+                .map_err(|e| storage("record a transcript", e))?;
+            let batch: i64 = row
+                .try_get(1)
+                .map_err(|e| storage("record a transcript", e))?;
             for (ord, (uuid, text)) in uuids.iter().zip(&texts).enumerate() {
                 sqlx::query(
                     "INSERT OR IGNORE INTO claude_session_entries (key_id, batch, ord, uuid, entry)
@@ -149,12 +157,17 @@ impl SessionStore for SqliteSessionStore {
         .fetch(&self.pool);
         Box::pin(rows.map(|row| {
             let row = row.map_err(|e| storage("load a transcript", e))?;
-            let text: &str = row.try_get(0).map_err(|e| storage("load a transcript", e))?;
+            let text: &str = row
+                .try_get(0)
+                .map_err(|e| storage("load a transcript", e))?;
             decode(text)
         }))
     }
 
-    fn list_sessions<'a>(&'a self, project_key: &'a str) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
+    fn list_sessions<'a>(
+        &'a self,
+        project_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT session_id, modified_ms FROM claude_session_keys
