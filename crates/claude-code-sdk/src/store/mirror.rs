@@ -111,7 +111,8 @@ pub struct MirrorConfig {
     /// The most bytes in one append (default 4 MiB); a single larger entry goes alone.
     pub max_batch_bytes: usize,
     /// The most bytes pushed but not yet stored (default 64 MiB). A frame that would
-    /// exceed it is not queued but reported as a [`MirrorFailure`] at once.
+    /// exceed it is not queued but reported as a [`MirrorFailure`] at once (a frame
+    /// larger than the bound is still queued when nothing else waits).
     pub max_pending_bytes: usize,
     /// Attempts per append (default 3), with exponential waits between them.
     pub attempts: u32,
