@@ -18,10 +18,11 @@ run: cli
 serve: cli
 	$(CARGO) run --quiet -p claude-code-server --example demo
 
-## make test: every test, against the real pinned CLI and the testkit's mock model
+## make test: every test, against the real pinned CLI and the testkit's mock model,
+## with a PostgreSQL server (DATABASE_URL, else 127.0.0.1:5432, else a private one)
 test: cli
 	$(CARGO) build --workspace --all-targets --all-features --quiet
-	$(CARGO) test --workspace --all-features --quiet -- --test-threads=4
+	CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test --workspace --all-features --quiet -- --test-threads=4
 
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli

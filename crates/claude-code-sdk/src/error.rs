@@ -81,6 +81,9 @@ pub enum ErrorKind {
     Storage,
     /// An I/O error outside the CLI's pipes.
     Io,
+    /// The operation is not supported by this implementation (for example an optional
+    /// [`SessionStore`](crate::store::SessionStore) method a store does not provide).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -106,6 +109,7 @@ impl ErrorKind {
             ErrorKind::SideEffectsNotRepeatable => "side_effects_not_repeatable",
             ErrorKind::Storage => "storage",
             ErrorKind::Io => "io",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }
@@ -328,6 +332,17 @@ impl Error {
     /// No conversation or session with the given id exists.
     pub fn is_not_found(&self) -> bool {
         self.inner.kind == ErrorKind::NotFound
+    }
+
+    /// Storage (a conversation or session store, a cache) failed.
+    pub fn is_storage(&self) -> bool {
+        self.inner.kind == ErrorKind::Storage
+    }
+
+    /// The operation is not supported by this implementation (an optional
+    /// [`SessionStore`](crate::store::SessionStore) method, for example).
+    pub fn is_unsupported(&self) -> bool {
+        self.inner.kind == ErrorKind::Unsupported
     }
 
     /// Trying again may succeed: connection failures, timeouts, and API statuses 408

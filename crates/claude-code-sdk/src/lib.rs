@@ -156,12 +156,15 @@
 //! | [`runner`] | [`Runner`], [`DirectRunner`], [`Run`] |
 //! | [`toolkit`] | the pool, retry, cache, conversations, scoped sessions |
 //! | [`cli`] | finding the CLI, its version and credentials; reaping what crashed runs left |
+//! | [`store`], [`sessions`] | session transcripts in your database (mirror, materialize for resume) and the sessions API (list, read, rename, tag, fork, delete) |
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlite` | no | [`SqliteStore`](toolkit::conversation::ConversationStore), a conversation store in SQLite (sqlx, bundled SQLite) |
+//! | `sqlite` | no | [`SqliteStore`](toolkit::conversation::ConversationStore), a conversation store in SQLite, and `store::SqliteSessionStore` (sqlx, bundled SQLite) |
+//! | `postgres` | no | `store::PostgresSessionStore`, session transcripts in PostgreSQL (sqlx) |
+//! | `store-conformance` | no | `store::conformance`: the conformance suite for your own `SessionStore` |
 //!
 //! # Caveats
 //!
@@ -179,6 +182,8 @@ pub mod permission;
 pub mod prompt;
 pub mod query;
 pub mod runner;
+pub mod sessions;
+pub mod store;
 pub mod toolkit;
 pub mod tools;
 

@@ -43,6 +43,7 @@
 //! - [`Sandbox`]: temporary directories and the CLI's environment.
 //! - [`cli_path`], [`fake_claude_path`], [`mock_anthropic_path`]: the programs.
 //! - [`fake`]: `fake-claude`'s modes and recordings.
+//! - [`pg`]: a fresh PostgreSQL database per test.
 //! - [`pid_is_running`], [`wait_until_gone`], [`read_pid_file`]: "no process survives".
 //!
 //! Two binaries come with the crate: `mock-anthropic` (the mock as a server,
@@ -51,6 +52,7 @@
 pub mod fake;
 mod mock;
 mod paths;
+pub mod pg;
 mod process;
 mod sandbox;
 
