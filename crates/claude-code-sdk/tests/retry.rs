@@ -134,7 +134,7 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
     let options = h
         .options()
         .allowed_tools(["Bash"])
-        .timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(12))
         .build()
         .unwrap();
 

@@ -82,22 +82,20 @@ impl ResultSummary {
         ResultSummary::resumed(messages, None)
     }
 
-    /// The summary of a run that resumed a conversation whose cumulative cost was
-    /// `previous_total` before it: the CLI reports the conversation's running total,
-    /// so the run's own cost is the difference.
+    /// The summary of a run that continued a conversation whose cumulative cost was
+    /// `previous_total` before it.
     pub(crate) fn resumed(
         messages: &[Message],
         previous_total: Option<f64>,
     ) -> Option<ResultSummary> {
         let message = messages.iter().rev().find(|m| m.is_result())?;
         let r = message.as_result()?;
-        let own = r.turn_cost_usd.or(r.total_cost_usd);
-        let (cost_usd, session_cost_usd) = match (previous_total, r.total_cost_usd) {
-            // A running total that grew: the run's cost is the growth.
-            (Some(before), Some(total)) if total >= before => (Some(total - before), Some(total)),
-            // A CLI that reports the run alone.
-            (Some(before), _) => (own, own.map(|c| before + c)),
-            (None, total) => (own, total.or(own)),
+        // The SDK reports the run's own cost (what the CLI's running total grew by in
+        // this process, from what the conversation had cost when it was resumed).
+        let cost_usd = r.turn_cost_usd.or(r.total_cost_usd);
+        let session_cost_usd = match (previous_total, cost_usd) {
+            (Some(before), Some(cost)) => Some(before + cost),
+            (before, cost) => before.or(cost),
         };
         Some(ResultSummary {
             text: crate::error::failure_text(message).or_else(|| r.result.clone()),

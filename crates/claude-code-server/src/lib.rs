@@ -256,6 +256,12 @@ pub struct ServerConfig {
     /// A client that accepts nothing of a response for this long is cut off: its run
     /// is cancelled (its CLI killed, its process slot freed) and its connection closed.
     pub stream_stall_timeout: Duration,
+    /// Parked CLIs kept ready for runs (default 1), for each of the two shapes a run
+    /// can have: without approvals, and with approvals from a browser. A run in any
+    /// working directory, with any model and allowed mode, claims one in ~40 ms instead
+    /// of a cold start. They count against the pool's `max_concurrent` and give their
+    /// slot up when a run needs it.
+    pub prewarm: usize,
 }
 
 impl ServerConfig {
@@ -294,7 +300,16 @@ impl ServerConfig {
             max_connections: None,
             max_connections_per_ip: 256,
             stream_stall_timeout: Duration::from_secs(30),
+            prewarm: 1,
         }
+    }
+
+    /// How many parked CLIs to keep ready for each run shape (see
+    /// [`ServerConfig::prewarm`]); 0 for none.
+    #[must_use]
+    pub fn prewarm(mut self, spares: usize) -> Self {
+        self.prewarm = spares;
+        self
     }
 
     /// Lets the CLI inherit these variables of the server's environment too (names, or
@@ -568,7 +583,33 @@ impl AppState {
     pub fn new(mut config: ServerConfig) -> std::io::Result<AppState> {
         let project_root = config.project_root.canonicalize()?;
         config.base_options = cli_environment(&config)?;
-        let pool = QueryPool::new(config.pool.clone());
+        let mut pool_config = config.pool.clone();
+        if config.prewarm > 0 {
+            // The options of a request that chooses nothing, as `options_for` builds
+            // them: a run that chooses a working directory, a model or an allowed mode
+            // differs only in what a claim sets. Approvals add a callback, which changes
+            // how the CLI starts: a second profile, whose callback each run replaces.
+            let plain = config
+                .base_options
+                .to_builder()
+                .permission_mode(config.default_mode)
+                .max_turns(config.max_turns)
+                .cwd(&project_root)
+                .timeout(config.request_timeout)
+                .build()
+                .map_err(std::io::Error::other)?;
+            let approving = plain
+                .to_builder()
+                .can_use_tool(|_, _, _| async {
+                    claude_code_sdk::PermissionDecision::deny("no run has claimed this process")
+                })
+                .build()
+                .map_err(std::io::Error::other)?;
+            pool_config = pool_config
+                .prewarm(plain, config.prewarm)
+                .prewarm(approving, config.prewarm);
+        }
+        let pool = QueryPool::new(pool_config);
         let session_base = config
             .base_options
             .to_builder()
@@ -577,12 +618,14 @@ impl AppState {
             .timeout(config.request_timeout)
             .build()
             .map_err(std::io::Error::other)?;
-        // Session turns resume their conversation cold, each in a process slot of the
-        // pool: no CLI lives outside the pool's bound.
-        let sessions = ConversationManager::with_store(
+        // Session turns run on the pool, like every run: a session's next turn runs on
+        // the process of its last one while that is hot, and no CLI lives outside the
+        // pool's bound. A session unused for its TTL ends (record and process).
+        let sessions = ConversationManager::with_runner(
             session_base,
             MemoryStore::default(),
-            config.sessions.clone().max_hot(0),
+            pool.clone(),
+            config.sessions.clone().ttl(config.session_ttl),
         );
         let shutdown = CancellationToken::new();
         let tenants = Tenants::new(
@@ -607,7 +650,6 @@ impl AppState {
                 shutdown,
             }),
         };
-        tokio::spawn(expire_sessions(Arc::downgrade(&state.inner)));
         Ok(state)
     }
 
@@ -670,32 +712,6 @@ fn cli_environment(config: &ServerConfig) -> std::io::Result<ClaudeCodeOptions> 
 
 fn pattern_matches(pattern: &str, name: &str) -> bool {
     InheritEnv::only([pattern]).allows(name)
-}
-
-/// Ends sessions unused for longer than the TTL.
-async fn expire_sessions(state: std::sync::Weak<StateInner>) {
-    loop {
-        let (expired, pause) = {
-            let Some(inner) = state.upgrade() else { return };
-            let ttl = inner.config.session_ttl;
-            let expired = inner.tenants.idle_sessions(ttl);
-            for id in &expired {
-                // A session busy with a turn is not idle after all: try again later.
-                match inner.sessions.end(id).await {
-                    Err(err) if err.is_conversation_busy() => continue,
-                    _ => inner.tenants.remove_session(id),
-                }
-            }
-            (
-                expired.len(),
-                (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60)),
-            )
-        };
-        if expired > 0 {
-            tracing::info!(expired, "ended unused sessions");
-        }
-        tokio::time::sleep(pause).await;
-    }
 }
 
 /// The owner scope of the server's CLI runs (see

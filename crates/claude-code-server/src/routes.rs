@@ -651,17 +651,15 @@ pub(crate) async fn approve(
 
 impl StateInner {
     /// The session, if it exists and belongs to `caller`; marks it used.
-    fn own_session(&self, id: &str, caller: &Caller) -> Result<(), ApiError> {
-        if self.tenants.touch_session(id, &caller.0) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("no session with id {id:?}")))
-        }
-    }
-
-    /// A process slot for a session turn.
-    async fn session_slot(&self) -> Result<claude_code_sdk::PoolSlot, ApiError> {
-        Ok(self.pool.reserve().await?)
+    async fn own_session(
+        &self,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<claude_code_sdk::ConversationRecord, ApiError> {
+        self.sessions
+            .record_for(&caller.0, id)
+            .await
+            .map_err(|_| ApiError::not_found(format!("no session with id {id:?}")))
     }
 }
 
@@ -681,7 +679,11 @@ pub(crate) async fn start_session(
     let id = uuid::Uuid::new_v4().to_string();
     // The start counts against the caller's cap while it runs; dropping the ticket
     // (a client that goes away, say) leaves nothing behind.
-    let Some(ticket) = inner.tenants.start_session(&caller.0, &id, &inner.sessions) else {
+    let open = inner.sessions.count(Some(&caller.0)).await?;
+    let Some(ticket) = inner
+        .tenants
+        .start_session(&caller.0, open, &id, &inner.sessions)
+    else {
         return Err(ApiError::unavailable(
             "too_many_sessions",
             format!(
@@ -691,14 +693,14 @@ pub(crate) async fn start_session(
             60,
         ));
     };
-    let slot = inner.session_slot().await?;
-    let turn = inner.sessions.start_conversation(&id, &request.prompt, cwd);
+    let turn = inner
+        .sessions
+        .start_conversation_for(&caller.0, &id, &request.prompt, cwd);
     let outcome = tokio::select! {
         outcome = turn => outcome,
         () = inner.shutdown.cancelled() => Err(claude_code_sdk::Error::custom(
             claude_code_sdk::ErrorKind::PoolBusy, "the server is shutting down")),
     };
-    drop(slot);
     inner.tenants.count_session_turn(&caller.0);
     match outcome {
         Ok(messages) => {
@@ -733,22 +735,15 @@ pub(crate) async fn continue_session(
     ApiJson(request): ApiJson<SessionTurn>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let inner = &state.inner;
-    inner.own_session(&id, &caller)?;
-    // The turn resumes the conversation's last CLI session: its running cost is known.
-    let previous_total = inner
+    // The turn continues the conversation: its running cost is in the record.
+    let previous_total = Some(inner.own_session(&id, &caller).await?.total_cost_usd);
+    let turn = inner
         .sessions
-        .record(&id)
-        .await
-        .ok()
-        .and_then(|r| inner.tenants.conversation(&caller.0, &r.session_id))
-        .and_then(|c| c.total_cost_usd);
-    let slot = inner.session_slot().await?;
-    let turn = inner.sessions.continue_conversation(&id, &request.prompt);
+        .continue_conversation_for(&caller.0, &id, &request.prompt);
     let outcome = tokio::select! {
         outcome = turn => outcome,
         () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
     };
-    drop(slot);
     inner.tenants.count_session_turn(&caller.0);
     let messages: Vec<Message> = outcome?;
     inner.tenants.record_run(&caller.0, &messages);
@@ -771,8 +766,7 @@ pub(crate) async fn session_history(
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.inner.own_session(&id, &caller)?;
-    let record = state.inner.sessions.record(&id).await?;
+    let record = state.inner.own_session(&id, &caller).await?;
     // Each turn's own cost is stored; the conversation's total after it is the sum.
     let mut turns = serde_json::to_value(&record.turns).unwrap_or(Value::Null);
     let mut total = 0.0;
@@ -804,9 +798,17 @@ pub(crate) async fn end_session(
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.inner.own_session(&id, &caller)?;
-    state.inner.sessions.end(&id).await?;
-    state.inner.tenants.remove_session(&id);
+    state
+        .inner
+        .sessions
+        .end_for(&caller.0, &id)
+        .await
+        .map_err(|err| match err.kind() {
+            claude_code_sdk::ErrorKind::NotFound => {
+                ApiError::not_found(format!("no session with id {id:?}"))
+            }
+            _ => err.into(),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -819,6 +821,7 @@ pub(crate) async fn stats(
 ) -> Json<Value> {
     let inner = &state.inner;
     let mine = inner.tenants.figures(&caller.0);
+    let open = inner.sessions.count(Some(&caller.0)).await.unwrap_or(0);
     let mut body = json!({
         "runs": {
             "active": mine.runs_active,
@@ -826,7 +829,7 @@ pub(crate) async fn stats(
             "failed": mine.runs_failed,
         },
         "sessions": {
-            "open": mine.open,
+            "open": open,
             "starting": mine.starting,
             "turns": mine.session_turns,
             "max": inner.config.max_sessions,
@@ -839,14 +842,21 @@ pub(crate) async fn stats(
             "active": pool.active,
             "queued": pool.queued,
             "warm": pool.warm,
+            "spares": pool.spares,
+            "hot": pool.hot,
+            "processes": pool.processes,
             "completed": pool.completed,
             "failed": pool.failed,
             "rejected": pool.rejected,
             "warm_hits": pool.warm_hits,
+            "hot_hits": pool.hot_hits,
+            "claimed": pool.claimed,
+            "cold_starts": pool.cold_starts,
+            "claim_fallbacks": pool.claim_fallbacks,
             "started": pool.started,
             "mean_wait_ms": pool.mean_wait.as_secs_f64() * 1000.0,
         });
-        body["sessions"]["open_all"] = json!(inner.tenants.sessions_open());
+        body["sessions"]["open_all"] = json!(inner.sessions.count(None).await.unwrap_or(0));
         body["approvals"]["waiting_all"] = json!(inner.approvals.waiting());
     }
     Json(body)

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use claude_code_sdk::{ConversationManager, Message};
 
@@ -16,15 +16,9 @@ use claude_code_sdk::{ConversationManager, Message};
 pub(crate) struct Conversation {
     /// The caller whose run produced it.
     pub(crate) owner: String,
-    /// The conversation's cumulative cost after its last run, as the CLI reported it.
+    /// The conversation's cumulative cost after its last run: the sum of its runs'
+    /// own costs.
     pub(crate) total_cost_usd: Option<f64>,
-}
-
-/// A server session (`/v1/sessions`).
-#[derive(Debug)]
-pub(crate) struct SessionEntry {
-    pub(crate) owner: String,
-    pub(crate) last_used: Instant,
 }
 
 /// One caller's figures.
@@ -32,8 +26,6 @@ pub(crate) struct SessionEntry {
 pub(crate) struct Figures {
     /// Session starts under way (they count against the cap while they run).
     pub(crate) starting: usize,
-    /// Sessions that exist.
-    pub(crate) open: usize,
     /// Session turns run (first turns included).
     pub(crate) session_turns: u64,
     /// Queries running now.
@@ -46,7 +38,6 @@ pub(crate) struct Figures {
 
 #[derive(Debug, Default)]
 struct Books {
-    sessions: HashMap<String, SessionEntry>,
     callers: HashMap<String, Figures>,
 }
 
@@ -86,8 +77,8 @@ impl Tenants {
 
     /// [`record_run`](Tenants::record_run) for one message (an `init` or a result).
     pub(crate) fn record_message(&self, owner: &str, message: &Message) {
-        let (id, total) = match message {
-            Message::Result(r) => (r.session_id.as_str(), r.total_cost_usd),
+        let (id, cost) = match message {
+            Message::Result(r) => (r.session_id.as_str(), r.turn_cost_usd),
             Message::System(s) if s.subtype == "init" => match &s.session_id {
                 Some(id) => (id.as_str(), None),
                 None => return,
@@ -107,7 +98,13 @@ impl Tenants {
             );
             return;
         }
-        let total = total.or_else(|| known.and_then(|k| k.total_cost_usd));
+        // The conversation's total is the sum of its runs' own costs (the CLI's running
+        // total restarts when a process was killed).
+        let before = known.and_then(|k| k.total_cost_usd);
+        let total = match (before, cost) {
+            (Some(before), Some(cost)) => Some(before + cost),
+            (before, cost) => before.or(cost),
+        };
         self.conversations.insert(
             id.to_owned(),
             Conversation {
@@ -124,17 +121,19 @@ impl Tenants {
 
     // --- sessions ----------------------------------------------------------------
 
-    /// Room for one more session of `owner`: the start counts against the caller's cap
-    /// until the ticket is committed or dropped. `None` when the caller is at its cap.
+    /// Room for one more session of `owner`, who has `open` sessions: the start counts
+    /// against the caller's cap until the ticket is committed or dropped. `None` when
+    /// the caller is at its cap.
     pub(crate) fn start_session(
         &self,
         owner: &str,
+        open: usize,
         id: &str,
         manager: &ConversationManager,
     ) -> Option<StartTicket> {
         let mut books = self.books();
         let figures = books.callers.entry(owner.to_owned()).or_default();
-        if figures.open + figures.starting >= self.max_sessions {
+        if open + figures.starting >= self.max_sessions {
             return None;
         }
         figures.starting += 1;
@@ -145,38 +144,6 @@ impl Tenants {
             manager: manager.clone(),
             done: false,
         })
-    }
-
-    /// The session, if it exists and belongs to `owner`; marks it used.
-    pub(crate) fn touch_session(&self, id: &str, owner: &str) -> bool {
-        let mut books = self.books();
-        match books.sessions.get_mut(id) {
-            Some(entry) if entry.owner == owner => {
-                entry.last_used = Instant::now();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Forgets a session.
-    pub(crate) fn remove_session(&self, id: &str) {
-        let mut books = self.books();
-        if let Some(entry) = books.sessions.remove(id)
-            && let Some(figures) = books.callers.get_mut(&entry.owner)
-        {
-            figures.open = figures.open.saturating_sub(1);
-        }
-    }
-
-    /// Sessions unused for `ttl`.
-    pub(crate) fn idle_sessions(&self, ttl: Duration) -> Vec<String> {
-        self.books()
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.last_used.elapsed() >= ttl)
-            .map(|(id, _)| id.clone())
-            .collect()
     }
 
     /// Counts a session turn of `owner`.
@@ -211,11 +178,6 @@ impl Tenants {
     pub(crate) fn figures(&self, owner: &str) -> Figures {
         self.books().callers.get(owner).cloned().unwrap_or_default()
     }
-
-    /// How many sessions exist, all callers together.
-    pub(crate) fn sessions_open(&self) -> usize {
-        self.books().sessions.len()
-    }
 }
 
 /// A session start under way; see [`Tenants::start_session`].
@@ -228,19 +190,10 @@ pub(crate) struct StartTicket {
 }
 
 impl StartTicket {
-    /// The first turn produced a conversation: the session exists.
+    /// The first turn produced a conversation: the session exists (its record, owned
+    /// by the caller, is in the conversation manager's store).
     pub(crate) fn commit(mut self) {
-        let mut books = self.tenants.books();
-        books.sessions.insert(
-            self.id.clone(),
-            SessionEntry {
-                owner: self.owner.clone(),
-                last_used: Instant::now(),
-            },
-        );
-        let figures = books.callers.entry(self.owner.clone()).or_default();
-        figures.starting = figures.starting.saturating_sub(1);
-        figures.open += 1;
+        self.release();
         self.done = true;
     }
 

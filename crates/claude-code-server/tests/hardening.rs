@@ -42,6 +42,8 @@ impl Running {
             .build()
             .unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            // Spares are tested on their own (tests/pool_bound.rs): none here.
+            .prewarm(0)
             .api_token(TOKEN)
             .project_root(sandbox.cwd())
             .base_options(options);
@@ -174,8 +176,9 @@ struct Binary {
 impl Binary {
     async fn start(sandbox: &Sandbox, extra: &[&str]) -> Binary {
         let mut command = Binary::command(sandbox);
-        command.args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--project-root"]);
-        command.arg(sandbox.cwd()).args(extra);
+        // No spares: their pipes would count in the open-file figures.
+        command.args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--prewarm", "0"]);
+        command.arg("--project-root").arg(sandbox.cwd()).args(extra);
         let mut child = command.spawn().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();

@@ -29,6 +29,8 @@ impl Server {
             .build()
             .unwrap();
         let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            // Spares are tested on their own (tests/pool_bound.rs): none here.
+            .prewarm(0)
             .api_token(TOKEN)
             .project_root(sandbox.cwd())
             .base_options(options)

@@ -6,6 +6,8 @@ use claude_code_server::{AppState, ServerConfig, router};
 async fn the_page_is_served_without_a_token_and_uses_the_streaming_api() {
     let root = tempfile::tempdir().unwrap();
     let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+        // Spares are tested on their own (tests/pool_bound.rs): none here.
+        .prewarm(0)
         .api_token("secret")
         .project_root(root.path());
     let app = router(AppState::new(config).unwrap());

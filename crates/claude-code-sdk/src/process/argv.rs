@@ -363,16 +363,9 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         flag("permission-mode", Some(cli_mode.to_owned()));
     }
     // Nobody can be asked (no permission callback): make the CLI deny what would
-    // prompt instead of waiting.
-    if !has_callback
-        && matches!(
-            mode,
-            Some(
-                PermissionMode::AskForEdits | PermissionMode::Strict | PermissionMode::AcceptEdits
-            )
-        )
-        && version.supports_permission_prompts_flag()
-    {
+    // prompt instead of waiting, whatever the mode (a claim or `set_permission_mode`
+    // may change it later).
+    if !has_callback && version.supports_permission_prompts_flag() {
         flag("permission-prompts", Some("none".to_owned()));
     }
     if has_callback {

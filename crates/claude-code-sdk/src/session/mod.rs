@@ -296,7 +296,11 @@ impl CliSession {
             options.cwd.as_deref(),
             options.stderr.clone(),
         )?;
-        Self::initialize(pipes, prepared.version, options, slot).await
+        let session = Self::initialize(pipes, prepared.version, options, slot).await?;
+        if let Some(total) = resumed_cost(options) {
+            session.link.router.set_cost_baseline(total);
+        }
+        Ok(session)
     }
 
     /// Starts a parked spare (`--await-claim`) for runs that share `plan`'s key, with
@@ -454,6 +458,43 @@ impl CliSession {
             Err(_) => Err((Error::timeout("the reset did not finish"), self)),
         }
     }
+}
+
+/// What a resumed conversation had cost when its last process ended gracefully: the
+/// CLI writes a `cost-state` entry to the transcript at exit and starts a resumed
+/// process's cumulative cost from it (a process that was killed writes none, and the
+/// next one starts from the last entry there is). Read from the tail of the transcript,
+/// so each turn's own cost is exact whichever way the earlier processes ended.
+fn resumed_cost(options: &ClaudeCodeOptions) -> Option<f64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 * 1024;
+    let id = options.resume.as_deref()?;
+    if options.fork_session {
+        return None;
+    }
+    let config = crate::store::config_dir_for_env(
+        options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    let cwd = options
+        .cwd
+        .clone()
+        .or_else(|| std::env::current_dir().ok())?;
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let path = crate::store::projects_dir(config)
+        .join(crate::store::project_key_for_directory(&cwd))
+        .join(format!("{id}.jsonl"));
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    file.take(TAIL).read_to_end(&mut tail).ok()?;
+    tail.split(|b| *b == b'\n').rev().find_map(|line| {
+        let entry: Value = serde_json::from_slice(line).ok()?;
+        (entry.get("type")?.as_str()? == "cost-state"
+            && entry.get("sessionId").and_then(Value::as_str) == Some(id))
+        .then(|| entry.get("totalCostUSD")?.as_f64())
+        .flatten()
+    })
 }
 
 impl std::fmt::Debug for CliSession {

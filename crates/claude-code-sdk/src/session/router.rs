@@ -271,6 +271,13 @@ impl Router {
         }
     }
 
+    /// What the CLI's cumulative cost already counts when the process starts (a
+    /// resumed conversation's earlier turns): the first turn's own cost is what its
+    /// result adds to it.
+    pub(crate) fn set_cost_baseline(&self, total: f64) {
+        lock(&self.shared).last_total_cost = Some(total);
+    }
+
     /// The session id the CLI reported last.
     pub(crate) fn session_id(&self) -> Option<String> {
         lock(&self.shared).session_id.clone()

@@ -112,6 +112,8 @@ pub trait ConversationStore: Send + Sync + 'static {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>>;
     /// Ids of conversations whose last turn ended before `cutoff`.
     fn idle_since(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// How many conversations `owner` has (all of them for `None`).
+    fn count<'a>(&'a self, owner: Option<&'a str>) -> BoxFuture<'a, Result<usize>>;
 }
 
 /// Conversations in memory: gone when the process ends.
@@ -150,6 +152,15 @@ impl ConversationStore for MemoryStore {
             .map(|r| r.id.clone())
             .collect();
         Box::pin(async move { Ok(ids) })
+    }
+
+    fn count<'a>(&'a self, owner: Option<&'a str>) -> BoxFuture<'a, Result<usize>> {
+        let count = self
+            .records()
+            .values()
+            .filter(|r| owner.is_none_or(|o| r.owner.as_deref() == Some(o)))
+            .count();
+        Box::pin(async move { Ok(count) })
     }
 }
 
@@ -261,6 +272,21 @@ mod sqlite {
                 rows.iter()
                     .map(|row| row.try_get::<String, _>("id").map_err(storage))
                     .collect()
+            })
+        }
+
+        fn count<'a>(&'a self, owner: Option<&'a str>) -> BoxFuture<'a, Result<usize>> {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM claude_conversations \
+                     WHERE ?1 IS NULL OR json_extract(record, '$.owner') = ?1",
+                )
+                .bind(owner)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(storage)?;
+                let n: i64 = row.try_get("n").map_err(storage)?;
+                Ok(usize::try_from(n).unwrap_or(0))
             })
         }
     }
@@ -598,6 +624,15 @@ impl ConversationManager {
         }
     }
 
+    /// How many conversations `owner` has (all of them for `None`).
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn count(&self, owner: Option<&str>) -> Result<usize> {
+        self.inner.store.count(owner).await
+    }
+
     /// How many conversations have a hot process now, in the manager's own pool (0 with
     /// a runner of yours: ask it).
     pub fn hot_count(&self) -> usize {
@@ -629,13 +664,9 @@ impl ConversationManager {
         }
         if !record.session_id.is_empty() {
             record.updated_at = Utc::now();
-            // The CLI's total is the conversation's, across processes: this turn's
-            // share is what it adds.
-            let cost = result.and_then(|r| r.total_cost_usd).map(|total| {
-                let turn = (total - record.total_cost_usd).max(0.0);
-                record.total_cost_usd = total.max(record.total_cost_usd);
-                turn
-            });
+            // The run's own cost (the SDK knows what the process had counted before).
+            let cost = result.and_then(|r| r.turn_cost_usd);
+            record.total_cost_usd += cost.unwrap_or(0.0);
             record.turns.push(Turn {
                 prompt: prompt.text(),
                 response: result
