@@ -368,7 +368,7 @@ impl ClaudeClient {
     /// effect: the CLI may not take the one asked for (the project's settings can
     /// disable a mode), and then it says which it kept.
     ///
-    /// The seed modes keep their guarantees: [`Strict`](PermissionMode::Strict) takes
+    /// The Python SDK's four modes keep their guarantees: [`Strict`](PermissionMode::Strict) takes
     /// effect in the SDK's guard at once (it asks the callback, or denies, before every
     /// tool not in `allowed_tools`); the others map to the CLI's modes.
     /// [`ReadOnly`](PermissionMode::ReadOnly) narrows the tool set, which is fixed when

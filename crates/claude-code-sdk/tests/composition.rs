@@ -235,13 +235,12 @@ async fn a_claim_the_cli_refuses_falls_back_to_a_cold_start_and_says_why() {
         .permission_mode(PermissionMode::BypassPermissions)
         .build()
         .unwrap();
-    let messages = pool
-        .query("hello bypass", options)
-        .await
-        .unwrap()
-        .collect_all()
-        .await
-        .unwrap();
+    let mut run = pool.query("hello bypass", options).await.unwrap();
+    let mut messages = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut run).await {
+        messages.push(message.unwrap());
+    }
+    assert_eq!(run.served(), Served::Cold, "the run says how it was served");
     assert_eq!(
         result_of(&messages).result.as_deref(),
         Some("Mock reply to: hello bypass")

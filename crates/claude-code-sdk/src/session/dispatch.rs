@@ -2,7 +2,7 @@
 //! (`can_use_tool`), hooks (`hook_callback`) and in-process MCP servers
 //! (`mcp_message`), plus the SDK's own permission guard.
 //!
-//! The guard is a `PreToolUse` hook the SDK always registers. It makes the seed
+//! The guard is a `PreToolUse` hook the SDK always registers. It makes the Python SDK's
 //! permission modes hold where CLI flags alone cannot:
 //!
 //! - [`ReadOnly`](PermissionMode::ReadOnly): denies any tool with side effects that

@@ -17,7 +17,7 @@
 //! # Exact continuation
 //!
 //! A follow-up continues the CLI session itself, so the model sees every earlier turn
-//! as it was, tool calls and results included. The seed's approach of pasting a
+//! as it was, tool calls and results included. Pasting a
 //! truncated transcript into a new prompt loses all of that.
 //!
 //! # Where turns run

@@ -183,8 +183,11 @@ impl PoolConfig {
     }
 }
 
+/// Where a run records how it was served (a claim that falls back changes it).
+type ServedCell = Arc<Mutex<Served>>;
+
 /// How a run was served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Served {
     /// The process of its conversation's previous turn.
@@ -194,6 +197,7 @@ pub enum Served {
     /// A process reset after an earlier run with the same options.
     Reused,
     /// A new process.
+    #[default]
     Cold,
 }
 
@@ -499,6 +503,7 @@ impl QueryPool {
         let (got, waited) = self.acquire(&wanted).await?;
         let keep_hot = keep_hot && inner.config.max_hot > 0;
         let slot = ProcessSlot::default();
+        let served_cell: ServedCell = Arc::default();
         let (served, lease, start): (Served, Lease, BoxFuture<'static, Result<CliSession>>) =
             match got {
                 Got::Idle(idle) => {
@@ -522,6 +527,7 @@ impl QueryPool {
                         options.clone(),
                         prepared,
                         Arc::clone(&slot),
+                        Arc::clone(&served_cell),
                     );
                     (served, lease, start)
                 }
@@ -551,6 +557,7 @@ impl QueryPool {
                 Served::Cold => c.cold_starts += 1,
             }
         }
+        *lock(&served_cell) = served;
         let mut run = Query::new(start, slot, options.timeout, options.requested_tool_names());
         if keep_hot || reuse {
             run = run.keep_alive();
@@ -565,7 +572,7 @@ impl QueryPool {
                 fingerprint,
                 hot_key,
             },
-            served,
+            served: served_cell,
             waited,
             outcome: Outcome::Running,
         })
@@ -595,7 +602,7 @@ impl QueryPool {
                 let Idle { session, lease, .. } = *idle;
                 inner.lock_counters().claimed += 1;
                 (
-                    claim_or_cold(inner, session, &options, &prepared, &slot, true).await,
+                    claim_or_cold(inner, session, &options, &prepared, &slot, true, None).await,
                     lease,
                 )
             }
@@ -890,17 +897,10 @@ impl Inner {
     /// is alive.
     fn take_idle(&self, wanted: &Wanted) -> Option<Idle> {
         let mut idle = self.lock_idle();
-        let rank = |k: &Kept| match k {
-            Kept::Hot { .. } => 0,
-            Kept::Spare(_) => 1,
-            Kept::Reset(_) => 2,
-        };
-        let at = idle
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| wanted.fits(&i.kept) && !i.session.link.has_exited())
-            .min_by_key(|(_, i)| rank(&i.kept))
-            .map(|(at, _)| at)?;
+        let at = policy::best_fit(
+            idle.iter().map(|i| (&i.kept, !i.session.link.has_exited())),
+            wanted,
+        )?;
         Some(idle.remove(at))
     }
 
@@ -910,17 +910,7 @@ impl Inner {
     fn retire_one_idle(&self, wanted: Option<&Wanted>) -> bool {
         let victim = {
             let mut idle = self.lock_idle();
-            let rank = |k: &Kept| match k {
-                Kept::Spare(_) => 0,
-                Kept::Reset(_) => 1,
-                Kept::Hot { .. } => 2,
-            };
-            let at = idle
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| wanted.is_none_or(|w| !w.fits(&i.kept)))
-                .min_by_key(|(_, i)| (rank(&i.kept), i.since))
-                .map(|(at, _)| at);
+            let at = policy::victim(idle.iter().map(|i| (&i.kept, i.since)), wanted);
             at.map(|at| idle.remove(at))
         };
         match victim {
@@ -965,21 +955,9 @@ impl Inner {
             let mut list = self.lock_idle();
             list.push(idle);
             let mut evicted = Vec::new();
-            while list
-                .iter()
-                .filter(|i| matches!(i.kept, Kept::Hot { .. }))
-                .count()
-                > self.config.max_hot
+            while let Some(at) =
+                policy::over_hot_limit(list.iter().map(|i| (&i.kept, i.since)), self.config.max_hot)
             {
-                let Some(at) = list
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, i)| matches!(i.kept, Kept::Hot { .. }))
-                    .min_by_key(|(_, i)| i.since)
-                    .map(|(at, _)| at)
-                else {
-                    break;
-                };
                 evicted.push(list.remove(at));
             }
             evicted
@@ -996,18 +974,236 @@ impl Inner {
         let hot_idle = self.config.hot_idle_timeout;
         let expired: Vec<Idle> = {
             let mut idle = self.lock_idle();
+            let now = Instant::now();
             let (expired, keep): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|i| {
-                i.session.link.has_exited()
-                    || match i.kept {
-                        Kept::Hot { .. } => i.since.elapsed() >= hot_idle,
-                        _ => i.born.elapsed() >= max_age,
-                    }
+                policy::expired(
+                    &i.kept,
+                    i.born,
+                    i.since,
+                    !i.session.link.has_exited(),
+                    now,
+                    max_age,
+                    hot_idle,
+                )
             });
             *idle = keep;
             expired
         };
         for idle in expired {
             retire(idle);
+        }
+    }
+}
+
+/// Which idle process a run takes, which one makes room, which ones expire: the
+/// pool's decisions, apart from the processes themselves (unit-tested on fakes).
+mod policy {
+    use std::time::{Duration, Instant};
+
+    use super::{Kept, Wanted};
+
+    /// The idle process `wanted` fits best among `(kept, alive)` entries: the
+    /// conversation's own hot process, then a spare, then a reset process.
+    pub(super) fn best_fit<'a>(
+        entries: impl Iterator<Item = (&'a Kept, bool)>,
+        wanted: &Wanted,
+    ) -> Option<usize> {
+        let rank = |k: &Kept| match k {
+            Kept::Hot { .. } => 0,
+            Kept::Spare(_) => 1,
+            Kept::Reset(_) => 2,
+        };
+        entries
+            .enumerate()
+            .filter(|(_, (kept, alive))| *alive && wanted.fits(kept))
+            .min_by_key(|(_, (kept, _))| rank(kept))
+            .map(|(at, _)| at)
+    }
+
+    /// The idle process to stop for a run that needs a slot, among `(kept, idle
+    /// since)` entries: never one `wanted` could use; a spare first (cheap to replace),
+    /// then a reset process, then a hot conversation (its next turn would start cold);
+    /// the longest idle first within each.
+    pub(super) fn victim<'a>(
+        entries: impl Iterator<Item = (&'a Kept, Instant)>,
+        wanted: Option<&Wanted>,
+    ) -> Option<usize> {
+        let rank = |k: &Kept| match k {
+            Kept::Spare(_) => 0,
+            Kept::Reset(_) => 1,
+            Kept::Hot { .. } => 2,
+        };
+        entries
+            .enumerate()
+            .filter(|(_, (kept, _))| wanted.is_none_or(|w| !w.fits(kept)))
+            .min_by_key(|(_, (kept, since))| (rank(kept), *since))
+            .map(|(at, _)| at)
+    }
+
+    /// The hot conversation to stop when more than `max_hot` are kept: the least
+    /// recently used.
+    pub(super) fn over_hot_limit<'a>(
+        entries: impl Iterator<Item = (&'a Kept, Instant)> + Clone,
+        max_hot: usize,
+    ) -> Option<usize> {
+        let hot = |k: &Kept| matches!(k, Kept::Hot { .. });
+        if entries.clone().filter(|(k, _)| hot(k)).count() <= max_hot {
+            return None;
+        }
+        entries
+            .enumerate()
+            .filter(|(_, (k, _))| hot(k))
+            .min_by_key(|(_, (_, since))| *since)
+            .map(|(at, _)| at)
+    }
+
+    /// Whether an idle process is done: dead, a hot conversation idle for
+    /// `hot_idle`, or a spare or reset process older than `max_age`.
+    pub(super) fn expired(
+        kept: &Kept,
+        born: Instant,
+        since: Instant,
+        alive: bool,
+        now: Instant,
+        max_age: Duration,
+        hot_idle: Duration,
+    ) -> bool {
+        !alive
+            || match kept {
+                Kept::Hot { .. } => now.duration_since(since) >= hot_idle,
+                _ => now.duration_since(born) >= max_age,
+            }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn hot(session: &str) -> Kept {
+            Kept::Hot {
+                session: session.into(),
+                key: "k".into(),
+            }
+        }
+
+        fn wanted(resume: Option<&str>, spare: Option<&str>, reset: Option<&str>) -> Wanted {
+            Wanted {
+                resume: resume.map(Into::into),
+                hot_key: "k".into(),
+                spare: spare.map(Into::into),
+                reset: reset.map(Into::into),
+            }
+        }
+
+        #[test]
+        fn a_run_takes_its_conversation_then_a_spare_then_a_reset_process() {
+            let idle = [
+                Kept::Reset("fp".into()),
+                Kept::Spare("s".into()),
+                hot("other"),
+                hot("mine"),
+            ];
+            fn alive(entries: &[Kept]) -> Vec<(&Kept, bool)> {
+                entries.iter().map(|k| (k, true)).collect()
+            }
+            let all = wanted(Some("mine"), Some("s"), Some("fp"));
+            assert_eq!(best_fit(alive(&idle).into_iter(), &all), Some(3));
+            let no_resume = wanted(None, Some("s"), Some("fp"));
+            assert_eq!(best_fit(alive(&idle).into_iter(), &no_resume), Some(1));
+            let reset_only = wanted(None, Some("other key"), Some("fp"));
+            assert_eq!(best_fit(alive(&idle).into_iter(), &reset_only), Some(0));
+            // Another conversation's hot process, or another key, never fits.
+            let nothing = wanted(Some("nobody"), Some("x"), None);
+            assert_eq!(best_fit(alive(&idle).into_iter(), &nothing), None);
+            // A hot process under another hot key (other options) does not fit either.
+            let other_key = Wanted {
+                hot_key: "other".into(),
+                ..wanted(Some("mine"), None, None)
+            };
+            assert_eq!(best_fit(alive(&idle).into_iter(), &other_key), None);
+            // A dead process is never taken.
+            let dead = [(&idle[3], false), (&idle[1], true)];
+            assert_eq!(best_fit(dead.into_iter(), &all), Some(1));
+        }
+
+        #[test]
+        fn room_is_made_by_stopping_spares_first_and_hot_conversations_last() {
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            let idle = [
+                (hot("a"), at(1)),
+                (Kept::Reset("fp".into()), at(5)),
+                (Kept::Spare("s2".into()), at(9)),
+                (Kept::Spare("s1".into()), at(3)),
+            ];
+            let entries = || idle.iter().map(|(k, t)| (k, *t));
+            // The oldest spare goes first, whatever the run is.
+            assert_eq!(victim(entries(), None), Some(3));
+            // Never what the run itself could take.
+            let wants_s1 = wanted(None, Some("s1"), None);
+            assert_eq!(victim(entries(), Some(&wants_s1)), Some(2));
+            let spares_and_reset = wanted(Some("a"), Some("s1"), Some("fp"));
+            let only_hot_left = [(hot("b"), at(2)), (idle[0].0.clone(), at(1))];
+            assert_eq!(
+                victim(
+                    only_hot_left.iter().map(|(k, t)| (k, *t)),
+                    Some(&spares_and_reset)
+                ),
+                Some(0),
+                "the hot conversation the run resumes is kept"
+            );
+        }
+
+        #[test]
+        fn beyond_max_hot_the_least_recently_used_conversation_goes() {
+            let t0 = Instant::now();
+            let idle = [
+                (hot("a"), t0 + Duration::from_secs(5)),
+                (Kept::Spare("s".into()), t0),
+                (hot("b"), t0 + Duration::from_secs(2)),
+                (hot("c"), t0 + Duration::from_secs(9)),
+            ];
+            let entries = || idle.iter().map(|(k, t)| (k, *t));
+            assert_eq!(over_hot_limit(entries(), 3), None);
+            assert_eq!(over_hot_limit(entries(), 2), Some(2));
+            assert_eq!(over_hot_limit(entries(), 0), Some(2));
+        }
+
+        #[test]
+        fn spares_age_out_and_hot_conversations_idle_out() {
+            let t0 = Instant::now();
+            let later = t0 + Duration::from_secs(100);
+            let (age, idle) = (Duration::from_secs(60), Duration::from_secs(30));
+            let spare = Kept::Spare("s".into());
+            assert!(
+                expired(&spare, t0, later, true, later, age, idle),
+                "old spare"
+            );
+            assert!(!expired(&spare, later, later, true, later, age, idle));
+            let conversation = hot("a");
+            // Born long ago, but used recently: kept.
+            assert!(!expired(
+                &conversation,
+                t0,
+                later,
+                true,
+                later + Duration::from_secs(10),
+                age,
+                idle
+            ));
+            assert!(expired(
+                &conversation,
+                t0,
+                later,
+                true,
+                later + idle,
+                age,
+                idle
+            ));
+            assert!(
+                expired(&spare, later, later, false, later, age, idle),
+                "dead"
+            );
         }
     }
 }
@@ -1022,6 +1218,7 @@ fn retire(idle: Idle) {
 
 /// The start of a run on an idle process: bind it (claim a spare, rebind a hot or reset
 /// process's callbacks), then write the prompt.
+#[allow(clippy::too_many_arguments)]
 fn warm_start(
     pool: Weak<Inner>,
     session: CliSession,
@@ -1030,6 +1227,7 @@ fn warm_start(
     options: ClaudeCodeOptions,
     prepared: Prepared,
     slot: ProcessSlot,
+    cell: ServedCell,
 ) -> BoxFuture<'static, Result<CliSession>> {
     Box::pin(async move {
         let session = match served {
@@ -1037,7 +1235,16 @@ fn warm_start(
                 let Some(inner) = pool.upgrade() else {
                     return Err(Error::new(ErrorKind::PoolBusy, "the pool is shut down"));
                 };
-                claim_or_cold(&inner, session, &options, &prepared, &slot, false).await?
+                claim_or_cold(
+                    &inner,
+                    session,
+                    &options,
+                    &prepared,
+                    &slot,
+                    false,
+                    Some(&cell),
+                )
+                .await?
             }
             _ => {
                 session.adopt(&options);
@@ -1058,6 +1265,7 @@ async fn claim_or_cold(
     prepared: &Prepared,
     slot: &ProcessSlot,
     include_initialize: bool,
+    served: Option<&ServedCell>,
 ) -> Result<CliSession> {
     let reason = match &prepared.plan.spare {
         Some(plan) => match spare.claim(options, plan, include_initialize).await {
@@ -1067,6 +1275,9 @@ async fn claim_or_cold(
         None => "no_spare_plan".to_owned(),
     };
     tracing::debug!(reason, "a spare could not be claimed; starting cold");
+    if let Some(served) = served {
+        *lock(served) = Served::Cold;
+    }
     {
         let mut c = inner.lock_counters();
         *c.claim_fallbacks.entry(reason).or_default() += 1;
@@ -1228,7 +1439,7 @@ pub struct PooledQuery {
     lease: Option<Lease>,
     pool: Weak<Inner>,
     after: After,
-    served: Served,
+    served: ServedCell,
     waited: Duration,
     outcome: Outcome,
 }
@@ -1251,12 +1462,12 @@ impl PooledQuery {
     /// How the run was served: a hot conversation, a claimed spare, a reused process, or
     /// a cold start.
     pub fn served(&self) -> Served {
-        self.served
+        *lock(&self.served)
     }
 
     /// Whether the run was served without a cold start.
     pub fn was_warm(&self) -> bool {
-        self.served != Served::Cold
+        self.served() != Served::Cold
     }
 
     /// How long the run waited for a slot or an idle process.
@@ -1385,7 +1596,7 @@ impl std::fmt::Debug for PooledQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledQuery")
             .field("pid", &self.pid())
-            .field("served", &self.served)
+            .field("served", &self.served())
             .field("waited", &self.waited)
             .finish()
     }
