@@ -307,6 +307,18 @@ impl ClaudeCodeOptionsBuilder {
         self
     }
 
+    /// Keeps session transcripts in `store` too (see [`crate::store`]).
+    pub fn session_store(mut self, store: std::sync::Arc<dyn crate::store::SessionStore>) -> Self {
+        self.options.session_store = Some(store);
+        self
+    }
+
+    /// How transcripts are mirrored to the session store.
+    pub fn mirror(mut self, config: crate::store::MirrorConfig) -> Self {
+        self.options.mirror = config;
+        self
+    }
+
     /// Validates and returns the options.
     ///
     /// # Errors

@@ -74,6 +74,10 @@ impl ClaudeCodeOptions {
             stderr: _,
             can_use_tool,
             hooks,
+            // Where transcripts are mirrored does not change an answer (runs that
+            // resume, the only ones a store changes, are never cached).
+            session_store: _,
+            mirror: _,
         } = self;
         let cwd = cwd.as_ref().map(|c| {
             c.canonicalize()

@@ -149,6 +149,13 @@ pub struct ClaudeCodeOptions {
     pub can_use_tool: Option<CanUseTool>,
     /// Hooks, in registration order. See [`crate::hooks`].
     pub hooks: Vec<HookRegistration>,
+    /// Where session transcripts are kept besides the CLI's own files (see
+    /// [`crate::store`]): the CLI mirrors every transcript entry to it
+    /// (`--session-mirror`), and a `resume` continues from it on a host that never ran
+    /// the session.
+    pub session_store: Option<std::sync::Arc<dyn crate::store::SessionStore>>,
+    /// How transcripts are mirrored to `session_store`: batches, retries, backlog.
+    pub mirror: crate::store::MirrorConfig,
 }
 
 impl fmt::Debug for ClaudeCodeOptions {
@@ -190,6 +197,8 @@ impl fmt::Debug for ClaudeCodeOptions {
             stderr,
             can_use_tool,
             hooks,
+            session_store,
+            mirror,
         } = self;
         f.debug_struct("ClaudeCodeOptions")
             .field("max_turns", max_turns)
@@ -231,6 +240,8 @@ impl fmt::Debug for ClaudeCodeOptions {
                 "hooks",
                 &hooks.iter().map(|h| h.event.as_str()).collect::<Vec<_>>(),
             )
+            .field("session_store", &session_store.as_ref().map(|_| "<store>"))
+            .field("mirror", mirror)
             .finish()
     }
 }

@@ -101,6 +101,16 @@ pub(crate) fn plan(
     program: &std::path::Path,
     version: &CliVersion,
 ) -> Result<LaunchPlan> {
+    if options.session_store.is_some() && !version.supports_session_mirror() {
+        return Err(Error::new(
+            crate::ErrorKind::UnsupportedCli,
+            format!(
+                "a session store needs the CLI's --session-mirror, which CLI {version} lacks; \
+                 it needs {} or later",
+                super::discovery::SESSION_MIRROR_SINCE
+            ),
+        ));
+    }
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(cli_args(options, version));
     if let Some(long) = args.iter().find(|a| a.len() > MAX_ARG_BYTES) {
@@ -211,6 +221,11 @@ fn callback_shape(options: &ClaudeCodeOptions) -> Value {
         "hooks": hooks,
         "can_use_tool": options.can_use_tool.is_some(),
         "sdk_servers": servers,
+        // A process mirrors to the store it was started with.
+        "session_store": options
+            .session_store
+            .as_ref()
+            .map(|s| format!("{:p}", std::sync::Arc::as_ptr(s) as *const ())),
     })
 }
 
@@ -298,6 +313,9 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         can_use_tool,
         // Sent with `initialize`.
         hooks: _,
+        session_store,
+        // The SDK's mirror sink.
+        mirror: _,
     } = options;
     let mut args: Vec<OsString> = Vec::new();
     // `--name=value` as one argument: a value can never be read as a flag of its own,
@@ -417,6 +435,9 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
     }
     if *verbose {
         flag("debug", None);
+    }
+    if session_store.is_some() {
+        flag("session-mirror", None);
     }
     for (name, value) in extra_args {
         flag(name, value.clone());

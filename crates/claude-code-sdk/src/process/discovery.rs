@@ -34,6 +34,10 @@ pub(crate) const PERMISSION_PROMPTS_SINCE: CliVersion = CliVersion::new(2, 1, 33
 /// absent in 2.1.197, present in 2.1.331).
 pub(crate) const AWAIT_CLAIM_SINCE: CliVersion = CliVersion::new(2, 1, 331);
 
+/// The first CLI version known to take `--session-mirror` (measured: present in
+/// 2.1.331).
+pub(crate) const SESSION_MIRROR_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+
 /// A CLI version, `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CliVersion {
@@ -80,6 +84,11 @@ impl CliVersion {
     /// run with `claim_session`.
     pub(crate) fn supports_await_claim(&self) -> bool {
         *self >= AWAIT_CLAIM_SINCE
+    }
+
+    /// Whether this CLI mirrors transcripts (`--session-mirror`).
+    pub(crate) fn supports_session_mirror(&self) -> bool {
+        *self >= SESSION_MIRROR_SINCE
     }
 }
 

@@ -88,6 +88,9 @@ pub(crate) struct Link {
     born: Instant,
     /// What the CLI said about itself at `initialize` (or at a claim).
     server_info: Mutex<Value>,
+    /// The config directory a store's session was materialized into for this process
+    /// to resume (removed when the session drops).
+    _materialized: Option<crate::store::MaterializedSession>,
 }
 
 /// A started, initialized CLI and the channel its events arrive on.
@@ -289,15 +292,42 @@ impl CliSession {
         options: &ClaudeCodeOptions,
         slot: &ProcessSlot,
     ) -> Result<Self> {
+        let mut env = prepared.plan.env.clone();
+        // Resuming with a session store: the store is the truth. Its transcript (and
+        // the user-level settings, plugins and commands a resume needs) is written to a
+        // config directory of this process's own.
+        let materialized = match (&options.session_store, &options.resume) {
+            (Some(store), Some(id)) => {
+                let cwd = run_dir(options)?;
+                let key = crate::store::SessionKey::for_directory(&cwd, id.clone())?;
+                let mut how = crate::store::MaterializeOptions::new().cwd(&cwd);
+                if let Some(source) = config_dir(options) {
+                    how = how.source_config_dir(source);
+                }
+                let session = crate::store::materialize_session(store.as_ref(), &key, how).await?;
+                env.vars.push((
+                    "CLAUDE_CONFIG_DIR".into(),
+                    session.config_dir().display().to_string(),
+                ));
+                Some(session)
+            }
+            _ => None,
+        };
+        let config = materialized
+            .as_ref()
+            .map(|m| m.config_dir().to_owned())
+            .or_else(|| config_dir(options));
+        let mirror = mirror_sink(options, config.as_deref())?;
         let pipes = process::start(
             &prepared.program,
             &prepared.plan.args,
-            &prepared.plan.env,
+            &env,
             options.cwd.as_deref(),
             options.stderr.clone(),
         )?;
-        let session = Self::initialize(pipes, prepared.version, options, slot).await?;
-        if let Some(total) = resumed_cost(options) {
+        let session =
+            Self::initialize(pipes, prepared.version, options, slot, mirror, materialized).await?;
+        if let Some(total) = config.and_then(|dir| resumed_cost(options, &dir)) {
             session.link.router.set_cost_baseline(total);
         }
         Ok(session)
@@ -315,6 +345,7 @@ impl CliSession {
         options: &ClaudeCodeOptions,
         slot: &ProcessSlot,
     ) -> Result<Self> {
+        let mirror = mirror_sink(options, config_dir(options).as_deref())?;
         let pipes = process::start(
             &prepared.program,
             &plan.args,
@@ -322,7 +353,7 @@ impl CliSession {
             options.cwd.as_deref(),
             None,
         )?;
-        Self::initialize(pipes, prepared.version, options, slot).await
+        Self::initialize(pipes, prepared.version, options, slot, mirror, None).await
     }
 
     async fn initialize(
@@ -330,6 +361,8 @@ impl CliSession {
         version: CliVersion,
         options: &ClaudeCodeOptions,
         slot: &ProcessSlot,
+        mirror: Option<crate::store::MirrorSink>,
+        materialized: Option<crate::store::MaterializedSession>,
     ) -> Result<Self> {
         let dispatcher = Dispatcher::new(options);
         let (router, events) = Router::start(
@@ -337,6 +370,7 @@ impl CliSession {
             options.line_limit(),
             Some(dispatcher.handler()),
             options.verbose,
+            mirror,
         );
         *lock(slot) = router.process().cloned();
         let link = Link {
@@ -345,6 +379,7 @@ impl CliSession {
             version,
             born: Instant::now(),
             server_info: Mutex::new(Value::Null),
+            _materialized: materialized,
         };
         let init = link.dispatcher.initialize_request();
         match link.request(init, INITIALIZE_TIMEOUT).await {
@@ -460,26 +495,58 @@ impl CliSession {
     }
 }
 
+/// The CLI's config directory for these options (`CLAUDE_CONFIG_DIR`, else
+/// `$HOME/.claude`).
+fn config_dir(options: &ClaudeCodeOptions) -> Option<std::path::PathBuf> {
+    crate::store::config_dir_for_env(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The run's working directory, canonical.
+fn run_dir(options: &ClaudeCodeOptions) -> Result<std::path::PathBuf> {
+    let cwd = match &options.cwd {
+        Some(cwd) => cwd.clone(),
+        None => std::env::current_dir().map_err(|e| {
+            Error::new(crate::ErrorKind::Io, "cannot read the current directory").with_source(e)
+        })?,
+    };
+    Ok(cwd.canonicalize().unwrap_or(cwd))
+}
+
+/// The sink that takes the CLI's `transcript_mirror` lines to the options' session
+/// store, if they have one.
+fn mirror_sink(
+    options: &ClaudeCodeOptions,
+    config: Option<&std::path::Path>,
+) -> Result<Option<crate::store::MirrorSink>> {
+    let Some(store) = &options.session_store else {
+        return Ok(None);
+    };
+    let Some(config) = config else {
+        return Err(Error::invalid_options(
+            "a session store needs to know the CLI's config directory: set CLAUDE_CONFIG_DIR or HOME",
+        ));
+    };
+    crate::store::MirrorSink::new(
+        std::sync::Arc::clone(store),
+        crate::store::projects_dir(config),
+        options.mirror.clone(),
+    )
+    .map(Some)
+}
+
 /// What a resumed conversation had cost when its last process ended gracefully: the
 /// CLI writes a `cost-state` entry to the transcript at exit and starts a resumed
 /// process's cumulative cost from it (a process that was killed writes none, and the
 /// next one starts from the last entry there is). Read from the tail of the transcript,
 /// so each turn's own cost is exact whichever way the earlier processes ended.
-fn resumed_cost(options: &ClaudeCodeOptions) -> Option<f64> {
+fn resumed_cost(options: &ClaudeCodeOptions, config: &std::path::Path) -> Option<f64> {
     use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 256 * 1024;
     let id = options.resume.as_deref()?;
     if options.fork_session {
         return None;
     }
-    let config = crate::store::config_dir_for_env(
-        options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )?;
-    let cwd = options
-        .cwd
-        .clone()
-        .or_else(|| std::env::current_dir().ok())?;
-    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let cwd = run_dir(options).ok()?;
     let path = crate::store::projects_dir(config)
         .join(crate::store::project_key_for_directory(&cwd))
         .join(format!("{id}.jsonl"));

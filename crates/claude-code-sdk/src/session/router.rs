@@ -38,6 +38,7 @@ use crate::message::Message;
 use crate::process::Pipes;
 use crate::process::codec::{LineCodec, LineError};
 use crate::process::subprocess::{ExitState, ProcessGuard, StderrTail};
+use crate::store::MirrorSink;
 use crate::util::lock;
 use crate::wire::{self, Inbound};
 
@@ -132,6 +133,7 @@ impl Router {
         line_limit: usize,
         handler: Option<RequestHandler>,
         log_wire: bool,
+        mirror: Option<MirrorSink>,
     ) -> (Router, mpsc::Receiver<Event>) {
         let (out_tx, out_rx) = mpsc::channel::<String>(OUTBOUND_BUFFER);
         let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
@@ -162,6 +164,7 @@ impl Router {
                 consumer_gone: false,
                 closed: closed.clone(),
                 log_wire,
+                mirror,
             }
             .run(pipes.stdout, line_limit),
         );
@@ -391,6 +394,9 @@ struct Reader {
     consumer_gone: bool,
     closed: CancellationToken,
     log_wire: bool,
+    /// Takes the CLI's `transcript_mirror` lines to a session store (they never reach
+    /// the consumer); its failures become `mirror_error` system messages.
+    mirror: Option<MirrorSink>,
 }
 
 impl Reader {
@@ -469,13 +475,40 @@ impl Reader {
             }
             Inbound::KeepAlive => {}
             Inbound::Message(mut message) => {
-                self.observe(&mut message);
-                if !self.consumer_gone && self.events.send(Event::Message(message)).await.is_err() {
-                    // Nobody reads messages any more, but the CLI must not block on a
-                    // full pipe: keep draining its output until it ends.
-                    self.consumer_gone = true;
+                let mut failures = Vec::new();
+                if let Some(mirror) = &self.mirror {
+                    if let Message::Unknown(u) = &*message
+                        && u.kind.as_deref() == Some(crate::store::MIRROR_LINE_TYPE)
+                    {
+                        if let Err(err) = mirror.push_line(message.raw()) {
+                            tracing::warn!(%err, "skipping a transcript_mirror line");
+                        }
+                        return;
+                    }
+                    if message.is_result() {
+                        // The turn is stored (or its failures reported) before anyone
+                        // sees its result.
+                        failures = mirror.flush().await;
+                    }
                 }
+                if !failures.is_empty() {
+                    let session = lock(&self.shared).session_id.clone().unwrap_or_default();
+                    for failure in failures {
+                        self.deliver(Box::new(failure.to_message(&session))).await;
+                    }
+                }
+                self.observe(&mut message);
+                self.deliver(message).await;
             }
+        }
+    }
+
+    /// Sends a message to the consumer, unless it is gone.
+    async fn deliver(&mut self, message: Box<Message>) {
+        if !self.consumer_gone && self.events.send(Event::Message(message)).await.is_err() {
+            // Nobody reads messages any more, but the CLI must not block on a full
+            // pipe: keep draining its output until it ends.
+            self.consumer_gone = true;
         }
     }
 
@@ -559,6 +592,13 @@ impl Reader {
             // stderr closes when the group is gone; don't let a stray holder stall us.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
+        if let Some(mirror) = self.mirror.take() {
+            // What the CLI mirrored after its last result (or before it died).
+            let session = lock(&self.shared).session_id.clone().unwrap_or_default();
+            for failure in mirror.close().await {
+                self.deliver(Box::new(failure.to_message(&session))).await;
+            }
+        }
         let closed = Closed {
             exit,
             stderr: self.stderr_tail.text(),
@@ -592,7 +632,7 @@ mod tests {
             stderr_tail: StderrTail::default(),
             stderr_task: None,
         };
-        let (session, events) = Router::start(pipes, 1 << 20, handler, false);
+        let (session, events) = Router::start(pipes, 1 << 20, handler, false, None);
         (session, events, cli_stdout, BufReader::new(cli_stdin))
     }
 
