@@ -126,6 +126,22 @@ pub struct QueryResponse {
 }
 
 impl QueryResponse {
+    /// The answer from a run's log: its web messages and its result.
+    pub(crate) fn from_parts(
+        session: Option<String>,
+        messages: Vec<serde_json::Value>,
+        result: Option<ResultSummary>,
+    ) -> QueryResponse {
+        QueryResponse {
+            session,
+            messages: messages
+                .into_iter()
+                .filter_map(|m| serde_json::from_value(m).ok())
+                .collect(),
+            result,
+        }
+    }
+
     /// Builds the answer from a run's messages (redacted as the crate docs say).
     pub fn new(session: Option<String>, messages: &[Message]) -> QueryResponse {
         QueryResponse::resumed(session, messages, None)

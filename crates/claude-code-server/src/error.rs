@@ -65,6 +65,15 @@ impl ApiError {
         err
     }
 
+    /// `429` with `Retry-After`: the caller is over one of its limits.
+    pub(crate) fn too_many(what: &str, message: impl Into<String>, retry_after: u64) -> ApiError {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        err.body["error"]["transient"] = json!(true);
+        err.body["error"]["limit"] = json!(what);
+        err.retry_after = Some(retry_after);
+        err
+    }
+
     /// `400`: the request is not one the server can run.
     pub(crate) fn bad_request(kind: &str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, kind, message)
@@ -174,6 +183,39 @@ impl ApiError {
             status,
             body: json!({"error": ApiError::error_json(err), "messages": web}),
             retry_after,
+        }
+    }
+}
+
+impl ApiError {
+    /// The data of a run's `error` event for an SDK error: the error's JSON, and the
+    /// status and `Retry-After` a JSON answer about it carries.
+    pub(crate) fn event_data(err: &Error) -> Value {
+        let mut data = json!({
+            "error": ApiError::error_json(err),
+            "status": ApiError::status_for(err).as_u16(),
+        });
+        if let Some(secs) = ApiError::retry_after_for(err) {
+            data["retry_after"] = json!(secs);
+        }
+        data
+    }
+
+    /// The answer to a run that ended with the `error` event `data` (see
+    /// [`ApiError::event_data`]), after `messages`.
+    pub(crate) fn from_event(data: &Value, messages: Vec<Value>) -> ApiError {
+        let status = data["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(match data["error"]["kind"].as_str() {
+                Some("cancelled" | "interrupted") => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_GATEWAY,
+            });
+        ApiError {
+            status,
+            body: json!({"error": data["error"].clone(), "messages": messages}),
+            retry_after: data["retry_after"].as_u64(),
         }
     }
 }
@@ -346,4 +388,17 @@ fn api_status_in(text: &str) -> Option<u16> {
     let rest = text.split("API Error: ").nth(1)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().filter(|code| (100..600).contains(code))
+}
+
+impl From<crate::fleet::db::DbError> for ApiError {
+    /// The database failed: `503` with `Retry-After` (the details go to the log).
+    fn from(err: crate::fleet::db::DbError) -> Self {
+        let id = request_id();
+        tracing::error!(request_id = %id, error = %err, "the database failed");
+        ApiError::unavailable(
+            "database_unavailable",
+            format!("the server's database did not answer; try again (request id {id})"),
+            2,
+        )
+    }
 }

@@ -149,35 +149,32 @@
 //! started; a second signal kills every CLI run and exits at once (status 130).
 
 mod api;
-mod approvals;
 mod confine;
 mod error;
+mod fleet;
 mod listen;
 pub mod openapi;
 mod request_id;
 mod routes;
-mod tenants;
+mod runs;
+mod workspace;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenants::Tenants;
-
 use tokio_util::sync::CancellationToken;
 
 use axum::Router;
 use claude_code_sdk::{
-    ClaudeCodeOptions, ConversationManager, InheritEnv, ManagerConfig, MemoryStore, PermissionMode,
-    PoolConfig, QueryPool,
+    ClaudeCodeOptions, InheritEnv, ManagerConfig, PermissionMode, PoolConfig, QueryPool,
 };
 
 pub use api::{
     ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
     SessionTurn,
 };
-pub use approvals::Approvals;
 pub use error::{ApiError, ApiJson, ErrorBody};
 pub use listen::serve_on;
 
@@ -262,6 +259,41 @@ pub struct ServerConfig {
     /// of a cold start. They count against the pool's `max_concurrent` and give their
     /// slot up when a run needs it.
     pub prewarm: usize,
+    /// The PostgreSQL database the fleet shares (`postgres://...`): every replica
+    /// pointed at it serves every client. `None`: the server runs alone on SQLite
+    /// under `data_dir` (or in memory when that is `None` too).
+    pub database_url: Option<String>,
+    /// Where a server alone keeps its SQLite database (`server.db`) and session
+    /// transcripts (`sessions.db`). `None` with no `database_url`: in memory, gone at
+    /// exit.
+    pub data_dir: Option<PathBuf>,
+    /// This replica's id: stable across restarts of the same replica (a restarted
+    /// replica ends the runs it held before at once), unique among live ones. Default:
+    /// a new random id.
+    pub replica_id: Option<String>,
+    /// How long a replica holds a run without renewing its lease; a run whose lease
+    /// runs out is ended `interrupted` by another replica (default 10 s).
+    pub lease: Duration,
+    /// How long a streaming run goes on with nobody reading it (a client that
+    /// disconnected may reconnect, to any replica); then it is cancelled (default 30 s).
+    pub disconnect_grace: Duration,
+    /// How long a session's turn waits for its home replica (the one with its hot
+    /// process) before another replica takes it (default 2 s).
+    pub home_grace: Duration,
+    /// Per-tenant limits on runs (429 with `Retry-After` beyond them).
+    pub tenant_limits: TenantLimits,
+}
+
+/// Per-tenant limits on runs. `None`: no limit of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantLimits {
+    /// Runs in progress at once; beyond it runs queue (up to `max_queued`).
+    pub max_concurrent: Option<u32>,
+    /// Runs waiting for a slot.
+    pub max_queued: Option<u32>,
+    /// Runs started in any minute.
+    pub runs_per_minute: Option<u32>,
 }
 
 impl ServerConfig {
@@ -301,7 +333,56 @@ impl ServerConfig {
             max_connections_per_ip: 256,
             stream_stall_timeout: Duration::from_secs(30),
             prewarm: 1,
+            database_url: None,
+            data_dir: None,
+            replica_id: None,
+            lease: Duration::from_secs(10),
+            disconnect_grace: Duration::from_secs(30),
+            home_grace: Duration::from_secs(2),
+            tenant_limits: TenantLimits::default(),
         }
+    }
+
+    /// Runs the fleet on this PostgreSQL database (see [`ServerConfig::database_url`]).
+    #[must_use]
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Keeps a server alone's database under `dir` (see [`ServerConfig::data_dir`]).
+    #[must_use]
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// This replica's id (see [`ServerConfig::replica_id`]).
+    #[must_use]
+    pub fn replica_id(mut self, id: impl Into<String>) -> Self {
+        self.replica_id = Some(id.into());
+        self
+    }
+
+    /// How long a lease holds without renewal.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a streaming run goes on with nobody reading it.
+    #[must_use]
+    pub fn disconnect_grace(mut self, grace: Duration) -> Self {
+        self.disconnect_grace = grace;
+        self
+    }
+
+    /// Per-tenant limits on runs.
+    #[must_use]
+    pub fn tenant_limits(mut self, limits: TenantLimits) -> Self {
+        self.tenant_limits = limits;
+        self
     }
 
     /// How many parked CLIs to keep ready for each run shape (see
@@ -557,38 +638,102 @@ struct StateInner {
     config: ServerConfig,
     project_root: PathBuf,
     pool: QueryPool,
-    sessions: ConversationManager,
-    /// Who owns each session and conversation; each caller's figures.
-    tenants: Tenants,
+    /// Runs, sessions, approvals and events, shared by every replica.
+    fleet: fleet::Fleet,
+    /// What identifies the project root's storage.
+    workspace: workspace::Workspace,
     /// The callers of operator tokens.
     operators: Vec<String>,
-    approvals: Approvals,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
+    /// The temporary directory of a server given no database and no data directory.
+    _temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for StateInner {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.fleet.stop_background();
     }
 }
 
+fn io_err(err: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(err.to_string())
+}
+
 impl AppState {
-    /// Builds the state: the pool and the session manager start here (a Tokio runtime
-    /// is needed).
+    /// Builds the state: connects to the database (creating its schema), starts the
+    /// pool and this replica's part of the fleet (a Tokio runtime is needed).
     ///
     /// # Errors
     ///
-    /// An [`std::io::Error`] when the project root does not exist.
-    pub fn new(mut config: ServerConfig) -> std::io::Result<AppState> {
-        let project_root = config.project_root.canonicalize()?;
+    /// An [`std::io::Error`] when the project root does not exist, the database cannot
+    /// be reached or set up, or the options are invalid.
+    pub async fn new(mut config: ServerConfig) -> std::io::Result<AppState> {
+        let project_root = config.project_root.canonicalize().map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("project root {}: {err}", config.project_root.display()),
+            )
+        })?;
         config.base_options = cli_environment(&config)?;
+        // The database, and where session transcripts live (so any replica can
+        // continue any session).
+        let mut temp_dir = None;
+        let (url, store): (
+            String,
+            std::sync::Arc<dyn claude_code_sdk::store::SessionStore>,
+        ) = match (&config.database_url, &config.data_dir) {
+            (Some(url), _) => (
+                url.clone(),
+                std::sync::Arc::new(
+                    claude_code_sdk::store::PostgresSessionStore::connect(url)
+                        .await
+                        .map_err(io_err)?,
+                ),
+            ),
+            (None, Some(dir)) => {
+                std::fs::create_dir_all(dir)?;
+                let dir = dir.canonicalize()?;
+                (
+                    format!("sqlite://{}?mode=rwc", dir.join("server.db").display()),
+                    std::sync::Arc::new(
+                        claude_code_sdk::store::SqliteSessionStore::open(dir.join("sessions.db"))
+                            .await
+                            .map_err(io_err)?,
+                    ),
+                )
+            }
+            (None, None) => {
+                // No place given: a temporary one, removed with the state.
+                let dir = tempfile::Builder::new()
+                    .prefix("claude-code-server-")
+                    .tempdir()?;
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("server.db").display()
+                );
+                temp_dir = Some(dir);
+                (
+                    url,
+                    std::sync::Arc::new(claude_code_sdk::store::InMemorySessionStore::new()),
+                )
+            }
+        };
+        let db = fleet::db::Db::connect(&url, 16).await.map_err(io_err)?;
+        config.base_options = config
+            .base_options
+            .to_builder()
+            .session_store(store)
+            .build()
+            .map_err(io_err)?;
         let mut pool_config = config.pool.clone();
         if config.prewarm > 0 {
-            // The options of a request that chooses nothing, as `options_for` builds
-            // them: a run that chooses a working directory, a model or an allowed mode
-            // differs only in what a claim sets. Approvals add a callback, which changes
-            // how the CLI starts: a second profile, whose callback each run replaces.
+            // The options of a request that chooses nothing, as `resolve` and the
+            // executor build them: a run that chooses a working directory, a model or
+            // an allowed mode differs only in what a claim sets. Approvals add a
+            // callback, which changes how the CLI starts: a second profile, whose
+            // callback each run replaces.
             let plain = config
                 .base_options
                 .to_builder()
@@ -597,42 +742,36 @@ impl AppState {
                 .cwd(&project_root)
                 .timeout(config.request_timeout)
                 .build()
-                .map_err(std::io::Error::other)?;
+                .map_err(io_err)?;
             let approving = plain
                 .to_builder()
                 .can_use_tool(|_, _, _| async {
                     claude_code_sdk::PermissionDecision::deny("no run has claimed this process")
                 })
                 .build()
-                .map_err(std::io::Error::other)?;
+                .map_err(io_err)?;
             pool_config = pool_config
                 .prewarm(plain, config.prewarm)
                 .prewarm(approving, config.prewarm);
         }
+        let capacity = pool_config.max_concurrent.max(1);
         let pool = QueryPool::new(pool_config);
-        let session_base = config
-            .base_options
-            .to_builder()
-            .permission_mode(config.default_mode)
-            .max_turns(config.max_turns)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(std::io::Error::other)?;
-        // Session turns run on the pool, like every run: a session's next turn runs on
-        // the process of its last one while that is hot, and no CLI lives outside the
-        // pool's bound. A session unused for its TTL ends (record and process).
-        let sessions = ConversationManager::with_runner(
-            session_base,
-            MemoryStore::default(),
-            pool.clone(),
-            config.sessions.clone().ttl(config.session_ttl),
+        let fleet = fleet::Fleet::new(
+            db,
+            fleet::FleetConfig {
+                replica: config
+                    .replica_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                lease: config.lease,
+                home_grace: config.home_grace,
+                disconnect_grace: config.disconnect_grace,
+                capacity,
+                max_queued: config.pool.max_queued,
+                queue_timeout: config.pool.queue_timeout,
+            },
         );
-        let shutdown = CancellationToken::new();
-        let tenants = Tenants::new(
-            config.max_sessions,
-            config.max_conversations,
-            config.conversation_ttl,
-        );
+        let workspace = workspace::Workspace::load(&project_root)?;
         let operators = config
             .operator_tokens
             .iter()
@@ -640,32 +779,91 @@ impl AppState {
             .collect();
         let state = AppState {
             inner: Arc::new(StateInner {
-                approvals: Approvals::new(shutdown.clone(), &project_root),
                 config,
                 project_root,
                 pool,
-                sessions,
-                tenants,
+                fleet: fleet.clone(),
+                workspace,
                 operators,
-                shutdown,
+                shutdown: CancellationToken::new(),
+                _temp_dir: temp_dir,
             }),
         };
+        let weak = Arc::downgrade(&state.inner);
+        fleet
+            .start(Arc::new(move |ctx| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    if let Some(inner) = weak.upgrade() {
+                        runs::execute(AppState { inner }, ctx).await;
+                    }
+                })
+            }))
+            .await
+            .map_err(io_err)?;
+        if let Err(err) = sweep_sessions(&state).await {
+            tracing::warn!(%err, "could not end idle sessions");
+        }
+        tokio::spawn(session_sweeper(Arc::downgrade(&state.inner)));
         Ok(state)
     }
 
-    /// Ends running streams and approvals: the first step of a graceful shutdown.
+    /// Ends running streams, and stops this replica's runs (their CLIs are killed; they
+    /// end `interrupted`): the first step of a graceful shutdown.
     pub fn shut_down(&self) {
         self.inner.shutdown.cancel();
+        let fleet = self.inner.fleet.clone();
+        tokio::spawn(async move { fleet.shut_down().await });
     }
 
-    /// The approvals waiting for browsers.
-    pub fn approvals(&self) -> &Approvals {
-        &self.inner.approvals
+    /// Stops claiming new runs; runs in progress go on (a graceful drain).
+    pub fn drain(&self) {
+        self.inner.fleet.drain();
     }
 
     /// The process pool.
     pub fn pool(&self) -> &QueryPool {
         &self.inner.pool
+    }
+
+    /// This replica's id in the fleet.
+    pub fn replica_id(&self) -> &str {
+        self.inner.fleet.replica()
+    }
+}
+
+/// Ends sessions unused for the session TTL.
+async fn sweep_sessions(state: &AppState) -> Result<(), fleet::db::DbError> {
+    let inner = &state.inner;
+    let ttl = i64::try_from(inner.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let ended = inner
+        .fleet
+        .db()
+        .end_idle_sessions(fleet::db::now_ms().saturating_sub(ttl))
+        .await?;
+    for (_, cli) in &ended {
+        if let Some(cli) = cli {
+            inner.pool.end_conversation(cli);
+        }
+    }
+    if !ended.is_empty() {
+        tracing::info!(ended = ended.len(), "ended unused sessions");
+    }
+    Ok(())
+}
+
+async fn session_sweeper(state: std::sync::Weak<StateInner>) {
+    loop {
+        let pause = {
+            let Some(inner) = state.upgrade() else { return };
+            let state = AppState { inner };
+            if let Err(err) = sweep_sessions(&state).await {
+                tracing::warn!(%err, "could not end idle sessions");
+            }
+            (state.inner.config.session_ttl / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60))
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -752,7 +950,7 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
         }
     });
     let bind = config.bind;
-    let state = AppState::new(config)?;
+    let state = AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|err| {
         std::io::Error::new(err.kind(), format!("cannot listen on {bind}: {err}"))
     })?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use claude_code_sdk::{PermissionMode, PoolConfig};
-use claude_code_server::{ServerConfig, serve};
+use claude_code_server::{ServerConfig, TenantLimits, serve};
 
 /// The Claude Code SDK over HTTP: JSON and SSE endpoints, sessions, browser approvals.
 #[derive(Debug, Parser)]
@@ -117,6 +117,39 @@ struct Args {
     /// its connection closed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     stream_stall_timeout: u64,
+    /// The PostgreSQL database the fleet shares (`postgres://...`): every replica given
+    /// it serves every client, and a replica's death loses no session, run, event or
+    /// approval. Without it the server runs alone on SQLite under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where a server alone keeps its SQLite database and session transcripts.
+    #[arg(
+        long,
+        env = "CLAUDE_SERVER_DATA_DIR",
+        default_value = "claude-code-server-data"
+    )]
+    data_dir: PathBuf,
+    /// This replica's id in the fleet: keep it across restarts of the same replica, and
+    /// unique among replicas [default: the host name and the port].
+    #[arg(long, env = "CLAUDE_SERVER_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Seconds a replica holds a run without renewing its lease; then another replica
+    /// ends the run (interrupted).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    lease: u64,
+    /// Seconds a streaming run goes on with nobody reading it (a client may reconnect,
+    /// to any replica); then it is cancelled.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    disconnect_grace: u64,
+    /// Runs one tenant may have in progress at once (beyond: queued).
+    #[arg(long)]
+    tenant_max_concurrent: Option<u32>,
+    /// Runs one tenant may have queued.
+    #[arg(long)]
+    tenant_max_queued: Option<u32>,
+    /// Runs one tenant may start per minute (beyond: 429 with Retry-After).
+    #[arg(long)]
+    tenant_runs_per_minute: Option<u32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -197,7 +230,29 @@ async fn run() -> std::io::Result<()> {
         .idle_timeout(Duration::from_secs(args.idle_timeout))
         .body_timeout(Duration::from_secs(args.body_timeout))
         .max_connections_per_ip(count(args.max_connections_per_ip))
-        .stream_stall_timeout(Duration::from_secs(args.stream_stall_timeout));
+        .stream_stall_timeout(Duration::from_secs(args.stream_stall_timeout))
+        .lease(Duration::from_secs(args.lease))
+        .disconnect_grace(Duration::from_secs(args.disconnect_grace))
+        .tenant_limits({
+            let mut limits = TenantLimits::default();
+            limits.max_concurrent = args.tenant_max_concurrent;
+            limits.max_queued = args.tenant_max_queued;
+            limits.runs_per_minute = args.tenant_runs_per_minute;
+            limits
+        })
+        .replica_id(args.replica_id.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "replica".to_owned());
+            match args.bind.port() {
+                0 => format!("{host}-{}", std::process::id()),
+                port => format!("{host}:{port}"),
+            }
+        }));
+    config = match args.database_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => config.database_url(url),
+        None => config.data_dir(args.data_dir),
+    };
     if let Some(max) = args.max_connections {
         config = config.max_connections(count(max));
     }

@@ -5,7 +5,6 @@
 //! is 1 to 64 characters of `A-Z a-z 0-9 . _ : -`, and replaced by a new UUID
 //! otherwise, so that nothing odd reaches the log.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::{Instrument, Level, Span};
+use tracing::{Level, Span};
 
 /// The header.
 const HEADER: &str = "x-request-id";
@@ -27,22 +26,17 @@ tokio::task_local! {
     static CURRENT: Arc<str>;
 }
 
-/// The id of the request being handled by this task, if any (see [`carry`] for tasks
-/// a handler spawns).
+/// The id of the request being handled by this task, if any.
 pub(crate) fn current() -> Option<Arc<str>> {
     CURRENT.try_with(Arc::clone).ok()
 }
 
-/// `future`, run with the current request's id and tracing span: for work a handler
-/// spawns onto a task of its own.
-pub(crate) fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    let span = Span::current();
-    let id = current();
-    async move {
-        match id {
-            Some(id) => CURRENT.scope(id, future).instrument(span).await,
-            None => future.instrument(span).await,
-        }
+/// Runs `future` under request id `id`: the execution of a run, on whichever replica,
+/// under the id of the request that submitted it.
+pub(crate) async fn within<F: std::future::Future>(id: Option<&str>, future: F) -> F::Output {
+    match id {
+        Some(id) => CURRENT.scope(Arc::from(id), future).await,
+        None => future.await,
     }
 }
 

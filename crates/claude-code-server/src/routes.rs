@@ -1,28 +1,19 @@
 //! The handlers.
 
-use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
 
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use claude_code_sdk::{ClaudeCodeOptions, Message, PooledQuery};
-use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
-use crate::api::{
-    ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
-    SessionTurn,
-};
-use crate::approvals::{AnswerError, AskPolicy};
-use crate::error::{ApiError, ApiJson, ErrorBody, web_message};
-use crate::tenants::{RunGuard, Tenants};
+use crate::api::{ApprovalAnswer, NewSession, QueryRequest, QueryResponse, SessionTurn};
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::runs::{self, CancelOnDrop, RunRequest};
 use crate::{AppState, StateInner};
 
 const PAGE: &str = include_str!("page.html");
@@ -44,11 +35,16 @@ pub(crate) fn router(state: AppState) -> Router {
             get(session_history).delete(end_session),
         )
         .route("/v1/sessions/{id}/messages", post(continue_session))
+        .route("/v1/sessions/{id}/interrupt", post(interrupt_session))
+        .route("/v1/runs/{id}", get(run_status))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
         .merge(api)
         .fallback(not_found)
@@ -108,6 +104,30 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
         },
         "max_turns": config.max_turns,
     }))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "server",
+    responses(
+        (status = 200, description = "Ready: the database answers, and the replica is not draining"),
+        (status = 503, description = "Not ready (see Retry-After)", body = ErrorBody),
+    ))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let fleet = &state.inner.fleet;
+    if fleet.is_draining() || state.inner.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this replica is draining",
+            5,
+        ));
+    }
+    if !fleet.db().ping().await {
+        return Err(ApiError::unavailable(
+            "database_unavailable",
+            "the database does not answer",
+            2,
+        ));
+    }
+    Ok(Json(json!({"status": "ready", "replica": fleet.replica()})))
 }
 
 /// Bearer-token check for the API routes; without tokens, only loopback `Host`s.
@@ -266,13 +286,13 @@ impl StateInner {
         Ok(full)
     }
 
-    /// The options of a request, within the server's limits, and the cumulative cost
-    /// of the conversation it resumes (if it resumes one and the cost is known).
-    fn options_for(
+    /// What a request asks, within the server's limits: a [`RunRequest`] any replica
+    /// can execute.
+    async fn resolve(
         &self,
         request: &QueryRequest,
         caller: &Caller,
-    ) -> Result<(ClaudeCodeOptions, Option<f64>), ApiError> {
+    ) -> Result<RunRequest, ApiError> {
         let config = &self.config;
         let mode = request.permission_mode.unwrap_or(config.default_mode);
         if !config.allowed_modes.contains(&mode) {
@@ -319,49 +339,41 @@ impl StateInner {
                 ));
             }
             let session = session.to_ascii_lowercase();
-            let Some(known) = self.tenants.conversation(&caller.0, &session) else {
-                return Err(ApiError::not_found(format!(
-                    "no conversation {session:?} to resume"
-                )));
-            };
-            previous_total = known.total_cost_usd;
+            match self.fleet.db().conversation(&session).await? {
+                Some((owner, total)) if owner == caller.0 => previous_total = Some(total),
+                _ => {
+                    return Err(ApiError::not_found(format!(
+                        "no conversation {session:?} to resume"
+                    )));
+                }
+            }
             resume = Some(session);
         }
         let turns = request
             .max_turns
             .unwrap_or(config.max_turns)
             .clamp(1, config.max_turns);
-        let mut builder = config
-            .base_options
-            .to_builder()
-            .permission_mode(mode)
-            .max_turns(turns)
-            .cwd(self.resolve_cwd(request.cwd.as_deref())?)
-            .timeout(config.request_timeout)
-            .include_partial_messages(request.include_partial_messages);
-        if let Some(model) = &request.model {
-            builder = builder.model(model);
-        }
-        if let Some(extra) = &request.append_system_prompt {
-            builder = builder.append_system_prompt(extra);
-        }
-        if let Some(schema) = &request.json_schema {
-            builder = builder.json_schema(schema.clone());
-        }
-        if let Some(session) = &resume {
-            builder = builder.resume(session);
-        }
-        Ok((builder.build()?, previous_total))
+        Ok(RunRequest {
+            prompt: request.prompt.clone(),
+            cwd: self.resolve_cwd(request.cwd.as_deref())?,
+            mode,
+            max_turns: turns,
+            model: request.model.clone(),
+            append_system_prompt: request.append_system_prompt.clone(),
+            json_schema: request.json_schema.clone(),
+            include_partial_messages: request.include_partial_messages,
+            approvals: request.approvals,
+            resume,
+            previous_total,
+            max_line_bytes: None,
+            request_id: crate::request_id::current().map(|id| id.to_string()),
+        })
     }
 
     /// Whether `caller` sees the server-wide figures: an operator token's caller, or
     /// everyone when the server has no tokens.
     fn is_operator(&self, caller: &Caller) -> bool {
         self.config.api_tokens.is_empty() || self.operators.contains(&caller.0)
-    }
-
-    fn shutting_down() -> ApiError {
-        ApiError::unavailable("shutting_down", "the server is shutting down", 5)
     }
 }
 
@@ -391,59 +403,22 @@ pub(crate) async fn query_json(
         ));
     }
     let inner = &state.inner;
-    let (options, previous_total) = inner.options_for(&request, &caller)?;
+    let mut run = inner.resolve(&request, &caller).await?;
     // What this endpoint collects is bounded: a single line longer than the whole
     // allowance is refused by the SDK before it is buffered.
     let limit = inner.config.max_response_bytes;
-    let options = options
-        .to_builder()
-        .max_line_bytes(options.line_limit().min(limit).max(4096))
-        .build()?;
-    let mut run = inner.pool.query(request.prompt, options).await?;
-    let guard = inner.tenants.run(&caller.0);
-    let mut messages = Vec::new();
-    let mut collected = 0usize;
-    let error = loop {
-        // A shutdown drops the run, which kills its CLI.
-        let item = tokio::select! {
-            item = run.next() => item,
-            () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
-        };
-        match item {
-            Some(Ok(message)) => {
-                inner.tenants.record_message(&caller.0, &message);
-                // The result's text is answered twice (in `messages` and `result`).
-                collected = collected
-                    .saturating_add(message.raw().len())
-                    .saturating_add(
-                        message
-                            .as_result()
-                            .and_then(|r| r.result.as_ref())
-                            .map_or(0, String::len),
-                    );
-                if collected > limit {
-                    // Dropping the run kills its CLI.
-                    return Err(ApiError::response_too_large(limit));
-                }
-                messages.push(message);
-            }
-            Some(Err(err)) if err.is_protocol() && err.to_string().contains("max_line_bytes") => {
-                return Err(ApiError::response_too_large(limit));
-            }
-            Some(Err(err)) => break Some(err),
-            None => break None,
-        }
-    };
-    drop(run);
-    guard.finish(error.is_none());
-    match error {
-        None => Ok(Json(QueryResponse::resumed(
-            None,
-            &messages,
-            previous_total,
-        ))),
-        Some(err) => Err(ApiError::from_run(&err, &messages)),
-    }
+    run.max_line_bytes = Some(limit.max(4096));
+    let id = uuid::Uuid::new_v4().to_string();
+    inner.admit(&caller).await?;
+    inner
+        .fleet
+        .submit(&id, &caller.0, None, &json!(run), false)
+        .await?;
+    // A client that goes away takes its run with it.
+    let guard = CancelOnDrop::new(&inner.fleet, &id);
+    let answer = runs::collect(&state, &id, None, limit).await;
+    guard.disarm();
+    Ok(Json(answer?))
 }
 
 #[utoipa::path(post, path = "/v1/query/stream", tag = "query", request_body = QueryRequest,
@@ -460,166 +435,119 @@ pub(crate) async fn query_stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<QueryRequest>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (mut options, previous_total) = state.inner.options_for(&request, &caller)?;
-    let (ask_tx, ask_rx) = mpsc::channel::<PermissionRequest>(8);
-    if request.approvals {
-        let approvals = state.inner.approvals.clone();
-        let timeout = state.inner.config.approval_timeout;
-        let owner = caller.0.clone();
-        let cwd = options
-            .cwd
-            .clone()
-            .unwrap_or_else(|| state.inner.project_root.clone());
-        let policy = AskPolicy {
-            deny_outside_project: state.inner.config.deny_outside_project,
-        };
-        options = options
-            .to_builder()
-            .can_use_tool(move |tool, input, context| {
-                let approvals = approvals.clone();
-                let ask_tx = ask_tx.clone();
-                let owner = owner.clone();
-                let cwd = cwd.clone();
-                async move {
-                    approvals
-                        .ask(&ask_tx, &owner, &cwd, policy, tool, input, context, timeout)
-                        .await
-                }
-            })
-            .build()?;
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    let run = inner.resolve(&request, &caller).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    inner.admit(&caller).await?;
+    inner
+        .fleet
+        .submit(&id, &caller.0, None, &json!(run), true)
+        .await?;
+    Ok(stream_response(state.clone(), &id, 0))
+}
+
+/// A run's events as an SSE response from `after` on, opened with a `run` event and an
+/// `x-run-id` header (to reconnect with).
+fn stream_response(state: AppState, run: &str, after: i64) -> Response {
+    let first = (after == 0).then(|| runs::run_event(run));
+    let mut response = runs::sse(state, run.to_owned(), after, first).into_response();
+    if let Ok(value) = HeaderValue::from_str(run) {
+        response.headers_mut().insert("x-run-id", value);
     }
-    let run = state.inner.pool.query(request.prompt, options).await?;
-    let guard = state.inner.tenants.run(&caller.0);
-    let tracker = Tracker {
-        tenants: state.inner.tenants.clone(),
-        owner: caller.0.clone(),
-        previous_total,
-        guard: Some(guard),
-    };
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    // The run's own deadline is only checked while it is read; this one holds even if
-    // the client stops reading.
-    let deadline = tokio::time::Instant::now() + state.inner.config.request_timeout;
-    tokio::spawn(crate::request_id::carry(drive(
-        run,
-        ask_rx,
-        tx,
-        deadline,
-        state.inner.config.stream_stall_timeout,
-        state.inner.shutdown.clone(),
-        tracker,
-    )));
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    // A stream's connection ends with it: a client that stopped reading is not kept
+    // as an idle keep-alive connection once its run is over.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
-fn event(name: &str, data: &impl serde::Serialize) -> Event {
-    Event::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|_| Event::default().event(name))
-}
-
-fn error_event(kind: &str, message: &str) -> Event {
-    event(
-        "error",
-        &json!({"error": {"kind": kind, "message": message, "transient": true}}),
-    )
-}
-
-/// What a streamed run reports to the caller's books: the conversations it produces,
-/// its cost, its outcome.
-struct Tracker {
-    tenants: Tenants,
-    owner: String,
-    /// The cumulative cost of the conversation the run resumes.
-    previous_total: Option<f64>,
-    guard: Option<RunGuard>,
-}
-
-impl Tracker {
-    fn finish(&mut self, ok: bool) {
-        if let Some(guard) = self.guard.take() {
-            guard.finish(ok);
-        }
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "query",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The run id (the `run` event's `run_id`, or the `x-run-id` header)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the stream resumes after it"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "The run's events after `Last-Event-ID`, then its live tail"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "No such run of this caller", body = ErrorBody),
+    ))]
+pub(crate) async fn run_events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state
+        .inner
+        .fleet
+        .db()
+        .run(&id, Some(&caller.0))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no run {id:?}")));
     }
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    Ok(stream_response(state.clone(), &id, after))
 }
 
-/// Runs a query into a client's event stream. Ends (dropping the run, which kills the
-/// CLI) when the client goes away, at the deadline, when the client takes no event for
-/// `stall` (it stopped reading), or at shutdown.
-async fn drive(
-    mut run: PooledQuery,
-    mut asks: mpsc::Receiver<PermissionRequest>,
-    tx: mpsc::Sender<Event>,
-    deadline: tokio::time::Instant,
-    stall: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-    mut tracker: Tracker,
-) {
-    let mut summary: Option<ResultSummary> = None;
-    let ended = |kind: &'static str, message: &'static str| {
-        let tx = tx.clone();
-        async move {
-            // Best effort: a client that does not read gets nothing more.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                tx.send(error_event(kind, message)),
-            )
-            .await;
-        }
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "query",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run id")),
+    responses(
+        (status = 200, description = "The run: `state` (queued, claimed, running, succeeded, failed, interrupted, cancelled), the replica that holds or held it, its session, whether a cancellation was asked for"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "No such run of this caller", body = ErrorBody),
+    ))]
+pub(crate) async fn run_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(run) = state.inner.fleet.db().run(&id, Some(&caller.0)).await? else {
+        return Err(ApiError::not_found(format!("no run {id:?}")));
     };
-    loop {
-        // The next event, and whether it ends the stream.
-        let (next, last) = tokio::select! {
-            biased;
-            () = tx.closed() => return,
-            () = shutdown.cancelled() => {
-                return ended("shutting_down", "the server is shutting down").await;
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                return ended("timeout", "the run took longer than the server allows").await;
-            }
-            Some(ask) = asks.recv() => (event("permission_request", &ask), false),
-            item = run.next() => match item {
-                Some(Ok(message)) => {
-                    tracker.tenants.record_message(&tracker.owner, &message);
-                    if message.is_result() {
-                        summary = ResultSummary::resumed(
-                            std::slice::from_ref(&message),
-                            tracker.previous_total,
-                        );
-                    }
-                    (event("message", &web_message(&message)), false)
-                }
-                Some(Err(err)) => {
-                    tracker.finish(false);
-                    (event("error", &json!({"error": ApiError::error_json(&err)})), true)
-                }
-                None => {
-                    tracker.finish(true);
-                    (event("done", &summary), true)
-                }
-            },
-        };
-        tokio::select! {
-            sent = tx.send(next) => if sent.is_err() { return },
-            () = tokio::time::sleep(stall) => {
-                tracing::warn!(
-                    stall_secs = stall.as_secs_f64(),
-                    "the client stopped reading its stream: cancelling the run"
-                );
-                return;
-            }
-            () = tokio::time::sleep_until(deadline) => return,
-            () = shutdown.cancelled() => return,
-        }
-        if last {
-            return;
-        }
+    Ok(Json(json!({
+        "run": run.id,
+        "state": run.state,
+        "replica": run.replica,
+        "session": run.session,
+        "cancel_requested": run.cancel,
+        "stream": run.stream,
+        "created_at": chrono::DateTime::from_timestamp_millis(run.created_at),
+    })))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "query",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run id")),
+    responses(
+        (status = 202, description = "Cancelling: the run ends `cancelled` within a second, wherever it runs"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "No such run of this caller, or it is over", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel_run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .inner
+        .fleet
+        .cancel(&id, Some(&caller.0), "cancelled by its client")
+        .await?
+    {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::not_found(format!("no run {id:?} in progress")))
     }
 }
 
@@ -637,29 +565,112 @@ pub(crate) async fn approve(
     UrlPath(id): UrlPath<String>,
     ApiJson(answer): ApiJson<ApprovalAnswer>,
 ) -> Result<StatusCode, ApiError> {
-    match state.inner.approvals.answer(&id, &caller.0, answer) {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(AnswerError::NotFound) => Err(ApiError::not_found(format!(
+    let inner = &state.inner;
+    let not_found = || {
+        ApiError::not_found(format!(
             "no permission request {id:?} is waiting (answered, expired or unknown)"
-        ))),
-        Err(AnswerError::Refused(why)) => Err(ApiError::bad_request(
-            "invalid_request",
-            format!("{why} (the permission request still waits for an answer)"),
-        )),
+        ))
+    };
+    let Some((row, request)) = inner.fleet.db().approval_of(&id, &caller.0).await? else {
+        return Err(not_found());
+    };
+    if row.state != "waiting" || row.expires_at <= crate::fleet::db::now_ms() {
+        return Err(not_found());
+    }
+    if let (true, Some(rewritten)) = (answer.allow, &answer.updated_input) {
+        let tool = request["tool_name"].as_str().unwrap_or_default();
+        let cwd = request["cwd"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| inner.project_root.clone());
+        crate::confine::check_rewrite(
+            &inner.project_root,
+            &cwd,
+            tool,
+            &request["input"],
+            rewritten,
+        )
+        .map_err(|why| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("{why} (the permission request still waits for an answer)"),
+            )
+        })?;
+    }
+    let stored = json!({"message": answer.message, "updated_input": answer.updated_input});
+    if inner
+        .fleet
+        .answer_approval(&id, &caller.0, answer.allow, &stored)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found())
     }
 }
 
 impl StateInner {
-    /// The session, if it exists and belongs to `caller`; marks it used.
+    /// The session, if it exists, is not ended, and belongs to `caller`.
     async fn own_session(
         &self,
         id: &str,
         caller: &Caller,
-    ) -> Result<claude_code_sdk::ConversationRecord, ApiError> {
-        self.sessions
-            .record_for(&caller.0, id)
-            .await
-            .map_err(|_| ApiError::not_found(format!("no session with id {id:?}")))
+    ) -> Result<crate::fleet::db::SessionRow, ApiError> {
+        match self.fleet.db().session(id, Some(&caller.0)).await? {
+            Some(session) if session.state != "ended" => Ok(session),
+            _ => Err(ApiError::not_found(format!("no session with id {id:?}"))),
+        }
+    }
+
+    /// Whether `caller` may start a run now: the fleet has a free slot or room in its
+    /// queue (503 otherwise), and the caller is within its concurrent, queued and
+    /// per-minute limits (429 with `Retry-After` otherwise).
+    async fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+        if !self.fleet.has_room().await? {
+            return Err(ApiError::unavailable(
+                "pool_busy",
+                "every process slot is taken and the queue is full; try again shortly",
+                1,
+            ));
+        }
+        let limits = &self.config.tenant_limits;
+        let (active, queued, recent) = self
+            .fleet
+            .db()
+            .tenant_load(&caller.0, crate::fleet::db::now_ms() - 60_000)
+            .await?;
+        let over = |what: &str, n: i64, max: Option<u32>| {
+            max.filter(|max| n >= i64::from(*max)).map(|max| {
+                ApiError::too_many(
+                    what,
+                    format!("you have {n} {what} (your limit is {max}); try again shortly"),
+                    if what == "runs in the last minute" {
+                        60
+                    } else {
+                        2
+                    },
+                )
+            })
+        };
+        if let Some(err) = over("runs in the last minute", recent, limits.runs_per_minute)
+            .or_else(|| over("queued runs", queued, limits.max_queued))
+        {
+            return Err(err);
+        }
+        if let Some(max) = limits.max_concurrent
+            && active >= i64::from(max)
+            && limits.max_queued.is_some_and(|q| queued >= i64::from(q))
+        {
+            return Err(ApiError::too_many(
+                "runs",
+                format!(
+                    "you have {active} runs in progress and {queued} queued (your limits are {max} and {})",
+                    limits.max_queued.unwrap_or(0)
+                ),
+                2,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -676,14 +687,8 @@ pub(crate) async fn start_session(
 ) -> Result<(StatusCode, Json<QueryResponse>), ApiError> {
     let inner = &state.inner;
     let cwd = inner.resolve_cwd(request.cwd.as_deref())?;
-    let id = uuid::Uuid::new_v4().to_string();
-    // The start counts against the caller's cap while it runs; dropping the ticket
-    // (a client that goes away, say) leaves nothing behind.
-    let open = inner.sessions.count(Some(&caller.0)).await?;
-    let Some(ticket) = inner
-        .tenants
-        .start_session(&caller.0, open, &id, &inner.sessions)
-    else {
+    let open = inner.fleet.db().open_sessions(Some(&caller.0)).await?;
+    if open >= i64::try_from(inner.config.max_sessions).unwrap_or(i64::MAX) {
         return Err(ApiError::unavailable(
             "too_many_sessions",
             format!(
@@ -692,29 +697,120 @@ pub(crate) async fn start_session(
             ),
             60,
         ));
-    };
-    let turn = inner
-        .sessions
-        .start_conversation_for(&caller.0, &id, &request.prompt, cwd);
-    let outcome = tokio::select! {
-        outcome = turn => outcome,
-        () = inner.shutdown.cancelled() => Err(claude_code_sdk::Error::custom(
-            claude_code_sdk::ErrorKind::PoolBusy, "the server is shutting down")),
-    };
-    inner.tenants.count_session_turn(&caller.0);
-    match outcome {
-        Ok(messages) => {
-            inner.tenants.record_run(&caller.0, &messages);
-            ticket.commit();
-            Ok((
-                StatusCode::CREATED,
-                Json(QueryResponse::new(Some(id), &messages)),
-            ))
-        }
+    }
+    inner.admit(&caller).await?;
+    let now = crate::fleet::db::now_ms();
+    let id = uuid::Uuid::new_v4().to_string();
+    let options = json!({
+        "mode": inner.config.default_mode,
+        "max_turns": inner.config.max_turns,
+    });
+    inner
+        .fleet
+        .db()
+        .insert_session(&crate::fleet::db::SessionRow {
+            id: id.clone(),
+            tenant: caller.0.clone(),
+            cwd: cwd.display().to_string(),
+            options,
+            state: "starting".into(),
+            cli_session: None,
+            home: None,
+            workspace: Some(inner.workspace.id().to_owned()),
+            turns: 0,
+            total_cost: 0.0,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    // The client never learns the id of a session whose first turn fails or that it
+    // abandons: nothing of it may stay.
+    let forget = ForgetSession::new(&state, &id);
+    let run = session_run(inner, &request.prompt, &cwd);
+    let run_id = uuid::Uuid::new_v4().to_string();
+    inner
+        .fleet
+        .db()
+        .insert_session_run(&run_id, &caller.0, &id, &json!(run), false)
+        .await?;
+    inner
+        .fleet
+        .notifier()
+        .publish(crate::fleet::notify::Channel::Runs, &run_id)
+        .await;
+    let cancel = CancelOnDrop::new(&inner.fleet, &run_id);
+    let answer = runs::collect(&state, &run_id, Some(id.clone()), usize::MAX).await;
+    cancel.disarm();
+    forget.keep();
+    match answer {
+        Ok(answer) => Ok((StatusCode::CREATED, Json(answer))),
         Err(err) => {
-            // The client never learns this session's id: nothing of it may stay.
-            ticket.abandon().await;
-            Err(err.into())
+            // The run is over (its final event was read): the session goes before the
+            // client hears of the failure.
+            inner.fleet.db().delete_session(&id).await?;
+            Err(err)
+        }
+    }
+}
+
+/// The request of a session's turn (its conversation is resumed when it starts).
+fn session_run(inner: &StateInner, prompt: &str, cwd: &Path) -> RunRequest {
+    RunRequest {
+        prompt: prompt.to_owned(),
+        cwd: cwd.to_owned(),
+        mode: inner.config.default_mode,
+        max_turns: inner.config.max_turns,
+        model: None,
+        append_system_prompt: None,
+        json_schema: None,
+        include_partial_messages: false,
+        approvals: false,
+        resume: None,
+        previous_total: None,
+        max_line_bytes: None,
+        request_id: crate::request_id::current().map(|id| id.to_string()),
+    }
+}
+
+/// Deletes a session whose first turn did not succeed, unless kept.
+struct ForgetSession {
+    state: AppState,
+    id: String,
+    keep: bool,
+}
+
+impl ForgetSession {
+    fn new(state: &AppState, id: &str) -> Self {
+        ForgetSession {
+            state: state.clone(),
+            id: id.to_owned(),
+            keep: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for ForgetSession {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let state = self.state.clone();
+        let id = std::mem::take(&mut self.id);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                // After its run has ended (a cancelled start ends within a second).
+                for _ in 0..20 {
+                    match state.inner.fleet.db().session_busy(&id).await {
+                        Ok(false) | Err(_) => break,
+                        Ok(true) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                    }
+                }
+                let _ = state.inner.fleet.db().delete_session(&id).await;
+            });
         }
     }
 }
@@ -735,22 +831,60 @@ pub(crate) async fn continue_session(
     ApiJson(request): ApiJson<SessionTurn>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let inner = &state.inner;
-    // The turn continues the conversation: its running cost is in the record.
-    let previous_total = Some(inner.own_session(&id, &caller).await?.total_cost_usd);
-    let turn = inner
-        .sessions
-        .continue_conversation_for(&caller.0, &id, &request.prompt);
-    let outcome = tokio::select! {
-        outcome = turn => outcome,
-        () = inner.shutdown.cancelled() => return Err(StateInner::shutting_down()),
-    };
-    inner.tenants.count_session_turn(&caller.0);
-    let messages: Vec<Message> = outcome?;
-    inner.tenants.record_run(&caller.0, &messages);
-    Ok(Json(QueryResponse::resumed(
-        Some(id),
-        &messages,
-        previous_total,
+    let session = inner.own_session(&id, &caller).await?;
+    inner.admit(&caller).await?;
+    let run = session_run(inner, &request.prompt, Path::new(&session.cwd));
+    let run_id = uuid::Uuid::new_v4().to_string();
+    if !inner
+        .fleet
+        .db()
+        .insert_session_run(&run_id, &caller.0, &id, &json!(run), false)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conversation_busy",
+            format!("session {id:?} already has a turn in progress"),
+        ));
+    }
+    inner
+        .fleet
+        .notifier()
+        .publish(crate::fleet::notify::Channel::Runs, &run_id)
+        .await;
+    let cancel = CancelOnDrop::new(&inner.fleet, &run_id);
+    let answer = runs::collect(&state, &run_id, Some(id.clone()), usize::MAX).await;
+    cancel.disarm();
+    Ok(Json(answer?))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/interrupt", tag = "sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 202, description = "The session's turn in progress is being cancelled"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "Unknown session (or another caller's), or no turn in progress", body = ErrorBody),
+    ))]
+pub(crate) async fn interrupt_session(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let inner = &state.inner;
+    inner.own_session(&id, &caller).await?;
+    for (run, state_name, _) in inner.fleet.db().session_runs(&id).await? {
+        if !crate::fleet::db::state::is_final(&state_name)
+            && inner
+                .fleet
+                .cancel(&run, Some(&caller.0), "interrupted by its client")
+                .await?
+        {
+            return Ok(StatusCode::ACCEPTED);
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "session {id:?} has no turn in progress"
     )))
 }
 
@@ -766,21 +900,32 @@ pub(crate) async fn session_history(
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state.inner.own_session(&id, &caller).await?;
-    // Each turn's own cost is stored; the conversation's total after it is the sum.
-    let mut turns = serde_json::to_value(&record.turns).unwrap_or(Value::Null);
+    let inner = &state.inner;
+    let session = inner.own_session(&id, &caller).await?;
     let mut total = 0.0;
-    for turn in turns.as_array_mut().into_iter().flatten() {
-        let Some(cost) = turn["cost_usd"].as_f64() else {
+    let mut turns = Vec::new();
+    for (run, run_state, outcome) in inner.fleet.db().session_runs(&id).await? {
+        let Some(row) = inner.fleet.db().run(&run, Some(&caller.0)).await? else {
             continue;
         };
-        total += cost;
-        turn["session_cost_usd"] = json!(total);
+        let cost = outcome.as_ref().and_then(|o| o["cost_usd"].as_f64());
+        total += cost.unwrap_or(0.0);
+        turns.push(json!({
+            "run": run,
+            "prompt": row.request["prompt"],
+            "response": outcome.as_ref().and_then(|o| o["text"].as_str().map(str::to_owned)),
+            "state": run_state,
+            "is_error": run_state != crate::fleet::db::state::SUCCEEDED,
+            "cost_usd": cost,
+            "session_cost_usd": total,
+            "at": chrono::DateTime::from_timestamp_millis(row.created_at),
+        }));
     }
     Ok(Json(json!({
-        "session": record.id,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
+        "session": session.id,
+        "home_replica": session.home,
+        "created_at": chrono::DateTime::from_timestamp_millis(session.created_at),
+        "updated_at": chrono::DateTime::from_timestamp_millis(session.updated_at),
         "turns": turns,
     })))
 }
@@ -798,17 +943,19 @@ pub(crate) async fn end_session(
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .inner
-        .sessions
-        .end_for(&caller.0, &id)
-        .await
-        .map_err(|err| match err.kind() {
-            claude_code_sdk::ErrorKind::NotFound => {
-                ApiError::not_found(format!("no session with id {id:?}"))
-            }
-            _ => err.into(),
-        })?;
+    let inner = &state.inner;
+    let session = inner.own_session(&id, &caller).await?;
+    if inner.fleet.db().session_busy(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conversation_busy",
+            format!("session {id:?} has a turn in progress"),
+        ));
+    }
+    inner.fleet.db().end_session(&id, &caller.0).await?;
+    if let Some(cli) = &session.cli_session {
+        inner.pool.end_conversation(cli);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -818,23 +965,31 @@ pub(crate) async fn end_session(
 pub(crate) async fn stats(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let inner = &state.inner;
-    let mine = inner.tenants.figures(&caller.0);
-    let open = inner.sessions.count(Some(&caller.0)).await.unwrap_or(0);
+    let db = inner.fleet.db();
+    let counts = |rows: Vec<(String, i64)>| {
+        let get = |names: &[&str]| -> i64 {
+            rows.iter()
+                .filter(|(s, _)| names.contains(&s.as_str()))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        json!({
+            "active": get(&["claimed", "running"]),
+            "queued": get(&["queued"]),
+            "completed": get(&["succeeded"]),
+            "failed": get(&["failed", "interrupted", "cancelled"]),
+        })
+    };
     let mut body = json!({
-        "runs": {
-            "active": mine.runs_active,
-            "completed": mine.runs_completed,
-            "failed": mine.runs_failed,
-        },
+        "runs": counts(db.run_counts(Some(&caller.0)).await?),
         "sessions": {
-            "open": open,
-            "starting": mine.starting,
-            "turns": mine.session_turns,
+            "open": db.open_sessions(Some(&caller.0)).await?,
+            "turns": db.session_turns(Some(&caller.0)).await?,
             "max": inner.config.max_sessions,
         },
-        "approvals": {"waiting": inner.approvals.waiting_for(&caller.0)},
+        "approvals": {"waiting": db.approvals_waiting(Some(&caller.0)).await?},
     });
     if inner.is_operator(&caller) {
         let pool = inner.pool.stats();
@@ -856,10 +1011,16 @@ pub(crate) async fn stats(
             "started": pool.started,
             "mean_wait_ms": pool.mean_wait.as_secs_f64() * 1000.0,
         });
-        body["sessions"]["open_all"] = json!(inner.sessions.count(None).await.unwrap_or(0));
-        body["approvals"]["waiting_all"] = json!(inner.approvals.waiting());
+        body["replica"] = json!({
+            "id": inner.fleet.replica(),
+            "running": inner.fleet.running(),
+            "draining": inner.fleet.is_draining(),
+        });
+        body["runs_all"] = counts(db.run_counts(None).await?);
+        body["sessions"]["open_all"] = json!(db.open_sessions(None).await?);
+        body["approvals"]["waiting_all"] = json!(db.approvals_waiting(None).await?);
     }
-    Json(body)
+    Ok(Json(body))
 }
 
 #[cfg(test)]

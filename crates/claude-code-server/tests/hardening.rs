@@ -47,7 +47,7 @@ impl Running {
             .api_token(TOKEN)
             .project_root(sandbox.cwd())
             .base_options(options);
-        let state = AppState::new(configure(config)).unwrap();
+        let state = AppState::new(configure(config)).await.unwrap();
         // Clients connect from other loopback addresses too (127.0.0.2, ...): each
         // counts as another client.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -503,6 +503,8 @@ async fn stopping_closes_waiting_connections_and_returns() {
 async fn a_client_that_stops_reading_its_stream_frees_its_process() {
     let s = Running::start(|c| {
         c.stream_stall_timeout(Duration::from_secs(2))
+            // A stream nobody reads is a client gone: the run ends after this grace.
+            .disconnect_grace(Duration::from_secs(2))
             .request_timeout(Duration::from_secs(600))
             .pool(PoolConfig {
                 max_concurrent: 1,
@@ -533,7 +535,12 @@ async fn a_client_that_stops_reading_its_stream_frees_its_process() {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(s.state.pool().stats().active, 1, "the run holds the slot");
+    // The run is claimed and started (by now, or very soon).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.state.pool().stats().active != 1 {
+        assert!(Instant::now() < deadline, "the run never took its slot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Well before the request timeout (600 s), the slot is free and the CLI gone.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -39,7 +39,7 @@ impl Server {
                 PermissionMode::ReadOnly,
             )
             .request_timeout(Duration::from_secs(120));
-        let state = AppState::new(configure(config)).unwrap();
+        let state = AppState::new(configure(config)).await.unwrap();
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -519,18 +519,26 @@ async fn shutdown_ends_running_streams() {
     let (name, last) = events.last().unwrap();
     assert_eq!(name, "error");
     assert_eq!(last["error"]["kind"], "shutting_down");
-    let stats: Value = s
-        .http
-        .get(format!("{}/v1/stats", s.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["runs"]["active"], 0);
-    assert_eq!(stats["pool"]["active"], 0, "{stats}");
+    // The run ends (interrupted) and its CLI with it, soon after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = s
+            .http
+            .get(format!("{}/v1/stats", s.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["runs"]["active"] == 0 && stats["pool"]["active"] == 0 {
+            assert_eq!(stats["runs"]["failed"], 1, "interrupted: {stats}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ async fn the_page_is_served_without_a_token_and_uses_the_streaming_api() {
         .prewarm(0)
         .api_token("secret")
         .project_root(root.path());
-    let app = router(AppState::new(config).unwrap());
+    let app = router(AppState::new(config).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -72,7 +72,7 @@ async fn sessions_queries_and_spares_share_one_bound_and_follow_ups_run_hot() {
             ..PoolConfig::default()
         })
         .prewarm(1);
-    let state = AppState::new(config).unwrap();
+    let state = AppState::new(config).await.unwrap();
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

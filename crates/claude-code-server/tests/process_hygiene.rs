@@ -23,9 +23,24 @@ struct Running {
     url: String,
 }
 
-/// Starts the server binary the way an operator would: secrets in its environment, the
-/// CLI's environment passed explicitly, the mock model as the API.
-async fn start_server(sandbox: &Sandbox) -> Running {
+/// The test database's URL with a password in it: a secret the server's environment
+/// holds (trust authentication ignores it).
+fn url_with_password(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) if !user.contains(':') => {
+                format!("{scheme}://{user}:{DB_PASSWORD}@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Starts the server binary the way an operator would: secrets in its environment (its
+/// tokens; its database URL, with a password), the CLI's environment passed
+/// explicitly, the mock model as the API.
+async fn start_server(sandbox: &Sandbox, database: &str) -> Running {
     let mut command = Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
     command
         .env_clear()
@@ -35,11 +50,9 @@ async fn start_server(sandbox: &Sandbox) -> Running {
         .envs(sandbox.env())
         .env("CLAUDE_CODE_CLI_PATH", cli_path())
         .env("CLAUDE_SERVER_TOKENS", format!("{TOKEN_A},{TOKEN_B}"))
-        .env(
-            "DATABASE_URL",
-            format!("postgres://app:{DB_PASSWORD}@db.internal/prod"),
-        )
-        .args(["--bind", "127.0.0.1:0", "--project-root"])
+        .env("DATABASE_URL", url_with_password(database))
+        // No spares: every CLI in the project is a run's.
+        .args(["--bind", "127.0.0.1:0", "--prewarm", "0", "--project-root"])
         .arg(sandbox.cwd())
         .args([
             "--allowed-modes",
@@ -96,7 +109,10 @@ async fn stream_approving(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let status = response.status().as_u16();
+    if status != 200 {
+        panic!("{status}: {}", response.text().await.unwrap_or_default());
+    }
     let mut events = Vec::new();
     let mut buffer = String::new();
     let mut body = response.bytes_stream();
@@ -168,7 +184,10 @@ async fn a_tool_sees_none_of_the_servers_secrets() {
         Reply::text("printed"),
     ]));
     let sandbox = Sandbox::new(&mock);
-    let server = start_server(&sandbox).await;
+    let Some(db) = claude_code_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    let server = start_server(&sandbox, db.url()).await;
     let events = stream_approving(
         &server.url,
         TOKEN_A,
@@ -242,7 +261,10 @@ async fn clis_die_with_a_killed_server_and_their_leftovers_are_reaped_at_the_nex
         .reply(Reply::text("too late").delay(Duration::from_secs(600))));
     let sandbox = Sandbox::new(&mock);
     let cwd = sandbox.cwd().to_owned();
-    let mut server = start_server(&sandbox).await;
+    let Some(db) = claude_code_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    let mut server = start_server(&sandbox, db.url()).await;
 
     let url = server.url.clone();
     let long = tokio::spawn(async move {
@@ -291,7 +313,7 @@ async fn clis_die_with_a_killed_server_and_their_leftovers_are_reaped_at_the_nex
     );
 
     // ...until the next server start reaps what the dead one left.
-    let mut again = start_server(&sandbox).await;
+    let mut again = start_server(&sandbox, db.url()).await;
     let left = survivors_in(&cwd, Duration::from_secs(10)).await;
     assert!(left.is_empty(), "left running after the restart: {left:?}");
     again.child.start_kill().unwrap();

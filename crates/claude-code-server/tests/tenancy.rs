@@ -47,7 +47,7 @@ impl Server {
                 PermissionMode::ReadOnly,
             )
             .request_timeout(Duration::from_secs(120));
-        let state = AppState::new(configure(config)).unwrap();
+        let state = AppState::new(configure(config)).await.unwrap();
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -252,7 +252,10 @@ async fn aborted_session_starts_leave_nothing_behind() {
             .send()
             .await;
     }
-    assert_eq!(holding.await.unwrap().unwrap().status().as_u16(), 200);
+    let held = holding.await.unwrap().unwrap();
+    let st = held.status().as_u16();
+    let b = held.text().await.unwrap();
+    assert_eq!(st, 200, "{b}");
     // Nothing was left behind: both tenants start sessions, up to A's cap.
     assert_eq!(s.stats(TOK_A).await["sessions"]["open"], 0);
     for token in [TOK_A, TOK_B] {
@@ -741,7 +744,8 @@ async fn stats_are_per_tenant_and_the_pool_is_for_operators() {
     assert_eq!(status, 200);
 
     let a = s.stats(TOK_A).await;
-    assert_eq!(a["runs"]["completed"], 2, "{a}");
+    // Every run counts, session turns included (two queries, two session turns).
+    assert_eq!(a["runs"]["completed"], 4, "{a}");
     assert_eq!(a["runs"]["active"], 0, "{a}");
     assert_eq!(a["sessions"]["open"], 1, "{a}");
     assert_eq!(a["sessions"]["turns"], 2, "{a}");

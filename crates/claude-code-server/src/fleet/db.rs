@@ -1,0 +1,1207 @@
+//! The fleet's database: one schema on PostgreSQL (many replicas) or SQLite (one
+//! server alone), reached through sqlx's `Any` driver so every statement is written
+//! once.
+//!
+//! Portable choices: times are Unix milliseconds (`BIGINT`), ids are UUID text, JSON is
+//! text, flags are `0`/`1` integers. Statements use `$1`-style placeholders, rewritten
+//! to SQLite's `?1` when needed. What only PostgreSQL has (`FOR UPDATE SKIP LOCKED`,
+//! `LISTEN/NOTIFY`) is used there; SQLite has one writer, which is the same guarantee
+//! for a single server.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+/// Which database the fleet runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+/// A database error, as the server reports it (the details go to the log).
+#[derive(Debug)]
+pub(crate) struct DbError(pub(crate) sqlx::Error);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the database failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        DbError(err)
+    }
+}
+
+pub(crate) type DbResult<T> = Result<T, DbError>;
+
+/// The pool, and which database it is.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: AnyPool,
+    kind: Kind,
+    url: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("kind", &self.kind).finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A run's state. `queued → claimed → running → succeeded | failed | interrupted |
+/// cancelled`.
+pub(crate) mod state {
+    pub(crate) const QUEUED: &str = "queued";
+    pub(crate) const CLAIMED: &str = "claimed";
+    pub(crate) const RUNNING: &str = "running";
+    pub(crate) const SUCCEEDED: &str = "succeeded";
+    pub(crate) const FAILED: &str = "failed";
+    pub(crate) const INTERRUPTED: &str = "interrupted";
+    pub(crate) const CANCELLED: &str = "cancelled";
+
+    /// Whether a run in this state is over.
+    pub(crate) fn is_final(state: &str) -> bool {
+        matches!(state, SUCCEEDED | FAILED | INTERRUPTED | CANCELLED)
+    }
+}
+
+/// A run as the database keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRow {
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) session: Option<String>,
+    /// The request (prompt and options) as JSON.
+    pub(crate) request: Value,
+    pub(crate) state: String,
+    pub(crate) replica: Option<String>,
+    pub(crate) epoch: i64,
+    pub(crate) stream: bool,
+    pub(crate) cancel: Option<String>,
+    pub(crate) created_at: i64,
+}
+
+impl RunRow {
+    fn from_row(row: &AnyRow) -> DbResult<RunRow> {
+        Ok(RunRow {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant_id")?,
+            session: row.try_get("session_id")?,
+            request: json_col(row, "request")?,
+            state: row.try_get("state")?,
+            replica: row.try_get("replica")?,
+            epoch: row.try_get("epoch")?,
+            stream: row.try_get::<i64, _>("stream")? != 0,
+            cancel: row.try_get("cancel")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// One event of a run's log.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EventRow {
+    pub(crate) seq: i64,
+    pub(crate) kind: String,
+    pub(crate) data: Value,
+}
+
+/// A server session (`/v1/sessions`).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRow {
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) cwd: String,
+    /// The session's request options (model, mode, ...) as JSON.
+    pub(crate) options: Value,
+    pub(crate) state: String,
+    pub(crate) cli_session: Option<String>,
+    pub(crate) home: Option<String>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) turns: i64,
+    pub(crate) total_cost: f64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl SessionRow {
+    fn from_row(row: &AnyRow) -> DbResult<SessionRow> {
+        Ok(SessionRow {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant_id")?,
+            cwd: row.try_get("cwd")?,
+            options: json_col(row, "options")?,
+            state: row.try_get("state")?,
+            cli_session: row.try_get("cli_session_id")?,
+            home: row.try_get("home_replica")?,
+            workspace: row.try_get("workspace")?,
+            turns: row.try_get("turns")?,
+            total_cost: row.try_get("total_cost")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// An approval a run waits for.
+#[derive(Debug, Clone)]
+pub(crate) struct ApprovalRow {
+    pub(crate) state: String,
+    pub(crate) answer: Option<Value>,
+    pub(crate) expires_at: i64,
+}
+
+fn json_col(row: &AnyRow, column: &str) -> DbResult<Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| DbError(sqlx::Error::Decode(Box::new(e))))
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://...` or `sqlite://path`) and creates the schema
+    /// if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached or set up.
+    pub(crate) async fn connect(url: &str, max_connections: u32) -> DbResult<Db> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            Kind::Sqlite
+        } else {
+            Kind::Postgres
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if kind == Kind::Sqlite {
+                4
+            } else {
+                max_connections
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == Kind::Sqlite {
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(url).await?;
+        let db = Db {
+            pool,
+            kind,
+            url: url.to_owned(),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the database answers.
+    pub(crate) async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// `sql` in this database's placeholder syntax. Every statement of this module is
+    /// a constant or built from constants: values only ever travel as bound
+    /// parameters.
+    fn q(&self, sql: &str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(match self.kind {
+            Kind::Postgres => sql.to_owned(),
+            Kind::Sqlite => sql.replace('$', "?"),
+        })
+    }
+
+    async fn migrate(&self) -> DbResult<()> {
+        let serial = match self.kind {
+            Kind::Postgres => "BIGSERIAL PRIMARY KEY",
+            Kind::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        };
+        let float = match self.kind {
+            Kind::Postgres => "DOUBLE PRECISION",
+            Kind::Sqlite => "REAL",
+        };
+        let statements = [
+            "CREATE TABLE IF NOT EXISTS ccs_replicas (
+                id TEXT PRIMARY KEY,
+                started_at BIGINT NOT NULL,
+                heartbeat_at BIGINT NOT NULL,
+                draining BIGINT NOT NULL DEFAULT 0,
+                capacity BIGINT NOT NULL DEFAULT 0
+            )"
+            .to_owned(),
+            "CREATE TABLE IF NOT EXISTS ccs_tenants (
+                id TEXT PRIMARY KEY,
+                config TEXT NOT NULL
+            )"
+            .to_owned(),
+            "CREATE TABLE IF NOT EXISTS ccs_tokens (
+                hash TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                operator BIGINT NOT NULL DEFAULT 0
+            )"
+            .to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS ccs_sessions (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                cwd TEXT NOT NULL,
+                options TEXT NOT NULL,
+                state TEXT NOT NULL,
+                cli_session_id TEXT,
+                home_replica TEXT,
+                workspace TEXT,
+                turns BIGINT NOT NULL DEFAULT 0,
+                total_cost {float} NOT NULL DEFAULT 0,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )"
+            ),
+            "CREATE INDEX IF NOT EXISTS ccs_sessions_tenant ON ccs_sessions (tenant_id, state)"
+                .to_owned(),
+            "CREATE TABLE IF NOT EXISTS ccs_runs (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                session_id TEXT,
+                request TEXT NOT NULL,
+                state TEXT NOT NULL,
+                replica TEXT,
+                epoch BIGINT NOT NULL DEFAULT 0,
+                lease_until BIGINT,
+                cancel TEXT,
+                next_seq BIGINT NOT NULL DEFAULT 1,
+                stream BIGINT NOT NULL DEFAULT 0,
+                reader_seen_at BIGINT,
+                side_effects BIGINT NOT NULL DEFAULT 0,
+                outcome TEXT,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                ended_at BIGINT
+            )"
+            .to_owned(),
+            "CREATE INDEX IF NOT EXISTS ccs_runs_state ON ccs_runs (state, created_at)".to_owned(),
+            "CREATE INDEX IF NOT EXISTS ccs_runs_tenant ON ccs_runs (tenant_id, state)".to_owned(),
+            "CREATE TABLE IF NOT EXISTS ccs_events (
+                run_id TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                data TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            )"
+            .to_owned(),
+            "CREATE TABLE IF NOT EXISTS ccs_approvals (
+                id TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                request TEXT NOT NULL,
+                state TEXT NOT NULL,
+                answer TEXT,
+                expires_at BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            )"
+            .to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS ccs_conversations (
+                cli_session_id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                total_cost {float} NOT NULL DEFAULT 0,
+                updated_at BIGINT NOT NULL
+            )"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS ccs_audit (
+                id {serial},
+                at BIGINT NOT NULL,
+                tenant_id TEXT NOT NULL,
+                run_id TEXT,
+                action TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )"
+            ),
+        ];
+        if self.kind == Kind::Sqlite {
+            // Persistent in the file: readers never block the writer.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await?;
+        }
+        // Replicas starting together must not race to create tables.
+        let mut tx = self.pool.begin().await?;
+        if self.kind == Kind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(74927110)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for sql in statements {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // --- replicas ---------------------------------------------------------------------
+
+    /// Records that replica `id` is alive now.
+    pub(crate) async fn heartbeat_replica(
+        &self,
+        id: &str,
+        draining: bool,
+        capacity: i64,
+    ) -> DbResult<()> {
+        let now = now_ms();
+        sqlx::query(self.q(
+            "INSERT INTO ccs_replicas (id, started_at, heartbeat_at, draining, capacity)
+             VALUES ($1, $2, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = $2, draining = $3, capacity = $4",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(i64::from(draining))
+        .bind(capacity)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets replica `id` (a clean stop).
+    pub(crate) async fn remove_replica(&self, id: &str) -> DbResult<()> {
+        sqlx::query(self.q("DELETE FROM ccs_replicas WHERE id = $1"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The fleet's load: the run slots of the replicas alive since `live_since` (and
+    /// not draining), and the runs running and queued now.
+    pub(crate) async fn fleet_load(&self, live_since: i64) -> DbResult<(i64, i64, i64)> {
+        let row = sqlx::query(self.q("SELECT
+                (SELECT CAST(COALESCE(SUM(capacity), 0) AS BIGINT) FROM ccs_replicas
+                  WHERE heartbeat_at >= $1 AND draining = 0) AS slots,
+                (SELECT COUNT(*) FROM ccs_runs WHERE state IN ('claimed', 'running')) AS running,
+                (SELECT COUNT(*) FROM ccs_runs WHERE state = 'queued') AS queued"))
+        .bind(live_since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get("slots")?,
+            row.try_get("running")?,
+            row.try_get("queued")?,
+        ))
+    }
+
+    /// Queued runs older than `before` (they waited longer than the queue allows).
+    pub(crate) async fn stale_queued_runs(&self, before: i64) -> DbResult<Vec<String>> {
+        let rows = sqlx::query(
+            self.q("SELECT id FROM ccs_runs WHERE state = 'queued' AND created_at < $1"),
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    // --- runs -------------------------------------------------------------------------
+
+    /// Inserts a queued run.
+    pub(crate) async fn insert_run(
+        &self,
+        id: &str,
+        tenant: &str,
+        session: Option<&str>,
+        request: &Value,
+        stream: bool,
+    ) -> DbResult<()> {
+        let now = now_ms();
+        sqlx::query(self.q(
+            "INSERT INTO ccs_runs (id, tenant_id, session_id, request, state, stream, reader_seen_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        ))
+        .bind(id)
+        .bind(tenant)
+        .bind(session)
+        .bind(request.to_string())
+        .bind(state::QUEUED)
+        .bind(i64::from(stream))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A run, if `tenant` owns it (any tenant's when `tenant` is `None`).
+    pub(crate) async fn run(&self, id: &str, tenant: Option<&str>) -> DbResult<Option<RunRow>> {
+        let row = sqlx::query(
+            self.q("SELECT * FROM ccs_runs WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)"),
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(RunRow::from_row).transpose()
+    }
+
+    /// Claims up to `limit` queued runs for `replica`: a run of a session whose home is
+    /// another live replica waits `home_grace_ms` for it. Each claim raises the run's
+    /// epoch: every later write about the run carries it (fencing).
+    pub(crate) async fn claim_runs(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease_ms: i64,
+        home_grace_ms: i64,
+        live_since: i64,
+    ) -> DbResult<Vec<RunRow>> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let lock = match self.kind {
+            Kind::Postgres => "FOR UPDATE OF r SKIP LOCKED",
+            Kind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE ccs_runs SET state = '{claimed}', replica = $1, epoch = epoch + 1,
+                lease_until = $2, started_at = $3
+             WHERE id IN (
+                SELECT r.id FROM ccs_runs r
+                LEFT JOIN ccs_sessions s ON s.id = r.session_id
+                WHERE r.state = '{queued}' AND r.cancel IS NULL
+                  AND (s.home_replica IS NULL OR s.home_replica = $1 OR r.created_at <= $4
+                       OR NOT EXISTS (SELECT 1 FROM ccs_replicas p
+                                      WHERE p.id = s.home_replica AND p.heartbeat_at >= $5
+                                        AND p.draining = 0))
+                ORDER BY r.created_at
+                LIMIT $6 {lock})
+             RETURNING *",
+            claimed = state::CLAIMED,
+            queued = state::QUEUED,
+        );
+        let rows = sqlx::query(self.q(&sql))
+            .bind(replica)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(now - home_grace_ms)
+            .bind(live_since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(RunRow::from_row).collect()
+    }
+
+    /// Renews a run's lease; `false` when the lease is lost (another replica took the
+    /// run over, or it ended).
+    pub(crate) async fn renew_lease(
+        &self,
+        run: &str,
+        replica: &str,
+        epoch: i64,
+        lease_ms: i64,
+    ) -> DbResult<bool> {
+        let done = sqlx::query(self.q("UPDATE ccs_runs SET lease_until = $4
+             WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')"))
+        .bind(run)
+        .bind(replica)
+        .bind(epoch)
+        .bind(now_ms() + lease_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a claimed run running (fenced).
+    pub(crate) async fn start_run(&self, run: &str, replica: &str, epoch: i64) -> DbResult<bool> {
+        let done = sqlx::query(self.q("UPDATE ccs_runs SET state = 'running'
+             WHERE id = $1 AND replica = $2 AND epoch = $3 AND state = 'claimed'"))
+        .bind(run)
+        .bind(replica)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Appends an event to a run's log, fenced by the lease's epoch: `None` when the
+    /// writer no longer holds the run.
+    pub(crate) async fn append_event(
+        &self,
+        run: &str,
+        replica: &str,
+        epoch: i64,
+        kind: &str,
+        data: &Value,
+    ) -> DbResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(self.q("UPDATE ccs_runs SET next_seq = next_seq + 1
+             WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
+             RETURNING next_seq"))
+        .bind(run)
+        .bind(replica)
+        .bind(epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
+        sqlx::query(
+            self.q(
+                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+            ),
+        )
+        .bind(run)
+        .bind(seq)
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(seq))
+    }
+
+    /// Ends a run with its final event (fenced), in one transaction: `false` when the
+    /// writer no longer holds it.
+    pub(crate) async fn finish_run(
+        &self,
+        run: &str,
+        replica: &str,
+        epoch: i64,
+        final_state: &str,
+        event: (&str, &Value),
+        side_effects: bool,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(self.q(
+            "UPDATE ccs_runs SET next_seq = next_seq + 1, state = $4, ended_at = $5,
+                lease_until = NULL, side_effects = $6, outcome = $7
+             WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
+             RETURNING next_seq",
+        ))
+        .bind(run)
+        .bind(replica)
+        .bind(epoch)
+        .bind(final_state)
+        .bind(now_ms())
+        .bind(i64::from(side_effects))
+        .bind(event.1.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
+        sqlx::query(
+            self.q(
+                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+            ),
+        )
+        .bind(run)
+        .bind(seq)
+        .bind(event.0)
+        .bind(event.1.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a run nobody holds (still queued, or whose lease ran out) with a final
+    /// event: the run's epoch is raised, so a late writer is fenced off. Returns whether
+    /// this call ended it.
+    pub(crate) async fn end_unheld_run(
+        &self,
+        run: &str,
+        from_states: &[&str],
+        expired_before: Option<i64>,
+        final_state: &str,
+        event: (&str, &Value),
+    ) -> DbResult<bool> {
+        let states = from_states
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE ccs_runs SET next_seq = next_seq + 1, state = $2, ended_at = $3,
+                epoch = epoch + 1, lease_until = NULL, outcome = $4
+             WHERE id = $1 AND state IN ({states}) AND ($5 IS NULL OR lease_until < $5)
+             RETURNING next_seq"
+        );
+        let row = sqlx::query(self.q(&sql))
+            .bind(run)
+            .bind(final_state)
+            .bind(now_ms())
+            .bind(event.1.to_string())
+            .bind(expired_before)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
+        sqlx::query(
+            self.q(
+                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+            ),
+        )
+        .bind(run)
+        .bind(seq)
+        .bind(event.0)
+        .bind(event.1.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Runs whose lease ran out before `now`.
+    pub(crate) async fn expired_runs(&self, now: i64) -> DbResult<Vec<RunRow>> {
+        let rows = sqlx::query(self.q(
+            "SELECT * FROM ccs_runs WHERE state IN ('claimed', 'running') AND lease_until < $1",
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(RunRow::from_row).collect()
+    }
+
+    /// Runs `replica` holds now (for a clean stop or a restart after a crash).
+    pub(crate) async fn runs_held_by(&self, replica: &str) -> DbResult<Vec<RunRow>> {
+        let rows = sqlx::query(
+            self.q("SELECT * FROM ccs_runs WHERE replica = $1 AND state IN ('claimed', 'running')"),
+        )
+        .bind(replica)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(RunRow::from_row).collect()
+    }
+
+    /// Asks for a run to be cancelled (it is, by whoever holds it, or at once when
+    /// queued). `false` when the run is not `tenant`'s or is over.
+    pub(crate) async fn request_cancel(
+        &self,
+        run: &str,
+        tenant: Option<&str>,
+        reason: &str,
+    ) -> DbResult<bool> {
+        let done = sqlx::query(self.q("UPDATE ccs_runs SET cancel = $3
+             WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2) AND cancel IS NULL
+               AND state IN ('queued', 'claimed', 'running')"))
+        .bind(run)
+        .bind(tenant)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The cancellation asked for a run, if any.
+    pub(crate) async fn cancel_reason(&self, run: &str) -> DbResult<Option<String>> {
+        let row = sqlx::query(self.q("SELECT cancel FROM ccs_runs WHERE id = $1"))
+            .bind(run)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("cancel")?,
+            None => None,
+        })
+    }
+
+    /// Notes that a client reads the run's stream now.
+    pub(crate) async fn touch_reader(&self, run: &str) -> DbResult<()> {
+        sqlx::query(self.q("UPDATE ccs_runs SET reader_seen_at = $2 WHERE id = $1"))
+            .bind(run)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// When a client last read the run's stream.
+    pub(crate) async fn reader_seen_at(&self, run: &str) -> DbResult<Option<i64>> {
+        let row = sqlx::query(self.q("SELECT reader_seen_at FROM ccs_runs WHERE id = $1"))
+            .bind(run)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("reader_seen_at")?,
+            None => None,
+        })
+    }
+
+    /// The events of a run after `after`, in order, at most `limit`.
+    pub(crate) async fn events_after(
+        &self,
+        run: &str,
+        after: i64,
+        limit: i64,
+    ) -> DbResult<Vec<EventRow>> {
+        let rows = sqlx::query(self.q(
+            "SELECT seq, kind, data FROM ccs_events WHERE run_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3",
+        ))
+        .bind(run)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRow {
+                    seq: row.try_get("seq")?,
+                    kind: row.try_get("kind")?,
+                    data: json_col(row, "data")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts of `tenant`'s runs by state group: (running, queued), and how many it
+    /// started since `since`.
+    pub(crate) async fn tenant_load(&self, tenant: &str, since: i64) -> DbResult<(i64, i64, i64)> {
+        let row = sqlx::query(self.q(
+            "SELECT
+                CAST(SUM(CASE WHEN state IN ('claimed', 'running') THEN 1 ELSE 0 END) AS BIGINT) AS active,
+                CAST(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS BIGINT) AS queued,
+                CAST(SUM(CASE WHEN created_at >= $2 THEN 1 ELSE 0 END) AS BIGINT) AS recent
+             FROM ccs_runs WHERE tenant_id = $1 AND (state IN ('queued', 'claimed', 'running') OR created_at >= $2)",
+        ))
+        .bind(tenant)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |c: &str| -> DbResult<i64> { Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0)) };
+        Ok((get("active")?, get("queued")?, get("recent")?))
+    }
+
+    /// Inserts a session.
+    pub(crate) async fn insert_session(&self, row: &SessionRow) -> DbResult<()> {
+        sqlx::query(self.q(
+            "INSERT INTO ccs_sessions (id, tenant_id, cwd, options, state, workspace, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        ))
+        .bind(&row.id)
+        .bind(&row.tenant)
+        .bind(&row.cwd)
+        .bind(row.options.to_string())
+        .bind(&row.state)
+        .bind(&row.workspace)
+        .bind(row.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A session of `tenant` (any tenant's when `None`).
+    pub(crate) async fn session(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> DbResult<Option<SessionRow>> {
+        let row = sqlx::query(
+            self.q("SELECT * FROM ccs_sessions WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)"),
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(SessionRow::from_row).transpose()
+    }
+
+    /// Records a finished turn of a session: the CLI session to resume next, the home
+    /// replica (whose hot process has it), the cost. Fenced by the run's epoch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_turn(
+        &self,
+        session: &str,
+        run: &str,
+        replica: &str,
+        epoch: i64,
+        cli_session: &str,
+        cost: f64,
+        keep_home: bool,
+    ) -> DbResult<bool> {
+        let done = sqlx::query(self.q(
+            "UPDATE ccs_sessions SET cli_session_id = $4, turns = turns + 1,
+                total_cost = total_cost + $5, home_replica = $6, updated_at = $7, state = 'active'
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM ccs_runs
+                 WHERE id = $2 AND replica = $3 AND epoch = $8 AND state IN ('claimed', 'running'))",
+        ))
+        .bind(session)
+        .bind(run)
+        .bind(replica)
+        .bind(cli_session)
+        .bind(cost)
+        .bind(keep_home.then_some(replica))
+        .bind(now_ms())
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a session.
+    pub(crate) async fn end_session(&self, id: &str, tenant: &str) -> DbResult<bool> {
+        let done = sqlx::query(self.q(
+            "UPDATE ccs_sessions SET state = 'ended', updated_at = $3, home_replica = NULL
+             WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'",
+        ))
+        .bind(id)
+        .bind(tenant)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sessions of `tenant` not ended (all tenants' for `None`).
+    pub(crate) async fn open_sessions(&self, tenant: Option<&str>) -> DbResult<i64> {
+        let row = sqlx::query(self.q(
+            "SELECT COUNT(*) AS n FROM ccs_sessions WHERE state <> 'ended' AND ($1 IS NULL OR tenant_id = $1)",
+        ))
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Ends sessions unused since `before`; returns their ids and CLI session ids.
+    pub(crate) async fn end_idle_sessions(
+        &self,
+        before: i64,
+    ) -> DbResult<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(self.q(
+            "UPDATE ccs_sessions SET state = 'ended', home_replica = NULL
+             WHERE state <> 'ended' AND updated_at < $1
+               AND NOT EXISTS (SELECT 1 FROM ccs_runs r WHERE r.session_id = ccs_sessions.id
+                               AND r.state IN ('queued', 'claimed', 'running'))
+             RETURNING id, cli_session_id",
+        ))
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("cli_session_id")?)))
+            .collect()
+    }
+
+    /// The session's turn history: its finished runs, oldest first.
+    pub(crate) async fn session_runs(
+        &self,
+        session: &str,
+    ) -> DbResult<Vec<(String, String, Option<Value>)>> {
+        let rows = sqlx::query(self.q(
+            "SELECT id, state, outcome FROM ccs_runs WHERE session_id = $1 ORDER BY created_at",
+        ))
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: Option<String> = r.try_get("outcome")?;
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("state")?,
+                    outcome.and_then(|o| serde_json::from_str(&o).ok()),
+                ))
+            })
+            .collect()
+    }
+
+    // --- approvals --------------------------------------------------------------------
+
+    /// Inserts an approval a run waits for.
+    pub(crate) async fn insert_approval(
+        &self,
+        id: &str,
+        run: &str,
+        tenant: &str,
+        request: &Value,
+        expires_at: i64,
+    ) -> DbResult<()> {
+        sqlx::query(self.q(
+            "INSERT INTO ccs_approvals (id, run_id, tenant_id, request, state, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, 'waiting', $5, $6)",
+        ))
+        .bind(id)
+        .bind(run)
+        .bind(tenant)
+        .bind(request.to_string())
+        .bind(expires_at)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Answers a waiting approval of `tenant`: `false` when there is none (answered,
+    /// expired, unknown, or another tenant's).
+    pub(crate) async fn answer_approval(
+        &self,
+        id: &str,
+        tenant: &str,
+        allow: bool,
+        answer: &Value,
+    ) -> DbResult<bool> {
+        let done = sqlx::query(self.q("UPDATE ccs_approvals SET state = $3, answer = $4
+             WHERE id = $1 AND tenant_id = $2 AND state = 'waiting' AND expires_at > $5"))
+        .bind(id)
+        .bind(tenant)
+        .bind(if allow { "allowed" } else { "denied" })
+        .bind(answer.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// An approval's state now.
+    pub(crate) async fn approval(&self, id: &str) -> DbResult<Option<ApprovalRow>> {
+        let row = sqlx::query(self.q("SELECT * FROM ccs_approvals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let answer: Option<String> = row.try_get("answer")?;
+            Ok(ApprovalRow {
+                state: row.try_get("state")?,
+                answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Expires a waiting approval (the run's side gave up): `true` when it was still
+    /// waiting.
+    pub(crate) async fn expire_approval(&self, id: &str) -> DbResult<bool> {
+        let done =
+            sqlx::query(self.q(
+                "UPDATE ccs_approvals SET state = 'expired' WHERE id = $1 AND state = 'waiting'",
+            ))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Approvals waiting now, for `tenant` (all for `None`).
+    pub(crate) async fn approvals_waiting(&self, tenant: Option<&str>) -> DbResult<i64> {
+        let row = sqlx::query(self.q(
+            "SELECT COUNT(*) AS n FROM ccs_approvals WHERE state = 'waiting' AND expires_at > $2
+               AND ($1 IS NULL OR tenant_id = $1)",
+        ))
+        .bind(tenant)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    // --- conversations (CLI session ids and who owns them) ----------------------------
+
+    /// Records that `tenant`'s run continued (or started) CLI conversation `id`, which
+    /// cost `cost` more. A conversation another tenant owns is left alone (`false`).
+    pub(crate) async fn record_conversation(
+        &self,
+        id: &str,
+        tenant: &str,
+        cost: f64,
+    ) -> DbResult<bool> {
+        let done = sqlx::query(self.q(
+            "INSERT INTO ccs_conversations (cli_session_id, tenant_id, total_cost, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (cli_session_id) DO UPDATE
+               SET total_cost = ccs_conversations.total_cost + $3, updated_at = $4
+               WHERE ccs_conversations.tenant_id = $2",
+        ))
+        .bind(id)
+        .bind(tenant)
+        .bind(cost)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The owner and the total cost of CLI conversation `id`.
+    pub(crate) async fn conversation(&self, id: &str) -> DbResult<Option<(String, f64)>> {
+        let row = sqlx::query(
+            self.q("SELECT tenant_id, total_cost FROM ccs_conversations WHERE cli_session_id = $1"),
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("tenant_id")?, r.try_get("total_cost")?)))
+            .transpose()
+    }
+
+    /// Inserts a run of session `session` unless one of its runs is still queued or
+    /// running (one turn at a time): `false` then.
+    pub(crate) async fn insert_session_run(
+        &self,
+        id: &str,
+        tenant: &str,
+        session: &str,
+        request: &Value,
+        stream: bool,
+    ) -> DbResult<bool> {
+        let now = now_ms();
+        let done = sqlx::query(self.q(
+            "INSERT INTO ccs_runs (id, tenant_id, session_id, request, state, stream, reader_seen_at, created_at)
+             SELECT $1, $2, $3, $4, 'queued', $5, $6, $6
+             WHERE NOT EXISTS (SELECT 1 FROM ccs_runs WHERE session_id = $3
+                               AND state IN ('queued', 'claimed', 'running'))",
+        ))
+        .bind(id)
+        .bind(tenant)
+        .bind(session)
+        .bind(request.to_string())
+        .bind(i64::from(stream))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether a run of session `session` is queued or running.
+    pub(crate) async fn session_busy(&self, session: &str) -> DbResult<bool> {
+        let row = sqlx::query(
+            self.q("SELECT COUNT(*) AS n FROM ccs_runs WHERE session_id = $1
+               AND state IN ('queued', 'claimed', 'running')"),
+        )
+        .bind(session)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Deletes a session that never got past its first turn.
+    pub(crate) async fn delete_session(&self, id: &str) -> DbResult<()> {
+        sqlx::query(self.q("DELETE FROM ccs_sessions WHERE id = $1"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Session turns of `tenant` (all tenants' for `None`).
+    pub(crate) async fn session_turns(&self, tenant: Option<&str>) -> DbResult<i64> {
+        let row = sqlx::query(self.q(
+            "SELECT CAST(COALESCE(SUM(turns), 0) AS BIGINT) AS n FROM ccs_sessions WHERE ($1 IS NULL OR tenant_id = $1)",
+        ))
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// `tenant`'s runs by final state (all tenants' for `None`).
+    pub(crate) async fn run_counts(&self, tenant: Option<&str>) -> DbResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(self.q(
+            "SELECT state, COUNT(*) AS n FROM ccs_runs WHERE ($1 IS NULL OR tenant_id = $1) GROUP BY state",
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// An approval with its request, if `tenant` owns it.
+    pub(crate) async fn approval_of(
+        &self,
+        id: &str,
+        tenant: &str,
+    ) -> DbResult<Option<(ApprovalRow, Value)>> {
+        let row =
+            sqlx::query(self.q("SELECT * FROM ccs_approvals WHERE id = $1 AND tenant_id = $2"))
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            let answer: Option<String> = row.try_get("answer")?;
+            Ok((
+                ApprovalRow {
+                    state: row.try_get("state")?,
+                    answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
+                    expires_at: row.try_get("expires_at")?,
+                },
+                json_col(&row, "request")?,
+            ))
+        })
+        .transpose()
+    }
+
+    // --- audit ------------------------------------------------------------------------
+
+    /// Records who did what.
+    pub(crate) async fn audit(
+        &self,
+        tenant: &str,
+        run: Option<&str>,
+        action: &str,
+        detail: &Value,
+    ) -> DbResult<()> {
+        sqlx::query(self.q(
+            "INSERT INTO ccs_audit (at, tenant_id, run_id, action, detail) VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(run)
+        .bind(action)
+        .bind(detail.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Raw access for `NOTIFY` on PostgreSQL.
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> DbResult<()> {
+        if self.kind == Kind::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,559 @@
+//! Runs on the fleet: what a request becomes (a [`RunRequest`] stored with the run, so
+//! any replica can execute it), how a replica executes it ([`execute`]), and how a
+//! client reads it (the event log: [`collect`] for JSON, [`sse`] for a stream).
+//!
+//! A run's events are `message` (a web message), `permission_request` (a
+//! [`PermissionRequest`]), then one final `done` (a [`ResultSummary`]) or `error`
+//! (`{"error": {...}, "status", "retry_after"?}`). Their sequence numbers are the
+//! SSE ids: a client reconnects anywhere with `Last-Event-ID`.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use claude_code_sdk::options::SIDE_EFFECT_TOOLS;
+use claude_code_sdk::{ClaudeCodeOptions, Message, PermissionDecision, PermissionMode};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api::{PermissionRequest, QueryResponse, ResultSummary};
+use crate::error::{ApiError, web_message};
+use crate::fleet::db::{EventRow, now_ms, state};
+use crate::fleet::{EventWriter, Fleet, RunCtx, Stop, cancelled_error, interrupted_error};
+
+/// What a run asks, resolved against the server's limits when it was submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunRequest {
+    pub(crate) prompt: String,
+    pub(crate) cwd: PathBuf,
+    pub(crate) mode: PermissionMode,
+    pub(crate) max_turns: u32,
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    #[serde(default)]
+    pub(crate) append_system_prompt: Option<String>,
+    #[serde(default)]
+    pub(crate) json_schema: Option<Value>,
+    #[serde(default)]
+    pub(crate) include_partial_messages: bool,
+    #[serde(default)]
+    pub(crate) approvals: bool,
+    /// The CLI conversation to continue (a `resume` request; a session's runs take
+    /// theirs from the session when they start).
+    #[serde(default)]
+    pub(crate) resume: Option<String>,
+    /// The conversation's total cost before this run.
+    #[serde(default)]
+    pub(crate) previous_total: Option<f64>,
+    /// The longest line the run may produce (a JSON request's answer cap).
+    #[serde(default)]
+    pub(crate) max_line_bytes: Option<usize>,
+    /// The id of the HTTP request that submitted the run: the replica that executes it
+    /// logs under it too, so one id follows a run across replicas.
+    #[serde(default)]
+    pub(crate) request_id: Option<String>,
+}
+
+/// Whether a final event ends a run's log.
+pub(crate) fn is_final_event(kind: &str) -> bool {
+    matches!(kind, "done" | "error")
+}
+
+/// Executes a claimed run on this replica's pool: its messages go to the log, fenced by
+/// its lease; a stop (a cancellation, the lease lost, a shutdown) drops the run, which
+/// kills its CLI.
+pub(crate) async fn execute(state: AppState, ctx: RunCtx) {
+    use tracing::Instrument;
+    let request_id = ctx.row.request["request_id"].as_str().map(str::to_owned);
+    let span = tracing::info_span!(
+        "run",
+        run = %ctx.row.id,
+        request_id = request_id.as_deref().unwrap_or("-"),
+    );
+    crate::request_id::within(
+        request_id.as_deref(),
+        execute_run(state, ctx).instrument(span),
+    )
+    .await;
+}
+
+async fn execute_run(state: AppState, ctx: RunCtx) {
+    let inner = &state.inner;
+    let fleet = ctx.fleet().clone();
+    let row = ctx.row.clone();
+    let writer = ctx.writer().clone();
+    let request: RunRequest = match serde_json::from_value(row.request.clone()) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::error!(%err, run = row.id, "a run's request cannot be read");
+            let data = json!({"error": {"kind": "invalid_request", "message": "the run's request cannot be read", "transient": false}, "status": 500});
+            ctx.finish(state::FAILED, "error", &data, false).await;
+            return;
+        }
+    };
+    match fleet
+        .db()
+        .start_run(&row.id, fleet.replica(), row.epoch)
+        .await
+    {
+        Ok(true) => {}
+        _ => return,
+    }
+    // A session's run continues the session's conversation where its last run left it.
+    let mut request = request;
+    let mut session = None;
+    if let Some(id) = &row.session {
+        match fleet.db().session(id, Some(&row.tenant)).await {
+            Ok(Some(s)) => {
+                if let Some(why) = inner.workspace.refuses(&s) {
+                    let data = json!({"error": {"kind": "workspace_moved", "message": why, "transient": false}, "status": 409});
+                    ctx.finish(state::FAILED, "error", &data, false).await;
+                    return;
+                }
+                request.resume = s.cli_session.clone();
+                request.previous_total = Some(s.total_cost);
+                session = Some(s);
+            }
+            _ => {
+                let data = json!({"error": {"kind": "not_found", "message": "the session is gone", "transient": false}, "status": 404});
+                ctx.finish(state::FAILED, "error", &data, false).await;
+                return;
+            }
+        }
+    }
+    let options = match options_for_run(&state, &request, &writer, &row.tenant) {
+        Ok(options) => options,
+        Err(err) => {
+            ctx.finish(state::FAILED, "error", &ApiError::event_data(&err), false)
+                .await;
+            return;
+        }
+    };
+    let started = if session.is_some() || request.resume.is_some() {
+        inner.pool.query_turn(request.prompt.clone(), options).await
+    } else {
+        inner.pool.query(request.prompt.clone(), options).await
+    };
+    let mut run = match started {
+        Ok(run) => run,
+        Err(err) => {
+            ctx.finish(state::FAILED, "error", &ApiError::event_data(&err), false)
+                .await;
+            return;
+        }
+    };
+    let mut messages: Vec<Message> = Vec::new();
+    let mut tools: Vec<String> = Vec::new();
+    enum End {
+        Done,
+        Failed(claude_code_sdk::Error),
+        Stopped(Option<Stop>),
+    }
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = writer.stop_token().cancelled() => break End::Stopped(writer.stop_reason()),
+            item = run.next() => match item {
+                Some(Ok(message)) => {
+                    tools.extend(message.tools_used().iter().map(|t| (*t).to_owned()));
+                    if !writer.event("message", &json!(web_message(&message))).await {
+                        break End::Stopped(writer.stop_reason());
+                    }
+                    if message.is_result() {
+                        messages.push(message);
+                    }
+                }
+                Some(Err(err)) => break End::Failed(err),
+                None => break End::Done,
+            },
+        }
+    };
+    // Ends the CLI (or hands a hot process back to the pool).
+    drop(run);
+    let side_effects = tools
+        .iter()
+        .any(|t| SIDE_EFFECT_TOOLS.contains(&t.as_str()) || t.starts_with("mcp__"));
+    let result = messages.iter().rev().find_map(Message::as_result).cloned();
+    // Whatever the end, a conversation the run produced belongs to its tenant.
+    if let Some(result) = &result
+        && !result.session_id.is_empty()
+    {
+        let cost = result.turn_cost_usd.unwrap_or(0.0);
+        if let Err(err) = fleet
+            .db()
+            .record_conversation(&result.session_id, &row.tenant, cost)
+            .await
+        {
+            tracing::warn!(%err, "could not record a conversation's owner");
+        }
+        if let Some(s) = &session {
+            let _ = fleet
+                .db()
+                .record_turn(
+                    &s.id,
+                    &row.id,
+                    fleet.replica(),
+                    row.epoch,
+                    &result.session_id,
+                    cost,
+                    true,
+                )
+                .await;
+        }
+    }
+    let summary = ResultSummary::resumed(&messages, request.previous_total);
+    let (final_state, kind, data) = match end {
+        End::Done => (state::SUCCEEDED, "done", json!(summary)),
+        End::Failed(err) => (state::FAILED, "error", ApiError::event_data(&err)),
+        End::Stopped(Some(Stop::Cancelled(reason))) => {
+            (state::CANCELLED, "error", cancelled_error(&reason))
+        }
+        End::Stopped(Some(Stop::Shutdown)) => (
+            state::INTERRUPTED,
+            "error",
+            interrupted_error("the server shut down"),
+        ),
+        // The lease is gone: another replica ended the run; nothing more may be written.
+        End::Stopped(_) => {
+            tracing::warn!(run = row.id, "lost the lease of a run; its CLI was stopped");
+            return;
+        }
+    };
+    let cost = summary.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
+    let _ = fleet
+        .db()
+        .audit(
+            &row.tenant,
+            Some(&row.id),
+            "run",
+            &json!({
+                "state": final_state,
+                "mode": request.mode,
+                "cwd": request.cwd,
+                "model": request.model,
+                "session": row.session,
+                "cost_usd": cost,
+                "tools": tools,
+            }),
+        )
+        .await;
+    if final_state == state::CANCELLED
+        && let Some(s) = &session
+        && s.turns == 0
+    {
+        // A session whose first turn was cancelled never existed for its client.
+        let _ = fleet.db().delete_session(&s.id).await;
+    }
+    ctx.finish(final_state, kind, &data, side_effects).await;
+}
+
+/// The SDK options of a run.
+fn options_for_run(
+    state: &AppState,
+    request: &RunRequest,
+    writer: &EventWriter,
+    tenant: &str,
+) -> claude_code_sdk::Result<ClaudeCodeOptions> {
+    let config = &state.inner.config;
+    let mut builder = config
+        .base_options
+        .to_builder()
+        .permission_mode(request.mode)
+        .max_turns(request.max_turns)
+        .cwd(&request.cwd)
+        .timeout(config.request_timeout)
+        .include_partial_messages(request.include_partial_messages);
+    if let Some(model) = &request.model {
+        builder = builder.model(model);
+    }
+    if let Some(extra) = &request.append_system_prompt {
+        builder = builder.append_system_prompt(extra);
+    }
+    if let Some(schema) = &request.json_schema {
+        builder = builder.json_schema(schema.clone());
+    }
+    if let Some(resume) = &request.resume {
+        builder = builder.resume(resume);
+    }
+    if let Some(limit) = request.max_line_bytes {
+        builder = builder.max_line_bytes(limit);
+    }
+    if request.approvals {
+        let ask = Asker {
+            writer: writer.clone(),
+            tenant: tenant.into(),
+            cwd: request.cwd.clone(),
+            root: state.inner.project_root.clone(),
+            timeout: config.approval_timeout,
+            deny_outside_project: config.deny_outside_project,
+        };
+        let ask = Arc::new(ask);
+        builder = builder.can_use_tool(move |tool, input, context| {
+            let ask = Arc::clone(&ask);
+            async move { ask.ask(tool, input, context).await }
+        });
+    }
+    builder.build()
+}
+
+/// Asks a run's client (through the event log) to approve a tool use, and waits for the
+/// answer, which may come through any replica. No answer in time is a denial.
+struct Asker {
+    writer: EventWriter,
+    tenant: String,
+    cwd: PathBuf,
+    root: PathBuf,
+    timeout: Duration,
+    deny_outside_project: bool,
+}
+
+impl Asker {
+    async fn ask(
+        &self,
+        tool: String,
+        input: Value,
+        context: claude_code_sdk::ToolPermissionContext,
+    ) -> PermissionDecision {
+        if self.deny_outside_project {
+            let outside = crate::confine::outside_paths(
+                &self.root,
+                &self.cwd,
+                &tool,
+                &input,
+                context.blocked_path.as_deref(),
+            );
+            if !outside.is_empty() {
+                return PermissionDecision::deny(format!(
+                    "{tool} was denied: this server does not allow access outside the project"
+                ));
+            }
+        }
+        let fleet = self.writer.fleet();
+        let id = uuid::Uuid::new_v4().to_string();
+        let expires_at = now_ms() + i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+        let stored = json!({"tool_name": tool, "input": input, "cwd": self.cwd});
+        if let Err(err) = fleet
+            .db()
+            .insert_approval(&id, self.writer.run(), &self.tenant, &stored, expires_at)
+            .await
+        {
+            tracing::warn!(%err, "could not record an approval");
+            return PermissionDecision::deny("the server could not record the approval request");
+        }
+        let request = PermissionRequest {
+            approval_id: id.clone(),
+            tool_name: tool.clone(),
+            input,
+            blocked_path: context.blocked_path,
+            expires_in_secs: self.timeout.as_secs(),
+        };
+        if !self
+            .writer
+            .event("permission_request", &json!(request))
+            .await
+        {
+            return PermissionDecision::deny("the run is stopping");
+        }
+        match fleet
+            .await_approval(&id, expires_at, self.writer.stop_token())
+            .await
+        {
+            Ok(Some((true, answer))) => PermissionDecision::Allow {
+                updated_input: answer
+                    .get("updated_input")
+                    .filter(|v| !v.is_null())
+                    .cloned(),
+                updated_permissions: Vec::new(),
+            },
+            Ok(Some((false, answer))) => PermissionDecision::deny(
+                answer["message"]
+                    .as_str()
+                    .map_or_else(|| format!("the user denied {tool}"), str::to_owned),
+            ),
+            Ok(None) => PermissionDecision::deny(format!(
+                "nobody approved {tool} within {} s",
+                self.timeout.as_secs()
+            )),
+            Err(err) => {
+                tracing::warn!(%err, "could not wait for an approval");
+                PermissionDecision::deny("the server could not wait for the approval")
+            }
+        }
+    }
+}
+
+/// Cancels a run when dropped, unless disarmed: a request whose client goes away.
+pub(crate) struct CancelOnDrop {
+    fleet: Fleet,
+    run: String,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    pub(crate) fn new(fleet: &Fleet, run: &str) -> Self {
+        CancelOnDrop {
+            fleet: fleet.clone(),
+            run: run.to_owned(),
+            armed: true,
+        }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let fleet = self.fleet.clone();
+        let run = std::mem::take(&mut self.run);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = fleet.cancel(&run, None, "the client went away").await;
+            });
+        }
+    }
+}
+
+/// Reads a run's log to its end: the answer of a JSON request. Over `limit` bytes the
+/// run is cancelled and the answer is `502 response_too_large`.
+pub(crate) async fn collect(
+    state: &AppState,
+    run: &str,
+    session: Option<String>,
+    limit: usize,
+) -> Result<QueryResponse, ApiError> {
+    let fleet = &state.inner.fleet;
+    let mut after = 0;
+    let mut messages: Vec<Value> = Vec::new();
+    let mut collected = 0usize;
+    loop {
+        let events = tokio::select! {
+            events = fleet.next_events(run, after, Duration::from_secs(1)) => events?,
+            () = state.inner.shutdown.cancelled() => {
+                return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));
+            }
+        };
+        for event in events {
+            after = event.seq;
+            match event.kind.as_str() {
+                "message" => {
+                    collected = collected.saturating_add(event.data.to_string().len());
+                    if collected > limit {
+                        let _ = fleet
+                            .cancel(run, None, "the answer exceeded the server's limit")
+                            .await;
+                        return Err(ApiError::response_too_large(limit));
+                    }
+                    messages.push(event.data);
+                }
+                "done" => {
+                    let result: Option<ResultSummary> = serde_json::from_value(event.data).ok();
+                    return Ok(QueryResponse::from_parts(session, messages, result));
+                }
+                "error" => {
+                    if event.data["error"]["kind"] == "protocol"
+                        || event.data["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("max_line_bytes"))
+                    {
+                        return Err(ApiError::response_too_large(limit));
+                    }
+                    return Err(ApiError::from_event(&event.data, messages));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A run's log as server-sent events from `after` on: `id` is the event's sequence
+/// number (resume with `Last-Event-ID`), `event` its kind. Ends after the final
+/// event. While it is read, the run knows a client is there (a run nobody reads for the
+/// disconnect grace is cancelled).
+pub(crate) fn sse(
+    state: AppState,
+    run: String,
+    after: i64,
+    first: Option<Event>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    struct Reading {
+        state: AppState,
+        run: String,
+        after: i64,
+        pending: std::collections::VecDeque<EventRow>,
+        first: Option<Event>,
+        ended: bool,
+        touched: i64,
+    }
+    let reading = Reading {
+        state,
+        run,
+        after,
+        pending: Default::default(),
+        first,
+        ended: false,
+        touched: 0,
+    };
+    let events = futures::stream::unfold(reading, |mut r| async move {
+        if let Some(first) = r.first.take() {
+            return Some((Ok(first), r));
+        }
+        loop {
+            if r.ended {
+                return None;
+            }
+            if let Some(event) = r.pending.pop_front() {
+                r.after = event.seq;
+                r.ended = is_final_event(&event.kind);
+                let sse = Event::default()
+                    .id(event.seq.to_string())
+                    .event(&event.kind)
+                    .json_data(&event.data)
+                    .unwrap_or_else(|_| Event::default().event(&event.kind));
+                return Some((Ok(sse), r));
+            }
+            let fleet = r.state.inner.fleet.clone();
+            if now_ms() - r.touched > 1000 {
+                r.touched = now_ms();
+                let _ = fleet.db().touch_reader(&r.run).await;
+            }
+            let next = tokio::select! {
+                next = fleet.next_events(&r.run, r.after, Duration::from_secs(1)) => next,
+                () = r.state.inner.shutdown.cancelled() => {
+                    r.ended = true;
+                    let event = Event::default().event("error").json_data(json!({"error": {
+                        "kind": "shutting_down",
+                        "message": "this server is shutting down; reconnect (Last-Event-ID) to another",
+                        "transient": true,
+                        "retry_after_secs": 1,
+                    }})).unwrap_or_default();
+                    return Some((Ok(event), r));
+                }
+            };
+            match next {
+                Ok(events) => r.pending.extend(events),
+                Err(err) => {
+                    tracing::warn!(%err, "could not read a run's events");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The `run` event that opens a stream: the run's id, to reconnect with.
+pub(crate) fn run_event(run: &str) -> Event {
+    Event::default()
+        .event("run")
+        .json_data(json!({"run_id": run}))
+        .unwrap_or_default()
+}
