@@ -279,6 +279,16 @@ async fn half_open_connections_are_closed_and_their_files_given_back() {
     )
     .await;
     let pid = server.pid();
+    // A first query opens what the server keeps open (database connections, the
+    // pool's pipes): the baseline is the server at work, not the server idle.
+    let (status, body) = query(
+        &reqwest::Client::new(),
+        &server.url(),
+        "The capital of France?",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = open_fds(pid);
     let baseline_rss = rss_kib(pid);
 
