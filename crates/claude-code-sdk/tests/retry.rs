@@ -128,13 +128,13 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
     h.mock
         .on(Rule::prompt_contains("long job").reply(Reply::tool_use(
             "Bash",
-            json!({"command": "echo started >> log.txt; sleep 30"}),
+            json!({"command": "echo started >> log.txt; sleep 60"}),
         )));
     let (policy, seen) = recording_policy(3);
     let options = h
         .options()
         .allowed_tools(["Bash"])
-        .timeout(Duration::from_secs(12))
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
 
