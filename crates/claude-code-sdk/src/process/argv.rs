@@ -9,7 +9,7 @@ use std::ffi::OsString;
 
 use serde_json::{Value, json};
 
-use super::discovery::CliVersion;
+use super::discovery::{CliVersion, FLAGS_SINCE, HOOK_EVENTS_SINCE, since};
 use super::reaper;
 use crate::error::{Error, Result};
 use crate::hooks::initialize_hooks;
@@ -95,7 +95,8 @@ pub(crate) struct SparePlan {
 /// # Errors
 ///
 /// [`InvalidOptions`](crate::ErrorKind::InvalidOptions) for an argument longer than the
-/// system allows.
+/// system allows; [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) for a flag or a
+/// hook event the CLI's version does not have (see [`check_version_gates`]).
 pub(crate) fn plan(
     options: &ClaudeCodeOptions,
     program: &std::path::Path,
@@ -103,6 +104,7 @@ pub(crate) fn plan(
 ) -> Result<LaunchPlan> {
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(cli_args(options, version));
+    check_version_gates(options, &args, program, version)?;
     if let Some(long) = args.iter().find(|a| a.len() > MAX_ARG_BYTES) {
         let name: String = long.to_string_lossy().chars().take(40).collect();
         return Err(Error::invalid_options(format!(
@@ -165,6 +167,51 @@ pub(crate) fn plan(
         hot_key,
         spare,
     })
+}
+
+/// Refuses what the CLI at `program` (version `version`) would not do: a flag it does
+/// not know (it would exit with `unknown option`), or a hook for an event it never fires
+/// (it would take the hook at `initialize` and never call it, which for a guard hook
+/// means the guard silently does nothing).
+///
+/// # Errors
+///
+/// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli), naming the flag or event and
+/// the first CLI version known to have it.
+fn check_version_gates(
+    options: &ClaudeCodeOptions,
+    args: &[OsString],
+    program: &std::path::Path,
+    version: &CliVersion,
+) -> Result<()> {
+    let needs = |what: String, needed: CliVersion| {
+        Error::unsupported_cli(format!(
+            "{what} needs Claude Code CLI {needed} or newer, and the CLI at {} is {version}; \
+             update it (`npm install -g @anthropic-ai/claude-code@latest`) or set cli_path to a \
+             newer one",
+            program.display()
+        ))
+    };
+    for hook in &options.hooks {
+        let event = hook.event.as_str();
+        if let Some(needed) = since(HOOK_EVENTS_SINCE, event).filter(|v| v > version) {
+            return Err(needs(
+                format!("a {event} hook (the CLI would never call it)"),
+                needed,
+            ));
+        }
+    }
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        let Some(flag) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+        if let Some(needed) = since(FLAGS_SINCE, name).filter(|v| v > version) {
+            return Err(needs(format!("the flag --{name}"), needed));
+        }
+    }
+    Ok(())
 }
 
 /// The environment options give a CLI.

@@ -37,6 +37,7 @@ use crate::error::{Error, ErrorKind, Result, shorten};
 use crate::message::Message;
 use crate::process::Pipes;
 use crate::process::codec::{LineCodec, LineError};
+use crate::process::discovery::{FLAGS_SINCE, since};
 use crate::process::subprocess::{ExitState, ProcessGuard, StderrTail};
 use crate::util::lock;
 use crate::wire::{self, Inbound};
@@ -90,6 +91,32 @@ impl Closed {
                 ErrorKind::NotFound,
                 format!("the CLI has no such conversation: {}", line.trim()),
             )
+            .with_exit_code(self.exit.and_then(|e| e.code()))
+            .with_stderr(self.stderr.clone());
+        }
+        // A flag this CLI does not know (`error: unknown option '--x=1'`): a newer CLI
+        // is needed, or the flag is misspelled. Not a connection problem, and not worth
+        // retrying.
+        if let Some(flag) = self.stderr.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("error: unknown option '")?;
+            let flag = rest.strip_suffix('\'').unwrap_or(rest);
+            Some(
+                flag.split_once('=')
+                    .map_or(flag, |(name, _)| name)
+                    .to_owned(),
+            )
+        }) {
+            let needed = flag
+                .strip_prefix("--")
+                .and_then(|name| since(FLAGS_SINCE, name))
+                .map_or_else(
+                    || "a CLI that has it (or the flag is misspelled)".to_owned(),
+                    |v| format!("Claude Code CLI {v} or newer"),
+                );
+            return Error::unsupported_cli(format!(
+                "the Claude Code CLI does not know the flag {flag} and exited ({how}); it needs \
+                 {needed}"
+            ))
             .with_exit_code(self.exit.and_then(|e| e.code()))
             .with_stderr(self.stderr.clone());
         }
