@@ -131,10 +131,12 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
             json!({"command": "echo started >> log.txt; sleep 30"}),
         )));
     let (policy, seen) = recording_policy(3);
+    // Long enough for the command to start on a loaded machine, far shorter than its
+    // 30 s sleep.
     let options = h
         .options()
         .allowed_tools(["Bash"])
-        .timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(8))
         .build()
         .unwrap();
 

@@ -45,8 +45,8 @@
 //! - [`fake`]: `fake-claude`'s modes and recordings.
 //! - [`pg`]: a fresh PostgreSQL database per test.
 //! - [`pid_is_running`], [`wait_until_gone`], [`read_pid_file`]: "no process survives".
-//! - [`cli_version`], [`require_cli!`]: the version of the CLI under test, and skipping
-//!   (loudly) what it is too old for.
+//! - [`cli_version`], [`cli_is_at_least`], [`require_cli!`]: the version of the CLI
+//!   under test, and skipping (loudly) what it is too old for.
 //!
 //! Two binaries come with the crate: `mock-anthropic` (the mock as a server,
 //! `--demo` for the demo rules) and `fake-claude`.
@@ -70,4 +70,4 @@ pub use process::{
     wait_until_gone_blocking,
 };
 pub use sandbox::{MOCK_API_KEY, Sandbox, UNREACHABLE_BASE_URL};
-pub use version::{Version, cli_supports, cli_version};
+pub use version::{Version, cli_is_at_least, cli_supports, cli_version};

@@ -89,24 +89,35 @@ pub fn cli_version() -> Version {
     version
 }
 
-/// Whether the CLI under test is `since` or newer. When it is older, writes
+/// Whether the CLI under test is `since` or newer, for a test that checks the newer
+/// behaviour on a newer CLI and the older one (an `UnsupportedCli` error, a fallback)
+/// on an older CLI.
+///
+/// # Panics
+/// If `since` is not a version, or the CLI's version cannot be read.
+pub fn cli_is_at_least(since: &str) -> bool {
+    let needed =
+        Version::parse(since).unwrap_or_else(|| panic!("{since:?} is not a version (x.y.z)"));
+    cli_version() >= needed
+}
+
+/// Whether the CLI under test is `since` or newer, for a test that cannot run on an
+/// older one ([`require_cli!`](crate::require_cli)). When it is older, writes
 /// `SKIPPED <test>: needs Claude Code CLI <since> or newer for <what>; the CLI under
 /// test is <version>` on stderr (not captured by the test harness).
 ///
 /// # Panics
 /// If `since` is not a version, or the CLI's version cannot be read.
 pub fn cli_supports(since: &str, what: &str) -> bool {
-    let needed =
-        Version::parse(since).unwrap_or_else(|| panic!("{since:?} is not a version (x.y.z)"));
-    let version = cli_version();
-    if version >= needed {
+    if cli_is_at_least(since) {
         return true;
     }
+    let version = cli_version();
     let current = std::thread::current();
     let test = current.name().unwrap_or("a test");
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test}: needs Claude Code CLI {needed} or newer for {what}; the CLI under test \
+        "SKIPPED {test}: needs Claude Code CLI {since} or newer for {what}; the CLI under test \
          is {version}"
     );
     false
