@@ -44,7 +44,7 @@ pub const REPLAY_FILE_ENV: &str = "FAKE_CLAUDE_REPLAY_FILE";
 pub const RECORD_ENV: &str = "FAKE_CLAUDE_RECORD";
 
 /// The version fake-claude reports by default: the pinned CLI's.
-pub const DEFAULT_VERSION: &str = "2.1.331";
+pub const DEFAULT_VERSION: &str = "2.1.332";
 
 /// The `request_id` of the control request the `unknown-request` mode sends.
 pub const UNKNOWN_REQUEST_ID: &str = "fake_unknown_1";
