@@ -614,6 +614,58 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_hook_events_newer_than_the_cli_are_refused() {
+        let old = CliVersion::new(2, 1, 197);
+        let plan_on = |options: &ClaudeCodeOptions, version: &CliVersion| {
+            plan(options, std::path::Path::new("/bin/claude"), version)
+        };
+        let flagged = ClaudeCodeOptions::builder()
+            .extra_arg("system-prompt-snapshot", Some("off"))
+            .build()
+            .unwrap();
+        let err = plan_on(&flagged, &old).unwrap_err();
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--system-prompt-snapshot")
+                && text.contains("2.1.331")
+                && text.contains("2.1.197"),
+            "{text}"
+        );
+        assert!(plan_on(&flagged, &CliVersion::new(2, 1, 331)).is_ok());
+
+        let hooked = ClaudeCodeOptions::builder()
+            .hook(
+                crate::HookEvent::PreSkillShellCommand,
+                crate::HookMatcher::all(),
+                |_, _, _| async { Ok(crate::HookOutput::deny("no")) },
+            )
+            .build()
+            .unwrap();
+        for version in [old, CliVersion::new(2, 1, 331)] {
+            let err = plan_on(&hooked, &version).unwrap_err();
+            assert!(err.is_unsupported_cli());
+            assert!(err.to_string().contains("PreSkillShellCommand"), "{err}");
+            assert!(err.to_string().contains("2.1.332"), "{err}");
+        }
+        assert!(plan_on(&hooked, &CliVersion::new(2, 1, 332)).is_ok());
+
+        // What the SDK emits itself on an old CLI passes: --permission-prompts is left
+        // out there, not refused.
+        let asking = ClaudeCodeOptions::builder()
+            .permission_mode(PermissionMode::AskForEdits)
+            .build()
+            .unwrap();
+        let planned = plan_on(&asking, &old).unwrap();
+        assert!(
+            !planned
+                .args
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with("--permission-prompts"))
+        );
+    }
+
+    #[test]
     fn conversations_never_start_on_spares_and_keep_their_hot_key() {
         let base = ClaudeCodeOptions::builder().max_turns(2).build().unwrap();
         let resumed = base

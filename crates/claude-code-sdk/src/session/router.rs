@@ -593,6 +593,36 @@ mod tests {
     use serde_json::json;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
+    /// What CLI 2.1.197 writes for a flag it does not know, and what the SDK makes of it.
+    #[test]
+    fn an_unknown_option_is_an_unsupported_cli() {
+        use std::os::unix::process::ExitStatusExt;
+        let exit = |stderr: &str| Closed {
+            exit: Some(ExitState {
+                status: Some(std::process::ExitStatus::from_raw(1 << 8)),
+            }),
+            stderr: stderr.to_owned(),
+        };
+        let err = exit("error: unknown option '--forward-subagent-text'\n").premature_exit_error();
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(
+            text.contains("--forward-subagent-text") && text.contains("2.1.331"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), Some(1));
+        let err = exit("error: unknown option '--no-such=1'\n").premature_exit_error();
+        assert!(err.is_unsupported_cli());
+        assert!(
+            err.to_string().contains("--no-such "),
+            "the value is left out: {err}"
+        );
+        // Any other early exit stays a connection error.
+        let err = exit("fatal: something else\n").premature_exit_error();
+        assert!(err.is_connection(), "{err:?}");
+    }
+
     /// Runs the router over in-memory pipes; returns the session, its events and the
     /// "CLI side" of both pipes.
     fn harness(
