@@ -158,8 +158,9 @@ async fn a_warm_query_starts_no_new_process() {
     );
     assert_eq!(pool.stats().warm_hits, 1);
 
-    // A query with other options starts cold.
-    let other = h.options().model("claude-haiku-4-5").build().unwrap();
+    // A query with options the CLI reads at start-up starts cold. (Not another model: a
+    // spare takes the model at its claim, and the replacement spare may be ready.)
+    let other = h.options().max_turns(7).build().unwrap();
     let cold = pool.query("hello cold", other).await.unwrap();
     assert!(!cold.was_warm());
     cold.collect_all().await.unwrap();
