@@ -4,11 +4,15 @@
 CLI_DIR := tools/claude-cli
 CLI_BIN := $(CLI_DIR)/node_modules/.bin/claude
 CLI_VERSION := $(shell sed -n 's/.*"@anthropic-ai\/claude-code": "\([^"]*\)".*/\1/p' $(CLI_DIR)/package.json)
+# The oldest CLI the SDK supports: `make test` runs the SDK's integration tests on it too.
+OLDEST_CLI_DIR := tools/claude-cli-oldest
+OLDEST_CLI_BIN := $(OLDEST_CLI_DIR)/node_modules/.bin/claude
+OLDEST_CLI_VERSION := $(shell sed -n 's/.*"@anthropic-ai\/claude-code": "\([^"]*\)".*/\1/p' $(OLDEST_CLI_DIR)/package.json)
 CARGO ?= cargo
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run serve test bench cli check lint clean
+.PHONY: run serve test bench cli cli-oldest check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
@@ -19,10 +23,14 @@ serve: cli
 	$(CARGO) run --quiet -p claude-code-server --example demo
 
 ## make test: every test, against the real pinned CLI and the testkit's mock model,
-## with a PostgreSQL server (DATABASE_URL, else 127.0.0.1:5432, else a private one)
-test: cli
+## with a PostgreSQL server (DATABASE_URL, else 127.0.0.1:5432, else a private one);
+## then the SDK's integration tests again on the oldest supported CLI (tests that need
+## a newer CLI print "SKIPPED <test>: needs Claude Code CLI x.y.z ..." there)
+test: cli cli-oldest
 	$(CARGO) build --workspace --all-targets --all-features --quiet
 	CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test --workspace --all-features --quiet -- --test-threads=4
+	@echo "== compatibility run: the SDK's integration tests on Claude Code CLI $(OLDEST_CLI_VERSION)"
+	CLAUDE_CODE_CLI_PATH=$(CURDIR)/$(OLDEST_CLI_BIN) CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test -p claude-code-sdk --all-features --test '*' --quiet -- --test-threads=4
 
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli
@@ -42,6 +50,14 @@ $(CLI_BIN): $(CLI_DIR)/package.json $(CLI_DIR)/package-lock.json
 	@$(CLI_BIN) --version | grep -q "$(CLI_VERSION)" || { echo "installed CLI is not $(CLI_VERSION)" >&2; exit 1; }
 	@touch $(CLI_BIN)
 
+## the oldest supported CLI, for the compatibility run of `make test`
+cli-oldest: $(OLDEST_CLI_BIN)
+$(OLDEST_CLI_BIN): $(OLDEST_CLI_DIR)/package.json $(OLDEST_CLI_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required to install the oldest supported Claude Code CLI" >&2; exit 1; }
+	cd $(OLDEST_CLI_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@$(OLDEST_CLI_BIN) --version | grep -q "$(OLDEST_CLI_VERSION)" || { echo "installed CLI is not $(OLDEST_CLI_VERSION)" >&2; exit 1; }
+	@touch $(OLDEST_CLI_BIN)
+
 clean:
 	$(CARGO) clean
-	rm -rf $(CLI_DIR)/node_modules
+	rm -rf $(CLI_DIR)/node_modules $(OLDEST_CLI_DIR)/node_modules

@@ -46,6 +46,7 @@ use crate::cli::CliVersion;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, ResultMessage};
 use crate::options::{ClaudeCodeOptions, PermissionMode};
+use crate::process::discovery::{CONTROL_REQUESTS_SINCE, since};
 use crate::prompt::Prompt;
 use crate::session::{CliSession, Event, Link, ProcessSlot, Step};
 use crate::toolkit::pool::Lease;
@@ -377,31 +378,17 @@ impl ClaudeClient {
     /// # Errors
     ///
     /// [`InvalidOptions`](ErrorKind::InvalidOptions) for `ReadOnly` on a client that did
-    /// not start in it; control-request errors otherwise.
+    /// not start in it; [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses
+    /// the mode (a mode the project's settings disable, `bypassPermissions` on a CLI not
+    /// started with it); control-request errors otherwise.
     pub async fn set_permission_mode(&self, mode: PermissionMode) -> Result<PermissionMode> {
         self.check_alive()?;
         let answer = self
             .link
             .set_permission_mode(mode, self.read_only_at_start, self.has_callback)
-            .await?;
-        // Newer CLIs answer with the mode actually in effect, which is not always the
-        // one asked for (a mode the project's settings disable, say).
-        let effective = answer
-            .get("mode")
-            .and_then(Value::as_str)
-            .and_then(|reported| {
-                let asked = match mode {
-                    PermissionMode::Strict => "default",
-                    PermissionMode::ReadOnly if self.has_callback => "default",
-                    other => other.cli_mode(),
-                };
-                if reported == asked {
-                    Some(mode)
-                } else {
-                    reported.parse().ok()
-                }
-            })
-            .unwrap_or(mode);
+            .await
+            .map_err(|err| self.unsupported_request(err, "set_permission_mode"))?;
+        let effective = effective_mode(mode, self.has_callback, &answer);
         self.lock_state().mode = Some(effective);
         Ok(effective)
     }
@@ -440,8 +427,12 @@ impl ClaudeClient {
     ///
     /// # Errors
     ///
-    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses it (an unknown
-    /// subtype, for example); [`Timeout`](ErrorKind::Timeout) after 30 s without answer.
+    /// [`UnsupportedCli`](ErrorKind::UnsupportedCli) when the CLI does not know the
+    /// subtype (it answers "Unsupported control request subtype"): the error names the
+    /// subtype and, for a subtype newer CLIs are known to answer (`list_models`, ...), the
+    /// version needed; [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses
+    /// the request for another reason; [`Timeout`](ErrorKind::Timeout) after 30 s
+    /// without answer.
     pub async fn control_request(&self, request: Value) -> Result<Value> {
         if request.get("subtype").and_then(Value::as_str).is_none() {
             return Err(Error::invalid_options(
@@ -497,7 +488,21 @@ impl ClaudeClient {
 
     async fn control(&self, request: Value) -> Result<Value> {
         self.check_alive()?;
-        self.link.control(request).await
+        let subtype = request
+            .get("subtype")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        self.link
+            .control(request)
+            .await
+            .map_err(|err| self.unsupported_request(err, &subtype))
+    }
+
+    /// `err`, or an [`UnsupportedCli`](ErrorKind::UnsupportedCli) error naming `subtype`
+    /// when the CLI answered that it does not know the request.
+    fn unsupported_request(&self, err: Error, subtype: &str) -> Error {
+        unsupported_request(err, subtype, self.server_info.cli_version)
     }
 
     fn record(&self, result: &ResultMessage) {
@@ -533,6 +538,50 @@ impl ClaudeClient {
     }
 }
 
+/// What a CLI answers a control request of a subtype it does not know (2.1.197 and
+/// 2.1.332 alike; newer ones add `"error_code": "unsupported_request"`).
+const UNSUPPORTED_REQUEST: &str = "Unsupported control request subtype";
+
+/// `err`, or, when it is the CLI's answer to a control request it does not know, an
+/// [`UnsupportedCli`](ErrorKind::UnsupportedCli) error that names the subtype and the
+/// version needed when known.
+fn unsupported_request(err: Error, subtype: &str, version: CliVersion) -> Error {
+    if err.kind() != ErrorKind::ControlRequest || !err.to_string().contains(UNSUPPORTED_REQUEST) {
+        return err;
+    }
+    let needed = match since(CONTROL_REQUESTS_SINCE, subtype) {
+        Some(needed) => format!("it needs Claude Code CLI {needed} or newer"),
+        None => "it needs a CLI that knows it (or the subtype is misspelled)".to_owned(),
+    };
+    Error::unsupported_cli(format!(
+        "Claude Code CLI {version} does not support the control request {subtype:?}; {needed}"
+    ))
+    .with_source(err)
+}
+
+/// The mode a `set_permission_mode` answer says is in effect. CLIs answer with
+/// `{"mode": ...}`, the mode now in effect, which is not always the one asked for: a
+/// request that waits (`auto` while a model switch is pending) and is overtaken by a
+/// later one is answered with the later one's mode (measured on 2.1.331 and 2.1.332).
+/// An answer without a mode, or with one this SDK does not know, leaves the mode asked
+/// for.
+fn effective_mode(asked: PermissionMode, has_callback: bool, answer: &Value) -> PermissionMode {
+    let Some(reported) = answer.get("mode").and_then(Value::as_str) else {
+        return asked;
+    };
+    // What the SDK sent for `asked`: the seed modes map to the CLI's own.
+    let sent = match asked {
+        PermissionMode::Strict => "default",
+        PermissionMode::ReadOnly if has_callback => "default",
+        other => other.cli_mode(),
+    };
+    if reported == sent {
+        asked
+    } else {
+        reported.parse().unwrap_or(asked)
+    }
+}
+
 impl Drop for ClaudeClient {
     fn drop(&mut self) {
         // The process dies with the link; a pool's slot comes back once it has exited.
@@ -549,5 +598,101 @@ impl std::fmt::Debug for ClaudeClient {
             .field("session_id", &self.session_id())
             .field("cli_version", &self.server_info.cli_version)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame captured from CLI 2.1.332 (`tests/fixtures/cli-2.1.332/controls.jsonl`):
+    /// `set_permission_mode` to `auto` sent while a `set_model` was pending, overtaken by
+    /// a `set_permission_mode` to `plan`, is answered with `plan`.
+    const OVERTAKEN: &str = r#"{"type": "control_response", "response": {"subtype": "success", "request_id": "r1", "response": {"mode": "plan"}}}"#;
+
+    fn payload(frame: &str) -> Value {
+        let frame: Value = serde_json::from_str(frame).unwrap();
+        frame["response"]["response"].clone()
+    }
+
+    #[test]
+    fn the_effective_mode_is_the_one_the_cli_names() {
+        let answer = payload(OVERTAKEN);
+        assert_eq!(
+            effective_mode(PermissionMode::Auto, false, &answer),
+            PermissionMode::Plan
+        );
+        // The seed modes map to the CLI's: their own answer keeps them.
+        let default = json!({"mode": "default"});
+        assert_eq!(
+            effective_mode(PermissionMode::Strict, false, &default),
+            PermissionMode::Strict
+        );
+        assert_eq!(
+            effective_mode(PermissionMode::AskForEdits, false, &default),
+            PermissionMode::AskForEdits
+        );
+        let dont_ask = json!({"mode": "dontAsk"});
+        assert_eq!(
+            effective_mode(PermissionMode::ReadOnly, false, &dont_ask),
+            PermissionMode::ReadOnly
+        );
+        // Strict kept in plan by the CLI: the CLI's word wins.
+        assert_eq!(
+            effective_mode(PermissionMode::Strict, false, &answer),
+            PermissionMode::Plan
+        );
+        // No payload (other hosts), or a mode this SDK does not know: the one asked for.
+        assert_eq!(
+            effective_mode(PermissionMode::AcceptEdits, false, &Value::Null),
+            PermissionMode::AcceptEdits
+        );
+        assert_eq!(
+            effective_mode(
+                PermissionMode::Plan,
+                false,
+                &json!({"mode": "someFutureMode"})
+            ),
+            PermissionMode::Plan
+        );
+    }
+
+    #[test]
+    fn an_unknown_subtype_answer_is_unsupported_cli() {
+        let version = CliVersion::new(2, 1, 197);
+        let refused = |text: &str| {
+            Error::new(
+                ErrorKind::ControlRequest,
+                format!("the CLI refused the list_models request: {text}"),
+            )
+        };
+        let err = unsupported_request(
+            refused("Unsupported control request subtype: list_models"),
+            "list_models",
+            version,
+        );
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"list_models\"") && text.contains("2.1.331"),
+            "{text}"
+        );
+        assert!(text.contains("2.1.197"), "{text}");
+        let unknown = unsupported_request(
+            refused("Unsupported control request subtype: no_such"),
+            "no_such",
+            version,
+        );
+        assert!(unknown.is_unsupported_cli());
+        assert!(unknown.to_string().contains("\"no_such\""), "{unknown}");
+        // Any other refusal stays what it is.
+        let other = unsupported_request(
+            refused("Cannot set permission mode to auto: auto mode disabled by settings"),
+            "set_permission_mode",
+            version,
+        );
+        assert_eq!(other.kind(), ErrorKind::ControlRequest);
+        let timeout = unsupported_request(Error::timeout("slow"), "x", version);
+        assert!(timeout.is_timeout());
     }
 }

@@ -42,7 +42,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum ErrorKind {
     /// The `claude` executable was not found.
     CliNotFound,
-    /// The CLI was found but is older than the SDK supports, or lacks a flag an option needs.
+    /// The CLI was found but is older than the SDK supports, or lacks what a run asked of
+    /// it: a flag, a hook event or a control request a newer CLI has.
     UnsupportedCli,
     /// [`ClaudeCodeOptions`](crate::ClaudeCodeOptions) failed validation.
     InvalidOptions,
@@ -268,6 +269,10 @@ impl Error {
         Error::new(ErrorKind::Timeout, message)
     }
 
+    pub(crate) fn unsupported_cli(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::UnsupportedCli, message)
+    }
+
     /// What went wrong, in one word.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -291,6 +296,13 @@ impl Error {
     /// [`permission_denials`](Error::permission_denials) lists them.
     pub fn is_permission(&self) -> bool {
         self.inner.kind == ErrorKind::PermissionDenied
+    }
+
+    /// The CLI is older than the SDK supports, or lacks what a run asked of it: a flag, a
+    /// hook event or a control request that a newer CLI has. The message names what is
+    /// missing and, when known, the CLI version that has it. Retrying cannot help.
+    pub fn is_unsupported_cli(&self) -> bool {
+        self.inner.kind == ErrorKind::UnsupportedCli
     }
 
     /// The `claude` executable was not found. The message says where the SDK looked

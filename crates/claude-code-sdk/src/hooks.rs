@@ -57,6 +57,33 @@ pub enum HookEvent {
     SessionStart,
     /// When a session ends.
     SessionEnd,
+    /// Before a skill's (or a custom slash command's) inline shell command runs: the
+    /// `` !`command` `` lines of a `SKILL.md` or `.claude/commands/*.md`, when the skill
+    /// is invoked by the user (`/name`) or by the model (the `Skill` tool). Claude Code
+    /// 2.1.332 and later; registering it for an older CLI is an
+    /// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error, since an older CLI
+    /// would never call it.
+    ///
+    /// The input: [`tool_name`](HookInput::tool_name) (`Bash` or `PowerShell`),
+    /// [`command`](HookInput::command), [`command_name`](HookInput::command_name) (the
+    /// skill), [`command_source`](HookInput::command_source) (where the skill is
+    /// defined) and [`invoked_by`](HookInput::invoked_by) (`user` or `claude`).
+    ///
+    /// What an answer does (measured on 2.1.332):
+    ///
+    /// - no decision ([`HookOutput::default()`]) or [`HookOutput::allow()`]: the command
+    ///   runs (if the permission mode lets it; the hook is asked after the permission
+    ///   check);
+    /// - any other decision blocks it: [`HookOutput::deny`], [`HookOutput::ask`] (a
+    ///   skill cannot wait for an approval), [`HookOutput::block`], a `defer`; the skill
+    ///   text gets `[not run: blocked by hook: <reason>]` in place of the output, and the
+    ///   CLI writes a `system`/`informational` line tagged `skill_shell_hook`;
+    /// - [`HookOutput::with_updated_input`] is never applied: a changed command blocks it,
+    ///   even beside `allow`;
+    /// - [`HookOutput::stop`] ends the turn before the skill runs;
+    /// - a hook that returns an error (or panics) counts as no answer, and **the command
+    ///   runs**: return [`HookOutput::deny`] to refuse, never an error.
+    PreSkillShellCommand,
     /// Any other event name the CLI knows.
     Other(String),
 }
@@ -77,13 +104,14 @@ impl HookEvent {
             HookEvent::PermissionRequest => "PermissionRequest",
             HookEvent::SessionStart => "SessionStart",
             HookEvent::SessionEnd => "SessionEnd",
+            HookEvent::PreSkillShellCommand => "PreSkillShellCommand",
             HookEvent::Other(name) => name,
         }
     }
 
     /// The event for a CLI name.
     pub fn from_name(name: &str) -> Self {
-        const KNOWN: [HookEvent; 12] = [
+        const KNOWN: [HookEvent; 13] = [
             HookEvent::PreToolUse,
             HookEvent::PostToolUse,
             HookEvent::PostToolUseFailure,
@@ -96,6 +124,7 @@ impl HookEvent {
             HookEvent::PermissionRequest,
             HookEvent::SessionStart,
             HookEvent::SessionEnd,
+            HookEvent::PreSkillShellCommand,
         ];
         KNOWN
             .into_iter()
@@ -178,14 +207,39 @@ impl HookInput {
         }
     }
 
-    /// The tool, for tool events.
+    /// The tool, for tool events; for `PreSkillShellCommand`, the shell that runs the
+    /// command (`Bash` or `PowerShell`).
     pub fn tool_name(&self) -> Option<&str> {
         self.raw.get("tool_name").and_then(Value::as_str)
     }
 
-    /// The tool input, for tool events.
+    /// The tool input, for tool events; for `PreSkillShellCommand`, `{"command": ...}`.
     pub fn tool_input(&self) -> Option<&Value> {
         self.raw.get("tool_input")
+    }
+
+    /// For `PreSkillShellCommand`: the shell command the skill is about to run
+    /// (`tool_input.command`). Also a `Bash` tool use's command for `PreToolUse`.
+    pub fn command(&self) -> Option<&str> {
+        self.tool_input()?.get("command").and_then(Value::as_str)
+    }
+
+    /// For `PreSkillShellCommand`: the skill or slash command whose text holds the
+    /// command (`greet` for `/greet`).
+    pub fn command_name(&self) -> Option<&str> {
+        self.raw.get("command_name").and_then(Value::as_str)
+    }
+
+    /// For `PreSkillShellCommand`: where the skill is defined, in the CLI's words
+    /// (`projectSettings` for the project's `.claude/`, `userSettings`, `plugin`, ...).
+    pub fn command_source(&self) -> Option<&str> {
+        self.raw.get("command_source").and_then(Value::as_str)
+    }
+
+    /// For `PreSkillShellCommand`: who invoked the skill, `user` (a `/name` prompt) or
+    /// `claude` (the model, with the `Skill` tool).
+    pub fn invoked_by(&self) -> Option<&str> {
+        self.raw.get("invoked_by").and_then(Value::as_str)
     }
 
     /// What the tool returned, for `PostToolUse`.
@@ -488,6 +542,36 @@ mod tests {
         assert_eq!(
             HookEvent::from_name("Elicitation"),
             HookEvent::Other("Elicitation".into())
+        );
+    }
+
+    /// The input of a `PreSkillShellCommand` hook as CLI 2.1.332 sends it (captured).
+    #[test]
+    fn skill_shell_command_input() {
+        let raw = json!({
+            "session_id": "1ff4d1c4-900d-4185-88f1-743102f33f51",
+            "cwd": "/tmp/project", "permission_mode": "acceptEdits",
+            "hook_event_name": "PreSkillShellCommand", "tool_name": "Bash",
+            "tool_input": {"command": "echo ran >> marker.txt && echo MARKER_WRITTEN"},
+            "tool_use_id": "d2658bec-76bf-4fde-945c-ef204c630cb2:inner:preamble-0",
+            "command_name": "greet", "command_source": "projectSettings", "invoked_by": "user"
+        });
+        let input = HookInput::from_wire(raw);
+        assert_eq!(input.event, HookEvent::PreSkillShellCommand);
+        assert_eq!(input.event.as_str(), "PreSkillShellCommand");
+        assert_eq!(input.tool_name(), Some("Bash"));
+        assert_eq!(
+            input.command(),
+            Some("echo ran >> marker.txt && echo MARKER_WRITTEN")
+        );
+        assert_eq!(input.command_name(), Some("greet"));
+        assert_eq!(input.command_source(), Some("projectSettings"));
+        assert_eq!(input.invoked_by(), Some("user"));
+        assert_eq!(input.permission_mode.as_deref(), Some("acceptEdits"));
+        let deny = HookOutput::deny("no").to_wire(&input.event);
+        assert_eq!(
+            deny["hookSpecificOutput"]["hookEventName"],
+            "PreSkillShellCommand"
         );
     }
 }

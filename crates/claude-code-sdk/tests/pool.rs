@@ -13,12 +13,23 @@ use claude_code_testkit::{Reply, Rule, cli_path, pid_is_running, wait_until_gone
 use common::{Harness, result_of};
 use futures::StreamExt;
 
-/// Live CLI processes (not their tools) whose working directory is `cwd`.
+/// Live CLI processes (not their tools) whose working directory is `cwd`: the CLI's
+/// executable, started by this test process. (CLI 2.1.197 runs its own executable as
+/// `rg` to list files; those children are not CLIs of the pool.)
 fn cli_processes_in(cwd: &Path, exe: &Path) -> Vec<u32> {
+    let me = std::process::id();
     claude_code_testkit::processes_in(cwd)
         .into_iter()
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
+        .filter(|pid| parent_of(*pid) == Some(me))
         .collect()
+}
+
+/// The parent process id, from `/proc/<pid>/stat` (the field after the command name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn cli_exe() -> PathBuf {
@@ -147,8 +158,9 @@ async fn a_warm_query_starts_no_new_process() {
     );
     assert_eq!(pool.stats().warm_hits, 1);
 
-    // A query with other options starts cold.
-    let other = h.options().model("claude-haiku-4-5").build().unwrap();
+    // A query with options the CLI reads at start-up starts cold. (Not another model: a
+    // spare takes the model at its claim, and the replacement spare may be ready.)
+    let other = h.options().max_turns(7).build().unwrap();
     let cold = pool.query("hello cold", other).await.unwrap();
     assert!(!cold.was_warm());
     cold.collect_all().await.unwrap();
@@ -162,6 +174,7 @@ async fn a_warm_query_starts_no_new_process() {
 
 #[tokio::test]
 async fn a_reused_process_never_shows_one_query_to_the_next() {
+    claude_code_testkit::require_cli!("2.1.331", "the /clear reset that reuse needs");
     let h = Harness::new().await;
     let options = h.options().build().unwrap();
     let pool = QueryPool::new(
@@ -250,6 +263,7 @@ async fn a_reserved_slot_counts_against_the_bound() {
 
 #[tokio::test]
 async fn a_reused_process_does_not_keep_the_last_querys_background_commands() {
+    claude_code_testkit::require_cli!("2.1.331", "the /clear reset that reuse needs");
     let h = Harness::new().await;
     h.mock.on(Rule::prompt_contains("background").steps([
         Reply::tool_use(
@@ -293,5 +307,45 @@ async fn a_reused_process_does_not_keep_the_last_querys_background_commands() {
     assert!(
         others.is_empty(),
         "left running into the next query: {others:?}"
+    );
+}
+
+/// On a CLI that cannot confirm a `/clear` (older than 2.1.331), `reuse_processes`
+/// stops a finished process instead of resetting it, at once (no wait for a
+/// confirmation that never comes), and the next query starts cold.
+#[tokio::test]
+async fn without_a_clear_confirmation_a_finished_process_is_stopped_not_reused() {
+    let h = Harness::new().await;
+    let version = claude_code_testkit::cli_version();
+    let options = h.options().build().unwrap();
+    let pool = QueryPool::new(
+        PoolConfig {
+            max_concurrent: 1,
+            ..PoolConfig::default()
+        }
+        .reuse_processes(true),
+    );
+    let mut first = pool.query("first", options.clone()).await.unwrap();
+    first.next().await.unwrap().unwrap();
+    let pid = first.pid().expect("the query's process runs");
+    let (_, error) = first.collect_messages().await;
+    assert!(error.is_none(), "{error:?}");
+    if claude_code_testkit::cli_is_at_least("2.1.331") {
+        // The newer CLI confirms the reset: the process comes back.
+        assert!(pool.wait_warm(1, Duration::from_secs(30)).await);
+        assert_eq!(pool.warm_pids(), [pid]);
+        return;
+    }
+    assert!(
+        wait_until_gone(&[pid], Duration::from_secs(10)).await,
+        "CLI {version}: the process is stopped, not kept waiting for a reset"
+    );
+    assert_eq!(pool.stats().reused, 0);
+    let second = pool.query("second", options).await.unwrap();
+    assert!(!second.was_warm());
+    let messages = second.collect_all().await.unwrap();
+    assert_eq!(
+        result_of(&messages).result.as_deref(),
+        Some("Mock reply to: second")
     );
 }

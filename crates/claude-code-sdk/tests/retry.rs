@@ -128,9 +128,11 @@ async fn a_run_cut_off_while_a_command_runs_is_not_retried() {
     h.mock
         .on(Rule::prompt_contains("long job").reply(Reply::tool_use(
             "Bash",
-            json!({"command": "echo started >> log.txt; sleep 60"}),
+            json!({"command": "echo started >> log.txt; sleep 300"}),
         )));
     let (policy, seen) = recording_policy(3);
+    // Long enough for the command to start on a loaded machine (2.1.197 took more than
+    // 8 s there), far shorter than its 300 s sleep.
     let options = h
         .options()
         .allowed_tools(["Bash"])

@@ -20,7 +20,7 @@ use common::Harness;
 use serde_json::json;
 
 /// Three real sessions: A (two turns), B (parallel tool calls, one with a large
-/// output), C (named with `--name`).
+/// input), C (named with `--name`).
 struct World {
     h: Harness,
     project: String,
@@ -35,12 +35,16 @@ async fn world() -> World {
         .on(Rule::prompt_contains("FIRST_PROMPT_ALPHA").reply(Reply::text("ALPHA_ANSWER one")));
     h.mock
         .on(Rule::prompt_contains("SECOND_PROMPT_ALPHA").reply(Reply::text("ALPHA_TWO two")));
+    // B's transcript is over 128 KiB (read by head and tail) whatever the CLI does with
+    // a long tool output (2.1.197 keeps 30 000 characters of it): the 200 000 bytes
+    // written are in the tool call itself.
+    let big = h.file("big.txt").display().to_string();
     h.mock.on(Rule::prompt_contains("PARALLEL_TOOLS").steps([
         Reply::text("Two at once.")
             .then_tool_use("Bash", json!({"command": "echo one", "description": "one"}))
             .then_tool_use(
-                "Bash",
-                json!({"command": "head -c 200000 /dev/zero | tr '\\0' x", "description": "big"}),
+                "Write",
+                json!({"file_path": big, "content": "x".repeat(200_000)}),
             ),
         Reply::text("Both done."),
     ]));
@@ -56,7 +60,10 @@ async fn world() -> World {
     .await;
     assert_eq!(again, a);
     let b = run(
-        h.options().allowed_tools(["Bash"]).build().unwrap(),
+        h.options()
+            .allowed_tools(["Bash", "Write"])
+            .build()
+            .unwrap(),
         "PARALLEL_TOOLS now",
     )
     .await;

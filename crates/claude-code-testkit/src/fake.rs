@@ -36,12 +36,15 @@ pub const DELAY_MS_ENV: &str = "FAKE_CLAUDE_DELAY_MS";
 /// A file to which every fake-claude process appends its pid (and its grandchild's), one
 /// per line. `--version` calls are not written.
 pub const PID_FILE_ENV: &str = "FAKE_CLAUDE_PID_FILE";
+/// The captured session the `replay` mode plays back (a `tests/fixtures/cli-*/*.jsonl`
+/// file of the SDK; see [`captured_turns`]).
+pub const REPLAY_FILE_ENV: &str = "FAKE_CLAUDE_REPLAY_FILE";
 /// A JSON-lines file to which every fake-claude process appends what it got: argv,
 /// environment, working directory and stdin lines. Read it with [`read_record`].
 pub const RECORD_ENV: &str = "FAKE_CLAUDE_RECORD";
 
 /// The version fake-claude reports by default: the pinned CLI's.
-pub const DEFAULT_VERSION: &str = "2.1.331";
+pub const DEFAULT_VERSION: &str = "2.1.332";
 
 /// The `request_id` of the control request the `unknown-request` mode sends.
 pub const UNKNOWN_REQUEST_ID: &str = "fake_unknown_1";
@@ -86,11 +89,15 @@ pub enum FakeMode {
     /// [`UNKNOWN_REQUEST_ANSWER_PREFIX`] followed by that response line's JSON, and a
     /// success result with the same text.
     UnknownRequest,
+    /// Plays back a captured CLI session (`FAKE_CLAUDE_REPLAY_FILE`): for the n-th prompt,
+    /// the n-th turn of [`captured_turns`], every line exactly as the real CLI wrote it
+    /// (no `init` of its own). A prompt past the last captured turn gets an error result.
+    Replay,
 }
 
 impl FakeMode {
     /// Every mode.
-    pub const ALL: [FakeMode; 11] = [
+    pub const ALL: [FakeMode; 12] = [
         FakeMode::Ok,
         FakeMode::Crash,
         FakeMode::Garbage,
@@ -102,6 +109,7 @@ impl FakeMode {
         FakeMode::ExitEarly,
         FakeMode::Slow,
         FakeMode::UnknownRequest,
+        FakeMode::Replay,
     ];
 
     /// The value for [`MODE_ENV`], e.g. `ignore-sigterm`.
@@ -118,6 +126,7 @@ impl FakeMode {
             FakeMode::ExitEarly => "exit-early",
             FakeMode::Slow => "slow",
             FakeMode::UnknownRequest => "unknown-request",
+            FakeMode::Replay => "replay",
         }
     }
 }
@@ -155,6 +164,42 @@ impl FromStr for FakeMode {
             .find(|mode| mode.as_str() == name)
             .ok_or_else(|| UnknownFakeMode(name.to_owned()))
     }
+}
+
+/// The stdout lines of a captured CLI session, cut into turns: each turn ends with (and
+/// includes) a `result` line; lines after the last result are left out. Control lines
+/// (`control_request`, `control_response`, `control_cancel_request`) are left out too:
+/// they answer or ask a particular host. Every other line is kept as captured, unknown
+/// types and `keep_alive` included.
+///
+/// Two capture formats are read: records `{"dir": "out", "msg": {...}}` (with `in`,
+/// `stderr` and `exit` records, and an `{"argv": [...]}` header, skipped), and plain
+/// stdout lines (any object with a `type`; a header without one is skipped).
+pub fn captured_turns(capture: &str) -> Vec<Vec<String>> {
+    let mut turns = Vec::new();
+    let mut turn = Vec::new();
+    for line in capture.lines() {
+        let Ok(record) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let message = match record.get("dir").and_then(Value::as_str) {
+            Some("out") => record.get("msg").cloned().unwrap_or(Value::Null),
+            Some(_) => continue,
+            None => record,
+        };
+        let Some(kind) = message.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        if kind.starts_with("control_") {
+            continue;
+        }
+        let is_result = kind == "result";
+        turn.push(message.to_string());
+        if is_result {
+            turns.push(std::mem::take(&mut turn));
+        }
+    }
+    turns
 }
 
 /// One line of a [`RECORD_ENV`] file. Every line names the process that wrote it.

@@ -45,6 +45,8 @@
 //! - [`fake`]: `fake-claude`'s modes and recordings.
 //! - [`pg`]: a fresh PostgreSQL database per test.
 //! - [`pid_is_running`], [`wait_until_gone`], [`read_pid_file`]: "no process survives".
+//! - [`cli_version`], [`cli_is_at_least`], [`require_cli!`]: the version of the CLI
+//!   under test, and skipping (loudly) what it is too old for.
 //!
 //! Two binaries come with the crate: `mock-anthropic` (the mock as a server,
 //! `--demo` for the demo rules) and `fake-claude`.
@@ -55,6 +57,7 @@ mod paths;
 pub mod pg;
 mod process;
 mod sandbox;
+mod version;
 
 pub use fake::{FakeMode, Invocation, read_record};
 pub use mock::{
@@ -67,3 +70,4 @@ pub use process::{
     wait_until_gone_blocking,
 };
 pub use sandbox::{MOCK_API_KEY, Sandbox, UNREACHABLE_BASE_URL};
+pub use version::{Version, cli_is_at_least, cli_supports, cli_version};

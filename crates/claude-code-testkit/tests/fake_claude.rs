@@ -119,7 +119,7 @@ async fn version_like_the_cli() {
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "2.1.331 (Claude Code)\n"
+        "2.1.332 (Claude Code)\n"
     );
 
     let mut cmd = command(&sandbox, FakeMode::Ok);

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 
 use serde_json::{Value, json};
 
-use super::discovery::CliVersion;
+use super::discovery::{CliVersion, FLAGS_SINCE, HOOK_EVENTS_SINCE, since};
 use super::reaper;
 use crate::error::{Error, Result};
 use crate::hooks::initialize_hooks;
@@ -95,7 +95,8 @@ pub(crate) struct SparePlan {
 /// # Errors
 ///
 /// [`InvalidOptions`](crate::ErrorKind::InvalidOptions) for an argument longer than the
-/// system allows.
+/// system allows; [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) for a flag or a
+/// hook event the CLI's version does not have (see [`check_version_gates`]).
 pub(crate) fn plan(
     options: &ClaudeCodeOptions,
     program: &std::path::Path,
@@ -113,6 +114,7 @@ pub(crate) fn plan(
     }
     let mut args: Vec<OsString> = BASE_ARGS.iter().map(OsString::from).collect();
     args.extend(cli_args(options, version));
+    check_version_gates(options, &args, program, version)?;
     if let Some(long) = args.iter().find(|a| a.len() > MAX_ARG_BYTES) {
         let name: String = long.to_string_lossy().chars().take(40).collect();
         return Err(Error::invalid_options(format!(
@@ -175,6 +177,51 @@ pub(crate) fn plan(
         hot_key,
         spare,
     })
+}
+
+/// Refuses what the CLI at `program` (version `version`) would not do: a flag it does
+/// not know (it would exit with `unknown option`), or a hook for an event it never fires
+/// (it would take the hook at `initialize` and never call it, which for a guard hook
+/// means the guard silently does nothing).
+///
+/// # Errors
+///
+/// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli), naming the flag or event and
+/// the first CLI version known to have it.
+fn check_version_gates(
+    options: &ClaudeCodeOptions,
+    args: &[OsString],
+    program: &std::path::Path,
+    version: &CliVersion,
+) -> Result<()> {
+    let needs = |what: String, needed: CliVersion| {
+        Error::unsupported_cli(format!(
+            "{what} needs Claude Code CLI {needed} or newer, and the CLI at {} is {version}; \
+             update it (`npm install -g @anthropic-ai/claude-code@latest`) or set cli_path to a \
+             newer one",
+            program.display()
+        ))
+    };
+    for hook in &options.hooks {
+        let event = hook.event.as_str();
+        if let Some(needed) = since(HOOK_EVENTS_SINCE, event).filter(|v| v > version) {
+            return Err(needs(
+                format!("a {event} hook (the CLI would never call it)"),
+                needed,
+            ));
+        }
+    }
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        let Some(flag) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+        if let Some(needed) = since(FLAGS_SINCE, name).filter(|v| v > version) {
+            return Err(needs(format!("the flag --{name}"), needed));
+        }
+    }
+    Ok(())
 }
 
 /// The environment options give a CLI.
@@ -578,6 +625,58 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(plan_for(&timed).spare.unwrap().key, sa.key);
+    }
+
+    #[test]
+    fn flags_and_hook_events_newer_than_the_cli_are_refused() {
+        let old = CliVersion::new(2, 1, 197);
+        let plan_on = |options: &ClaudeCodeOptions, version: &CliVersion| {
+            plan(options, std::path::Path::new("/bin/claude"), version)
+        };
+        let flagged = ClaudeCodeOptions::builder()
+            .extra_arg("system-prompt-snapshot", Some("off"))
+            .build()
+            .unwrap();
+        let err = plan_on(&flagged, &old).unwrap_err();
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--system-prompt-snapshot")
+                && text.contains("2.1.331")
+                && text.contains("2.1.197"),
+            "{text}"
+        );
+        assert!(plan_on(&flagged, &CliVersion::new(2, 1, 331)).is_ok());
+
+        let hooked = ClaudeCodeOptions::builder()
+            .hook(
+                crate::HookEvent::PreSkillShellCommand,
+                crate::HookMatcher::all(),
+                |_, _, _| async { Ok(crate::HookOutput::deny("no")) },
+            )
+            .build()
+            .unwrap();
+        for version in [old, CliVersion::new(2, 1, 331)] {
+            let err = plan_on(&hooked, &version).unwrap_err();
+            assert!(err.is_unsupported_cli());
+            assert!(err.to_string().contains("PreSkillShellCommand"), "{err}");
+            assert!(err.to_string().contains("2.1.332"), "{err}");
+        }
+        assert!(plan_on(&hooked, &CliVersion::new(2, 1, 332)).is_ok());
+
+        // What the SDK emits itself on an old CLI passes: --permission-prompts is left
+        // out there, not refused.
+        let asking = ClaudeCodeOptions::builder()
+            .permission_mode(PermissionMode::AskForEdits)
+            .build()
+            .unwrap();
+        let planned = plan_on(&asking, &old).unwrap();
+        assert!(
+            !planned
+                .args
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with("--permission-prompts"))
+        );
     }
 
     #[test]

@@ -22,21 +22,82 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, ErrorKind, Result};
 use crate::util::lock;
 
-/// The oldest CLI the SDK drives: the control protocol (`initialize`, `interrupt`,
-/// `can_use_tool`) is complete from 2.0.0 on.
-pub const MIN_CLI_VERSION: CliVersion = CliVersion::new(2, 0, 0);
+/// The oldest CLI the SDK drives: 2.1.197, the oldest version its test suite runs
+/// against (`make test` runs the SDK's integration tests on it). An older CLI is
+/// refused with an [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error.
+///
+/// What 2.1.197 lacks is gated by version (the README's Requirements section lists
+/// it): parked pool spares (`--await-claim`), `--permission-prompts`, the `/clear`
+/// reset a pool reuses processes with, newer hook events (`PreSkillShellCommand`, ...),
+/// newer flags and newer control requests. Asking an older CLI for one of them is an
+/// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error naming the version
+/// needed, or, where the SDK has another way (a cold start instead of a spare), the
+/// other way.
+pub const MIN_CLI_VERSION: CliVersion = CliVersion::new(2, 1, 197);
+
+/// 2.1.331: the first version after 2.1.197 measured here.
+const V2_1_331: CliVersion = CliVersion::new(2, 1, 331);
+/// 2.1.332.
+const V2_1_332: CliVersion = CliVersion::new(2, 1, 332);
 
 /// The first CLI version known to take `--permission-prompts` (measured: absent in
 /// 2.1.197, present in 2.1.331).
-pub(crate) const PERMISSION_PROMPTS_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+pub(crate) const PERMISSION_PROMPTS_SINCE: CliVersion = V2_1_331;
 
 /// The first CLI version known to take `--await-claim` and `claim_session` (measured:
 /// absent in 2.1.197, present in 2.1.331).
-pub(crate) const AWAIT_CLAIM_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+pub(crate) const AWAIT_CLAIM_SINCE: CliVersion = V2_1_331;
+
+/// The first CLI version known to confirm a `/clear` with a `conversation_reset` line
+/// (measured: 2.1.197 starts a new session on `/clear` without saying so; 2.1.331 says
+/// so). The SDK resets a pooled process only on a CLI that confirms it.
+pub(crate) const CONVERSATION_RESET_SINCE: CliVersion = V2_1_331;
+
+/// Command-line flags newer than [`MIN_CLI_VERSION`], with the first version known to
+/// take them (measured: 2.1.197 exits with `error: unknown option`; 2.1.331 and 2.1.332
+/// take them). A run whose arguments name one of these on an older CLI fails before
+/// the CLI starts, with an [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error
+/// that names the version needed.
+pub(crate) const FLAGS_SINCE: &[(&str, CliVersion)] = &[
+    ("await-claim", V2_1_331),
+    ("autocompact", V2_1_331),
+    ("environment", V2_1_331),
+    ("forward-subagent-text", V2_1_331),
+    ("permission-prompts", V2_1_331),
+    ("restricted", V2_1_331),
+    ("system-prompt-snapshot", V2_1_331),
+];
+
+/// Hook events newer than [`MIN_CLI_VERSION`], with the first version known to fire
+/// them. An older CLI takes a hook for an event it does not know at `initialize` and
+/// never calls it (measured on 2.1.197), so the SDK refuses such a hook with an
+/// [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error instead.
+pub(crate) const HOOK_EVENTS_SINCE: &[(&str, CliVersion)] = &[
+    ("DirectoryAdded", V2_1_331),
+    ("PostModelSwitch", V2_1_331),
+    ("PreModelSwitch", V2_1_331),
+    ("PreSkillShellCommand", V2_1_332),
+];
+
+/// Control requests (by subtype) newer than [`MIN_CLI_VERSION`], with the first version
+/// known to answer them. Any control request a CLI answers with "Unsupported control
+/// request subtype" is an [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error;
+/// for these, the error names the version needed.
+pub(crate) const CONTROL_REQUESTS_SINCE: &[(&str, CliVersion)] =
+    &[("claim_session", V2_1_331), ("list_models", V2_1_331)];
+
+/// The first version known to have `name` in `table`, when it is newer than
+/// [`MIN_CLI_VERSION`].
+pub(crate) fn since(table: &[(&str, CliVersion)], name: &str) -> Option<CliVersion> {
+    table
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, version)| *version)
+}
 
 /// The first CLI version known to take `--session-mirror` (measured: present in
 /// 2.1.331).
-pub(crate) const SESSION_MIRROR_SINCE: CliVersion = CliVersion::new(2, 1, 331);
+pub(crate) const SESSION_MIRROR_SINCE: CliVersion = V2_1_331;
 
 /// A CLI version, `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,6 +150,12 @@ impl CliVersion {
     /// Whether this CLI mirrors transcripts (`--session-mirror`).
     pub(crate) fn supports_session_mirror(&self) -> bool {
         *self >= SESSION_MIRROR_SINCE
+    }
+
+    /// Whether this CLI confirms a `/clear` (a `conversation_reset` line), so a process
+    /// can be reset and reused for another conversation.
+    pub(crate) fn supports_conversation_reset(&self) -> bool {
+        *self >= CONVERSATION_RESET_SINCE
     }
 }
 

@@ -455,6 +455,19 @@ impl CliSession {
     ///
     /// The reason the reset failed, with the session (to be killed).
     pub(crate) async fn reset(mut self) -> std::result::Result<Self, (Error, Self)> {
+        let version = self.link.version();
+        if !version.supports_conversation_reset() {
+            // An older CLI starts a new session on `/clear` without a word: nothing to
+            // tell a reset from a stray result, so the process is not reused.
+            return Err((
+                Error::unsupported_cli(format!(
+                    "Claude Code CLI {version} does not confirm a /clear; resetting a process \
+                     for reuse needs {} or newer",
+                    crate::process::discovery::CONVERSATION_RESET_SINCE
+                )),
+                self,
+            ));
+        }
         let before = self.link.session_id();
         if let Some(process) = self.link.process() {
             process.kill_tool_processes().await;

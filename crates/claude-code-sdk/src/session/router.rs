@@ -37,6 +37,7 @@ use crate::error::{Error, ErrorKind, Result, shorten};
 use crate::message::Message;
 use crate::process::Pipes;
 use crate::process::codec::{LineCodec, LineError};
+use crate::process::discovery::{FLAGS_SINCE, since};
 use crate::process::subprocess::{ExitState, ProcessGuard, StderrTail};
 use crate::store::MirrorSink;
 use crate::util::lock;
@@ -91,6 +92,32 @@ impl Closed {
                 ErrorKind::NotFound,
                 format!("the CLI has no such conversation: {}", line.trim()),
             )
+            .with_exit_code(self.exit.and_then(|e| e.code()))
+            .with_stderr(self.stderr.clone());
+        }
+        // A flag this CLI does not know (`error: unknown option '--x=1'`): a newer CLI
+        // is needed, or the flag is misspelled. Not a connection problem, and not worth
+        // retrying.
+        if let Some(flag) = self.stderr.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("error: unknown option '")?;
+            let flag = rest.strip_suffix('\'').unwrap_or(rest);
+            Some(
+                flag.split_once('=')
+                    .map_or(flag, |(name, _)| name)
+                    .to_owned(),
+            )
+        }) {
+            let needed = flag
+                .strip_prefix("--")
+                .and_then(|name| since(FLAGS_SINCE, name))
+                .map_or_else(
+                    || "a CLI that has it (or the flag is misspelled)".to_owned(),
+                    |v| format!("Claude Code CLI {v} or newer"),
+                );
+            return Error::unsupported_cli(format!(
+                "the Claude Code CLI does not know the flag {flag} and exited ({how}); it needs \
+                 {needed}"
+            ))
             .with_exit_code(self.exit.and_then(|e| e.code()))
             .with_stderr(self.stderr.clone());
         }
@@ -612,6 +639,36 @@ mod tests {
     use super::*;
     use serde_json::json;
     use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// What CLI 2.1.197 writes for a flag it does not know, and what the SDK makes of it.
+    #[test]
+    fn an_unknown_option_is_an_unsupported_cli() {
+        use std::os::unix::process::ExitStatusExt;
+        let exit = |stderr: &str| Closed {
+            exit: Some(ExitState {
+                status: Some(std::process::ExitStatus::from_raw(1 << 8)),
+            }),
+            stderr: stderr.to_owned(),
+        };
+        let err = exit("error: unknown option '--forward-subagent-text'\n").premature_exit_error();
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(
+            text.contains("--forward-subagent-text") && text.contains("2.1.331"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), Some(1));
+        let err = exit("error: unknown option '--no-such=1'\n").premature_exit_error();
+        assert!(err.is_unsupported_cli());
+        assert!(
+            err.to_string().contains("--no-such "),
+            "the value is left out: {err}"
+        );
+        // Any other early exit stays a connection error.
+        let err = exit("fatal: something else\n").premature_exit_error();
+        assert!(err.is_connection(), "{err:?}");
+    }
 
     /// Runs the router over in-memory pipes; returns the session, its events and the
     /// "CLI side" of both pipes.

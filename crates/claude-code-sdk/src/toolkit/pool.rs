@@ -498,7 +498,9 @@ impl QueryPool {
             resume: options.resume.clone(),
             hot_key: hot_key.clone(),
             spare: prepared.plan.spare.as_ref().map(|s| s.key.clone()),
-            reset: reuse.then(|| fingerprint.clone()),
+            // A fresh process for exactly these options: one reset for reuse, or one
+            // prewarmed on a CLI too old to park spares (whatever `reuse_processes` says).
+            reset: (!options.names_conversation()).then(|| fingerprint.clone()),
         };
         let (got, waited) = self.acquire(&wanted).await?;
         let keep_hot = keep_hot && inner.config.max_hot > 0;

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use claude_code_testkit::fake::{
     self, DEFAULT_VERSION, DELAY_MS_ENV, FakeMode, HUGE_BYTES_ENV, MODE_ENV, PID_FILE_ENV,
-    RECORD_ENV, RecordLine, STDERR_BYTES_ENV, UNKNOWN_REQUEST_ANSWER_PREFIX, UNKNOWN_REQUEST_ID,
-    UNKNOWN_REQUEST_SUBTYPE, VERSION_ENV,
+    RECORD_ENV, REPLAY_FILE_ENV, RecordLine, STDERR_BYTES_ENV, UNKNOWN_REQUEST_ANSWER_PREFIX,
+    UNKNOWN_REQUEST_ID, UNKNOWN_REQUEST_SUBTYPE, VERSION_ENV,
 };
 use serde_json::{Value, json};
 
@@ -93,6 +93,8 @@ struct Session {
     messages: u32,
     /// `unknown-request`: the turn waiting for the SDK's answer, by when it started.
     awaiting_answer: Option<Instant>,
+    /// `replay`: the captured turns not played yet.
+    replay: std::collections::VecDeque<Vec<String>>,
     out: BufWriter<io::StdoutLock<'static>>,
 }
 
@@ -104,6 +106,11 @@ impl Session {
             turns: 0,
             messages: 0,
             awaiting_answer: None,
+            replay: if mode == FakeMode::Replay {
+                load_replay()
+            } else {
+                Default::default()
+            },
             out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
         }
     }
@@ -160,6 +167,17 @@ impl Session {
         let started = Instant::now();
         self.turns += 1;
         let prompt = prompt_text(user);
+        if self.mode == FakeMode::Replay {
+            return match self.replay.pop_front() {
+                Some(turn) => turn.iter().try_for_each(|line| self.raw(line)),
+                None => {
+                    let mut result = self.result("fake-claude: no captured turn left", started);
+                    result["is_error"] = json!(true);
+                    result["subtype"] = json!("error_during_execution");
+                    self.emit(&result)
+                }
+            };
+        }
         self.emit(&self.init())?;
         match self.mode {
             FakeMode::Ok | FakeMode::StderrFlood => {
@@ -321,6 +339,25 @@ impl Session {
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+/// The turns of the capture named by `FAKE_CLAUDE_REPLAY_FILE` (none when unset or
+/// unreadable, with a word on stderr).
+fn load_replay() -> std::collections::VecDeque<Vec<String>> {
+    let Some(path) = std::env::var_os(REPLAY_FILE_ENV) else {
+        eprintln!("fake-claude: replay mode without {REPLAY_FILE_ENV}");
+        return Default::default();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => fake::captured_turns(&text).into(),
+        Err(error) => {
+            eprintln!(
+                "fake-claude: cannot read {}: {error}",
+                path.to_string_lossy()
+            );
+            Default::default()
+        }
     }
 }
 
