@@ -215,6 +215,10 @@ impl Binary {
         command
             .env("CLAUDE_CODE_CLI_PATH", cli_path())
             .env("RUST_LOG", "info")
+            // Each server on a database of its own (a temporary SQLite one): make test
+            // sets DATABASE_URL for the store tests, and servers sharing it would take
+            // each other's queued runs.
+            .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
