@@ -157,6 +157,7 @@ async fn a_conversation_stays_on_one_process_while_hot_and_resumes_cold_after() 
 
 #[tokio::test]
 async fn one_spare_profile_serves_three_directories_models_and_modes_without_a_cold_start() {
+    claude_code_testkit::require_cli!("2.1.331", "parked spares (--await-claim) and claim_session");
     let h = Harness::new().await;
     let profile = h.options().build().unwrap();
     let pool = QueryPool::new(
@@ -223,6 +224,7 @@ async fn one_spare_profile_serves_three_directories_models_and_modes_without_a_c
 
 #[tokio::test]
 async fn a_claim_the_cli_refuses_falls_back_to_a_cold_start_and_says_why() {
+    claude_code_testkit::require_cli!("2.1.331", "parked spares (--await-claim) and claim_session");
     let h = Harness::new().await;
     // Root may bypass permissions only in a sandbox.
     let profile = h.options().env("IS_SANDBOX", "1").build().unwrap();
@@ -257,6 +259,7 @@ async fn a_claim_the_cli_refuses_falls_back_to_a_cold_start_and_says_why() {
 
 #[tokio::test]
 async fn a_replacement_spare_waits_for_the_refill_delay() {
+    claude_code_testkit::require_cli!("2.1.331", "parked spares (--await-claim) and claim_session");
     let h = Harness::new().await;
     let options = h.options().build().unwrap();
     let delay = Duration::from_secs(4);
