@@ -2,7 +2,8 @@
 //! through its `chromedriver` with the `fantoccini` WebDriver client) against the server
 //! binary, the pinned CLI and the mock model. A person's session: type a prompt and
 //! watch the answer stream in; allow a `Write` and find the file on disk; reload the page
-//! while an answer streams and watch it go on where it was, nothing drawn twice.
+//! while a `Write` waits and still answer it; reload the page while an answer streams and
+//! watch it go on where it was, nothing drawn twice.
 //!
 //! `make test` installs `chromium` and `chromium-driver` first (`make browser`). The
 //! test starts its own chromedriver on a loopback port, with a browser profile of its
@@ -305,10 +306,11 @@ async fn a_person_asks_approves_a_write_and_reloads_mid_stream() {
     let mock = MockAnthropic::start().await;
     let sandbox = Sandbox::new(&mock);
     let note: PathBuf = sandbox.cwd().join("note.txt");
+    let second: PathBuf = sandbox.cwd().join("second.txt");
 
     const FIRST: &str = "The capital of France is Paris, a city on the Seine with many bridges.";
     mock.on(Rule::prompt_contains("capital of France")
-        .reply(Reply::text(FIRST).chunk_delay(Duration::from_millis(100))));
+        .reply(Reply::text(FIRST).chunk_delay(Duration::from_millis(150))));
     mock.on(Rule::prompt_contains("Save a note").steps([
         Reply::tool_use(
             "Write",
@@ -316,8 +318,15 @@ async fn a_person_asks_approves_a_write_and_reloads_mid_stream() {
         ),
         Reply::text("Saved the note."),
     ]));
+    mock.on(Rule::prompt_contains("Save another note").steps([
+        Reply::tool_use(
+            "Write",
+            json!({"file_path": second, "content": "after a reload\n"}),
+        ),
+        Reply::text("Saved the second note."),
+    ]));
     // Slow enough to reload the page in the middle: one word every 250 ms.
-    let count: String = (1..=40)
+    let count: String = (1..=60)
         .map(|i| format!("n{i:02}"))
         .collect::<Vec<_>>()
         .join(" ");
@@ -403,11 +412,48 @@ async fn a_person_asks_approves_a_write_and_reloads_mid_stream() {
     assert!(text(&turn).contains("Saved the note."), "{turn:#}");
     assert_eq!(turn["notices"], json!([]), "{turn:#}");
 
-    // 3. A reload while the answer streams: the page goes on where it was.
-    type_prompt(&browser, "Count slowly to forty.").await;
+    // 3. A reload while a Write waits: the card is there again, and still answers.
+    type_prompt(&browser, "Save another note, please.").await;
+    watch(&browser, "the second approval card", |t| {
+        t["cards"]
+            .as_array()
+            .and_then(|cards| cards.iter().find(|c| c["open"] == true))
+            .map(|_| ())
+    })
+    .await;
+    browser.refresh().await.unwrap();
+    let turn = watch(&browser, "the approval card after the reload", |t| {
+        let cards = t["cards"].as_array()?;
+        cards.iter().any(|c| c["open"] == true).then(|| t.clone())
+    })
+    .await;
+    assert_eq!(turn["prompt"], "Save another note, please.", "{turn:#}");
+    assert_eq!(turn["cards"].as_array().unwrap().len(), 1, "{turn:#}");
+    assert!(!second.exists(), "written before anyone allowed it");
+    browser
+        .find(Locator::Css("section.card:not(.closed) button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let turn = watch(&browser, "the end of the second Write turn", |t| {
+        finished(t).then(|| t.clone())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&second).ok().as_deref(),
+        Some("after a reload\n"),
+        "{turn:#}"
+    );
+    assert!(text(&turn).contains("Saved the second note."), "{turn:#}");
+    assert_eq!(turn["notices"], json!([]), "{turn:#}");
+
+    // 4. A reload while the answer streams: the page goes on where it was.
+    type_prompt(&browser, "Count slowly to sixty.").await;
     let before = watch(&browser, "a few words of the count", |t| {
         let shown = text(t);
-        (t["streaming"] == true && shown.contains("n05") && !shown.contains("n30"))
+        (t["streaming"] == true && shown.contains("n05") && !shown.contains("n20"))
             .then(|| shown.to_owned())
     })
     .await;
@@ -440,10 +486,10 @@ async fn a_person_asks_approves_a_write_and_reloads_mid_stream() {
     })
     .await;
     assert_eq!(text(&turn), count, "{turn:#}");
-    assert_eq!(turn["prompt"], "Count slowly to forty.");
+    assert_eq!(turn["prompt"], "Count slowly to sixty.");
     assert_eq!(turn["notices"], json!([]), "{turn:#}");
     let page = turn["page"].as_str().unwrap();
-    for word in ["n01", "n05", "n40"] {
+    for word in ["n01", "n05", "n60"] {
         assert_eq!(page.matches(word).count(), 1, "{word} shows more than once");
     }
     // The tab forgets a finished run.
