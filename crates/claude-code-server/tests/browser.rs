@@ -3,7 +3,7 @@
 //! binary, the pinned CLI and the mock model. A person's session: type a prompt and
 //! watch the answer stream in; allow a `Write` and find the file on disk; reload the page
 //! while a `Write` waits and still answer it; reload the page while an answer streams and
-//! watch it go on where it was, nothing drawn twice.
+//! watch it go on where it was, nothing drawn twice; stop a run and find it cancelled.
 //!
 //! `make test` installs `chromium` and `chromium-driver` first (`make browser`). The
 //! test starts its own chromedriver on a loopback port, with a browser profile of its
@@ -54,6 +54,9 @@ impl Server {
             .arg(sandbox.cwd())
             // The page offers the modes the server allows; askForEdits asks for a Write.
             .args(["--allowed-modes", "readOnly,askForEdits"])
+            // A stream nobody reads is not cancelled during the test: a run that ends
+            // `cancelled` was cancelled by the page's Stop.
+            .args(["--disconnect-grace", "600"])
             .current_dir(sandbox.root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -494,6 +497,58 @@ async fn a_person_asks_approves_a_write_and_reloads_mid_stream() {
     }
     // The tab forgets a finished run.
     assert_eq!(turn["saved"], Value::Null, "{turn:#}");
+
+    // 5. Stop ends the run on the server, not only the page's stream.
+    type_prompt(&browser, "Count slowly once more.").await;
+    let run = watch(&browser, "the run id kept by the tab", |t| {
+        let saved: Value = serde_json::from_str(t["saved"].as_str()?).ok()?;
+        let shown = text(t);
+        (t["streaming"] == true && shown.contains("n03"))
+            .then(|| saved["run"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .await;
+    browser
+        .find(Locator::Css("#stop"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let turn = watch(&browser, "the stopped turn", |t| {
+        t["foot"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("Stopped"))
+            .then(|| t.clone())
+    })
+    .await;
+    assert_eq!(
+        turn["saved"],
+        Value::Null,
+        "a stopped run is forgotten: {turn:#}"
+    );
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status: Value = http
+            .get(format!("{}/v1/runs/{run}", server.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match status["state"].as_str() {
+            Some("cancelled") => break,
+            Some("succeeded" | "failed" | "interrupted") => {
+                panic!("Stop did not cancel: {status:#}")
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the stopped run is {status:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     browser.close().await.unwrap();
     let left = driver.kill();
