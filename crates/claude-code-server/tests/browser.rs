@@ -121,12 +121,16 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Chromium's own scratch files go there too, and go with it.
+        let scratch = profile.path().join("tmp");
+        std::fs::create_dir(&scratch).unwrap();
         let mut command = std::process::Command::new(CHROMEDRIVER);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .current_dir(profile.path())
+            .env("TMPDIR", &scratch)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
