@@ -131,6 +131,11 @@ impl Driver {
             .arg("--allowed-ips=127.0.0.1")
             .current_dir(profile.path())
             .env("TMPDIR", &scratch)
+            // Nor in the home directory (crash reports, caches, certificate store).
+            .env("HOME", &scratch)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_DATA_HOME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
