@@ -9,10 +9,14 @@ OLDEST_CLI_DIR := tools/claude-cli-oldest
 OLDEST_CLI_BIN := $(OLDEST_CLI_DIR)/node_modules/.bin/claude
 OLDEST_CLI_VERSION := $(shell sed -n 's/.*"@anthropic-ai\/claude-code": "\([^"]*\)".*/\1/p' $(OLDEST_CLI_DIR)/package.json)
 CARGO ?= cargo
+# The browser test drives Debian's Chromium through its chromedriver.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run serve test bench cli cli-oldest check lint clean
+.PHONY: run serve test bench cli cli-oldest browser check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
@@ -24,9 +28,10 @@ serve: cli
 
 ## make test: every test, against the real pinned CLI and the testkit's mock model,
 ## with a PostgreSQL server (DATABASE_URL, else 127.0.0.1:5432, else a private one);
+## the web page in headless Chromium (crates/claude-code-server/tests/browser.rs);
 ## then the SDK's integration tests again on the oldest supported CLI (tests that need
 ## a newer CLI print "SKIPPED <test>: needs Claude Code CLI x.y.z ..." there)
-test: cli cli-oldest
+test: cli cli-oldest browser
 	$(CARGO) build --workspace --all-targets --all-features --quiet
 	CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test --workspace --all-features --quiet -- --test-threads=4
 	@echo "== compatibility run: the SDK's integration tests on Claude Code CLI $(OLDEST_CLI_VERSION)"
@@ -57,6 +62,15 @@ $(OLDEST_CLI_BIN): $(OLDEST_CLI_DIR)/package.json $(OLDEST_CLI_DIR)/package-lock
 	cd $(OLDEST_CLI_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@$(OLDEST_CLI_BIN) --version | grep -q "$(OLDEST_CLI_VERSION)" || { echo "installed CLI is not $(OLDEST_CLI_VERSION)" >&2; exit 1; }
 	@touch $(OLDEST_CLI_BIN)
+
+## Debian's Chromium and its WebDriver, for the browser test (tests/browser.rs of the
+## server), installed once with apt-get (as root, or through sudo when there is one)
+browser: $(CHROMIUM) $(CHROMEDRIVER)
+$(CHROMIUM) $(CHROMEDRIVER) &:
+	@command -v apt-get >/dev/null || { echo "the browser test needs Debian's chromium and chromium-driver (apt-get not found)" >&2; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+	@test -x $(CHROMIUM) && test -x $(CHROMEDRIVER) || { echo "chromium or chromedriver is still missing" >&2; exit 1; }
 
 clean:
 	$(CARGO) clean

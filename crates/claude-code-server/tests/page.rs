@@ -32,6 +32,11 @@ async fn the_page_is_served_without_a_token_and_uses_the_streaming_api() {
         "permission_request",
         "\"done\"",
         "Authorization",
+        // A reload reattaches to the running turn (tests/browser.rs runs it).
+        "sessionStorage",
+        "/events",
+        "Last-Event-ID",
+        "/cancel",
     ] {
         assert!(page.contains(needle), "the page does not mention {needle}");
     }
