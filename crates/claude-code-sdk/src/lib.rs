@@ -139,7 +139,7 @@
 //! | wire | `wire/` | tolerant serde types for every line the CLI writes or reads |
 //! | process | `process/` | finding the CLI, its arguments and environment, spawning it in a process group, line framing, the stderr tail, run markers |
 //! | CLI session | `session/` | one CLI process: the control router, the dispatcher for its requests (permission callback, hooks, in-process tools), turns, `/clear`, claims, close |
-//! | fronts | `query.rs`, `client.rs` | [`query()`] and [`ClaudeClient`], thin over a CLI session |
+//! | fronts | `query.rs`, `client.rs`, `control.rs` | [`query()`] and [`ClaudeClient`], thin over a CLI session; the typed answers of its control requests |
 //! | runners | `runner.rs` | the [`Runner`] trait, [`DirectRunner`], [`Run`] |
 //! | toolkit | `toolkit/` | [`QueryPool`], [`Retrying`], [`ResponseCache`], [`ConversationManager`], [`claude_session`] |
 //!
@@ -149,6 +149,7 @@
 //! |---|---|
 //! | [`query`](mod@query) | [`query()`] and its [`Query`] stream |
 //! | [`client`] | [`ClaudeClient`]: many turns on one process |
+//! | [`control`] | typed answers to the client's control requests: MCP status, context usage, file rewinds, models, commands |
 //! | [`options`] | [`ClaudeCodeOptions`], [`PermissionMode`] and the option types |
 //! | [`message`] | [`Message`], [`ContentBlock`], [`ResultMessage`], [`Usage`] |
 //! | [`error`] | [`Error`] and [`ErrorKind`] |
@@ -174,6 +175,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod control;
 pub mod error;
 pub mod hooks;
 pub mod message;
@@ -193,6 +195,11 @@ mod util;
 mod wire;
 
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
+pub use control::{
+    AccountInfo, AgentInfo, ContextCategory, ContextUsage, McpConnection, McpServerStatus,
+    McpSetServersResult, McpToolInfo, ModelInfo, ReloadedPlugins, RewindFilesResult, SlashCommand,
+    ThinkingDisplay,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use hooks::{
     ActionDecision, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput,

@@ -38,6 +38,10 @@ const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 /// SDK host (only `sdk-ts`, `sdk-py` and `sdk-cli` count).
 pub(crate) const ENTRYPOINT: &str = "sdk-cli";
 
+/// The variable that turns on file checkpoints in a CLI run by an SDK (measured: read
+/// by 2.1.197 and 2.1.332 alike; without it an SDK host's CLI keeps none).
+pub(crate) const FILE_CHECKPOINTING_ENV: &str = "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING";
+
 /// Flags a claim (or a `set_model` right after it) sets on a parked spare: they are
 /// left out of a spare's start-up arguments.
 const CLAIMED_FLAGS: &[&str] = &[
@@ -231,6 +235,9 @@ fn spawn_env(options: &ClaudeCodeOptions) -> SpawnEnv {
     if let Some(retries) = options.max_api_retries {
         vars.push(("CLAUDE_CODE_MAX_RETRIES".into(), retries.to_string()));
     }
+    if options.enable_file_checkpointing {
+        vars.push((FILE_CHECKPOINTING_ENV.into(), "true".into()));
+    }
     // A removed variable goes for the SDK's own defaults too; the caller's env wins.
     vars.retain(|(key, _)| !options.env_remove.contains(key));
     vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -322,7 +329,8 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         append_system_prompt,
         // The process's working directory, not a flag.
         cwd: _,
-        allowed_tools,
+        // With what `skills` adds (below).
+        allowed_tools: _,
         disallowed_tools,
         tools,
         permission_mode,
@@ -342,7 +350,8 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         env_remove: _,
         inherit_env: _,
         add_dirs,
-        settings,
+        // With `sandbox` and `output_style` merged in (below).
+        settings: _,
         setting_sources,
         include_partial_messages,
         max_budget_usd,
@@ -363,7 +372,26 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         session_store,
         // The SDK's mirror sink.
         mirror: _,
+        // `CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING` in the environment, and prompts
+        // echoed with their ids.
+        enable_file_checkpointing,
+        thinking,
+        task_budget,
+        resume_session_at,
+        persist_session,
+        plugins,
+        // In `--allowedTools` (`effective_allowed_tools`).
+        skills: _,
+        // In `--settings` (`effective_settings`).
+        sandbox: _,
+        output_style: _,
+        agent,
+        betas,
+        strict_mcp_config,
+        include_hook_events,
     } = options;
+    let allowed_tools = &options.effective_allowed_tools();
+    let settings = options.effective_settings();
     let mut args: Vec<OsString> = Vec::new();
     // `--name=value` as one argument: a value can never be read as a flag of its own,
     // whatever it starts with (the CLI's `--resume` takes an optional value).
@@ -456,7 +484,7 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         flag("add-dir", Some(dir.display().to_string()));
     }
     if let Some(settings) = settings {
-        flag("settings", Some(settings.clone()));
+        flag("settings", Some(settings));
     }
     if let Some(sources) = setting_sources {
         let joined: Vec<&str> = sources.iter().map(|s| s.as_str()).collect();
@@ -485,6 +513,36 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
     }
     if session_store.is_some() {
         flag("session-mirror", None);
+    }
+    if *enable_file_checkpointing {
+        flag("replay-user-messages", None);
+    }
+    for (name, value) in thinking.iter().flat_map(|t| t.flags()) {
+        flag(name, Some(value));
+    }
+    if let Some(budget) = task_budget {
+        flag("task-budget", Some(budget.to_string()));
+    }
+    if let Some(at) = resume_session_at {
+        flag("resume-session-at", Some(at.clone()));
+    }
+    if *persist_session == Some(false) {
+        flag("no-session-persistence", None);
+    }
+    for crate::options::PluginConfig::Local { path } in plugins {
+        flag("plugin-dir", Some(path.display().to_string()));
+    }
+    if let Some(agent) = agent {
+        flag("agent", Some(agent.clone()));
+    }
+    if !betas.is_empty() {
+        flag("betas", Some(betas.join(",")));
+    }
+    if *strict_mcp_config {
+        flag("strict-mcp-config", None);
+    }
+    if *include_hook_events {
+        flag("include-hook-events", None);
     }
     for (name, value) in extra_args {
         flag(name, value.clone());
