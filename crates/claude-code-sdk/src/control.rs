@@ -370,8 +370,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Answers captured from CLI 2.1.332 against the mock model (trimmed to what the
-    /// test needs, with one field added that no CLI sends, to prove it is kept).
+    /// Answers in the shapes CLI 2.1.332 sends (written after its answers to the
+    /// tests in `tests/client.rs`, trimmed), with fields no CLI sends yet added, to
+    /// prove they are kept.
     #[test]
     fn answers_parse_and_keep_unknown_fields() {
         let status: McpStatusAnswer = parse(

@@ -213,6 +213,7 @@ pub use options::{
     AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, InheritEnv,
     McpServerConfig, OutputFormat, PermissionMode, SettingSource,
 };
+pub use options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
 pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use prompt::Prompt;
 pub use query::{Query, query};
