@@ -755,4 +755,134 @@ mod tests {
         .unwrap();
         assert!(old.spare.is_none(), "2.1.197 has no --await-claim");
     }
+
+    #[test]
+    fn the_official_sdks_options_become_flags_settings_and_environment() {
+        use crate::options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
+        let dir = std::env::temp_dir();
+        let options = ClaudeCodeOptions::builder()
+            .allowed_tools(["Read"])
+            .skills(Skills::Only(vec!["pdf".into(), "xlsx".into()]))
+            .settings(r#"{"model": "opus", "sandbox": {"enabled": false}}"#)
+            .sandbox(SandboxSettings::enabled())
+            .output_style("Explanatory")
+            .thinking(ThinkingConfig::adaptive())
+            .task_budget(1000)
+            .resume("0c8b7a4e-7d1c-4b8e-9a51-2f0f3c9d6e11")
+            .resume_session_at("5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77")
+            .persist_session(false)
+            .plugin(PluginConfig::local(&dir))
+            .main_agent("reviewer")
+            .beta("a")
+            .beta("b")
+            .strict_mcp_config(true)
+            .include_hook_events(true)
+            .enable_file_checkpointing(true)
+            .build()
+            .unwrap();
+        let a = args(&options);
+        for expected in [
+            "--allowedTools=Read,Skill(pdf),Skill(xlsx)".to_owned(),
+            "--thinking=adaptive".to_owned(),
+            "--task-budget=1000".to_owned(),
+            "--resume-session-at=5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77".to_owned(),
+            "--no-session-persistence".to_owned(),
+            format!("--plugin-dir={}", dir.display()),
+            "--agent=reviewer".to_owned(),
+            "--betas=a,b".to_owned(),
+            "--strict-mcp-config".to_owned(),
+            "--include-hook-events".to_owned(),
+            "--replay-user-messages".to_owned(),
+        ] {
+            assert!(a.contains(&expected), "{expected} in {a:?}");
+        }
+        // sandbox and output_style merged over the given settings.
+        let settings = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--settings="))
+            .unwrap();
+        let settings: Value = serde_json::from_str(settings).unwrap();
+        assert_eq!(
+            settings,
+            json!({"model": "opus", "sandbox": {"enabled": true}, "outputStyle": "Explanatory"})
+        );
+        let env = spawn_env(&options);
+        assert!(
+            env.vars
+                .contains(&(FILE_CHECKPOINTING_ENV.to_owned(), "true".to_owned())),
+            "{env:?}"
+        );
+        // Without them: none of it.
+        let plain = args(
+            &ClaudeCodeOptions::builder()
+                .settings("/etc/s.json")
+                .build()
+                .unwrap(),
+        );
+        assert!(plain.contains(&"--settings=/etc/s.json".to_owned()));
+        assert!(!plain.iter().any(|x| x.contains("replay-user-messages")
+            || x.contains("thinking")
+            || x.contains("Skill")));
+        assert!(
+            !spawn_env(&ClaudeCodeOptions::default())
+                .vars
+                .iter()
+                .any(|(k, _)| k == FILE_CHECKPOINTING_ENV)
+        );
+        // Each of them changes the fingerprint and the keys a process is reused by.
+        let base = ClaudeCodeOptions::default();
+        for other in [
+            base.to_builder()
+                .enable_file_checkpointing(true)
+                .build()
+                .unwrap(),
+            base.to_builder()
+                .thinking(ThinkingConfig::Disabled)
+                .build()
+                .unwrap(),
+            base.to_builder().skills(Skills::All).build().unwrap(),
+            base.to_builder().output_style("Learning").build().unwrap(),
+        ] {
+            assert_ne!(base.fingerprint(), other.fingerprint(), "{other:?}");
+            assert_ne!(
+                plan_for(&base).hot_key,
+                plan_for(&other).hot_key,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_official_sdks_options_are_validated() {
+        use crate::options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
+        let bad = [
+            ClaudeCodeOptions::builder()
+                .settings("/etc/settings.json")
+                .sandbox(SandboxSettings::enabled())
+                .build(),
+            ClaudeCodeOptions::builder()
+                .resume_session_at("5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77")
+                .build(),
+            ClaudeCodeOptions::builder()
+                .resume("0c8b7a4e-7d1c-4b8e-9a51-2f0f3c9d6e11")
+                .resume_session_at("--debug")
+                .build(),
+            ClaudeCodeOptions::builder().task_budget(0).build(),
+            ClaudeCodeOptions::builder()
+                .thinking(ThinkingConfig::budget(0))
+                .build(),
+            ClaudeCodeOptions::builder()
+                .plugin(PluginConfig::local("/no/such/plugin"))
+                .build(),
+            ClaudeCodeOptions::builder()
+                .skills(Skills::Only(vec!["a b".into()]))
+                .build(),
+            ClaudeCodeOptions::builder().beta("a,b").build(),
+            ClaudeCodeOptions::builder().main_agent("--x").build(),
+        ];
+        for result in bad {
+            let err = result.unwrap_err();
+            assert!(err.is_invalid_options(), "{err:?}");
+        }
+    }
 }
