@@ -216,3 +216,35 @@ async fn resume_session_at_continues_from_an_earlier_message() {
         "what came after the message is dropped"
     );
 }
+
+#[tokio::test]
+async fn fork_session_continues_a_conversation_under_a_new_id() {
+    let h = Harness::new().await;
+    h.mock
+        .on(Rule::prompt_contains("FORK_BASE").reply(Reply::text("base answer")));
+    let messages = query("FORK_BASE", h.options().build().unwrap())
+        .collect_all()
+        .await
+        .unwrap();
+    let original = result_of(&messages).session_id.clone();
+    let options = h
+        .options()
+        .resume(&original)
+        .fork_session(true)
+        .build()
+        .unwrap();
+    let messages = query("FORK_NEXT", options).collect_all().await.unwrap();
+    let forked = result_of(&messages).session_id.clone();
+    assert_ne!(forked, original, "the fork has an id of its own");
+    assert!(request_with(&h, "FORK_NEXT").mentions("FORK_BASE"));
+    // The original transcript does not have the fork's turn.
+    let original_file = transcripts(&h)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&original))
+        .unwrap();
+    assert!(
+        !std::fs::read_to_string(original_file)
+            .unwrap()
+            .contains("FORK_NEXT")
+    );
+}
