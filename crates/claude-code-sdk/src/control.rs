@@ -189,13 +189,14 @@ pub struct RewindFilesResult {
     /// Why not, when they cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The files that change (or changed).
+    /// The files that would change (a dry run; the answer to a real rewind leaves
+    /// them out, measured on 2.1.332: preview first to know them).
     #[serde(default)]
     pub files_changed: Vec<String>,
-    /// Lines the rewind adds back.
+    /// Lines the rewind would add back (a dry run).
     #[serde(default)]
     pub insertions: u64,
-    /// Lines the rewind takes out.
+    /// Lines the rewind would take out (a dry run).
     #[serde(default)]
     pub deletions: u64,
     /// Tracked files left alone because a link was found at their path (a real

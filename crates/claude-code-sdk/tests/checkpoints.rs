@@ -117,6 +117,23 @@ async fn a_rewind_restores_the_files_a_turn_changed_and_a_dry_run_changes_nothin
     }
     assert!(h.file("added.txt").exists());
 
+    // An id with no checkpoint: the dry run says why, the rewind is an error, and
+    // nothing changes.
+    let unknown = "5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77";
+    let preview = client.rewind_files_dry_run(unknown).await.unwrap();
+    assert!(!preview.can_rewind, "{preview:?}");
+    assert!(
+        preview
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("No file checkpoint")),
+        "{preview:?}"
+    );
+    let err = client.rewind_files(unknown).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ControlRequest, "{err:?}");
+    assert!(err.to_string().contains("No file checkpoint"), "{err}");
+    assert_eq!(notes(), "edited twice\nsecond line\n");
+
     // The rewind: notes.txt as before the first turn, added.txt gone.
     let done = client.rewind_files(&first_id).await.unwrap();
     assert!(done.can_rewind, "{done:?}");
