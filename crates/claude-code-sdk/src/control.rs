@@ -18,7 +18,8 @@
 //! | [`stop_task`](crate::ClaudeClient::stop_task) | `stop_task` | nothing |
 //! | [`background_tasks`](crate::ClaudeClient::background_tasks) | `background_tasks` | whether a task was moved |
 //! | [`apply_flag_settings`](crate::ClaudeClient::apply_flag_settings) | `apply_flag_settings` | nothing |
-//! | [`supported_models`](crate::ClaudeClient::supported_models) | `list_models` (CLI 2.1.331+) | [`ModelInfo`] per model |
+//! | [`list_models`](crate::ClaudeClient::list_models) | `list_models` (CLI 2.1.331+) | [`ModelInfo`] per model |
+//! | [`supported_commands`](crate::ClaudeClient::supported_commands), [`supported_agents`](crate::ClaudeClient::supported_agents), [`account_info`](crate::ClaudeClient::account_info) | none: the `initialize` answer | [`SlashCommand`], [`AgentInfo`], [`AccountInfo`] |
 //! | [`reload_plugins`](crate::ClaudeClient::reload_plugins) | `reload_plugins` | [`ReloadedPlugins`] |
 //! | [`reload_skills`](crate::ClaudeClient::reload_skills) | `reload_skills` | [`SlashCommand`] per skill |
 

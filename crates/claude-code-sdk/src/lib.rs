@@ -27,7 +27,11 @@
 //! [`ClaudeCodeOptions`] carries every option of the Python SDK (`max_turns`,
 //! `system_prompt`, `cwd`, `allowed_tools`, `permission_mode`, `model`,
 //! `output_format`, `verbose`, `timeout`) and the CLI options a service needs:
-//! resuming sessions, MCP servers, structured output, budgets, agents, environment.
+//! resuming sessions, MCP servers, structured output, budgets, agents, environment;
+//! and what the official SDKs added since: file checkpoints (with
+//! [`ClaudeClient::rewind_files`]), thinking, task budgets, plugins, skills, sandbox
+//! settings, output styles, `resume_session_at`, `persist_session`. The README's
+//! "Parity with the official SDKs" table lists each, with the test that proves it.
 //! The builder validates:
 //!
 //! ```
