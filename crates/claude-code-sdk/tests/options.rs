@@ -248,3 +248,79 @@ async fn fork_session_continues_a_conversation_under_a_new_id() {
             .contains("FORK_NEXT")
     );
 }
+
+#[tokio::test]
+async fn strict_mcp_config_ignores_the_projects_mcp_servers() {
+    let h = Harness::new().await;
+    std::fs::write(
+        h.file(".mcp.json"),
+        r#"{"mcpServers": {"from-project": {"type": "stdio", "command": "/bin/false"}}}"#,
+    )
+    .unwrap();
+    let names = |strict: bool| {
+        let options = h
+            .options()
+            .settings(r#"{"enableAllProjectMcpServers": true}"#)
+            .mcp_server(
+                "from-options",
+                claude_code_sdk::McpServerConfig::stdio("/bin/false", Vec::<String>::new()),
+            )
+            .strict_mcp_config(strict)
+            .build()
+            .unwrap();
+        async move {
+            let client = ClaudeClient::connect(options).await.unwrap();
+            let names: Vec<String> = client
+                .mcp_status()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            client.close().await.unwrap();
+            names
+        }
+    };
+    let all = names(false).await;
+    assert!(all.contains(&"from-project".to_owned()), "{all:?}");
+    assert!(all.contains(&"from-options".to_owned()), "{all:?}");
+    let strict = names(true).await;
+    assert_eq!(strict, ["from-options"]);
+}
+
+#[tokio::test]
+async fn include_hook_events_yields_the_hook_lifecycle() {
+    let h = Harness::new().await;
+    let hooked =
+        r#"{"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "true"}]}]}}"#;
+    let subtypes = |include: bool| {
+        let options = h
+            .options()
+            .settings(hooked)
+            .include_hook_events(include)
+            .build()
+            .unwrap();
+        async move {
+            query("HOOKED_RUN", options)
+                .collect_all()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    Message::System(s) => Some(s.subtype),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let with = subtypes(true).await;
+    assert!(
+        with.iter().any(|s| s.starts_with("hook_")),
+        "hook events yielded: {with:?}"
+    );
+    let without = subtypes(false).await;
+    assert!(
+        !without.iter().any(|s| s.starts_with("hook_")),
+        "{without:?}"
+    );
+}
