@@ -44,9 +44,9 @@ use tokio::sync::mpsc;
 
 use crate::cli::CliVersion;
 use crate::control::{
-    self, AccountInfo, AgentInfo, ContextUsage, ListModelsAnswer, McpServerStatus,
-    McpSetServersResult, McpStatusAnswer, ModelInfo, ReloadSkillsAnswer, ReloadedPlugins,
-    RewindFilesResult, SlashCommand, ThinkingDisplay, typed_list,
+    self, AccountInfo, AgentInfo, BackgroundTasksAnswer, ContextUsage, ListModelsAnswer,
+    McpServerStatus, McpSetServersResult, McpStatusAnswer, ModelInfo, ReloadSkillsAnswer,
+    ReloadedPlugins, Request, RewindFilesResult, SlashCommand, ThinkingDisplay, typed_list,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, ResultMessage};
@@ -413,7 +413,7 @@ impl ClaudeClient {
     /// Control-request errors; [`Protocol`](ErrorKind::Protocol) for an answer of
     /// another shape.
     pub async fn mcp_status(&self) -> Result<Vec<McpServerStatus>> {
-        let answer = self.control(json!({"subtype": "mcp_status"})).await?;
+        let answer = self.control(Request::McpStatus.to_value()).await?;
         Ok(control::parse::<McpStatusAnswer>("mcp_status", answer)?.mcp_servers)
     }
 
@@ -424,7 +424,7 @@ impl ClaudeClient {
     /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI cannot (no such
     /// server, the connection fails); other control-request errors.
     pub async fn reconnect_mcp_server(&self, name: &str) -> Result<()> {
-        self.control(json!({"subtype": "mcp_reconnect", "serverName": name}))
+        self.control(Request::McpReconnect { server_name: name }.to_value())
             .await
             .map(drop)
     }
@@ -436,9 +436,15 @@ impl ClaudeClient {
     /// [`ControlRequest`](ErrorKind::ControlRequest) for a server the CLI does not
     /// have; other control-request errors.
     pub async fn toggle_mcp_server(&self, name: &str, enabled: bool) -> Result<()> {
-        self.control(json!({"subtype": "mcp_toggle", "serverName": name, "enabled": enabled}))
-            .await
-            .map(drop)
+        self.control(
+            Request::McpToggle {
+                server_name: name,
+                enabled,
+            }
+            .to_value(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Replaces the MCP servers added by earlier calls with `servers`: servers left out
@@ -472,7 +478,7 @@ impl ClaudeClient {
             map.insert(name, value);
         }
         let answer = self
-            .control(json!({"subtype": "mcp_set_servers", "servers": map}))
+            .control(Request::McpSetServers { servers: map }.to_value())
             .await?;
         control::parse("mcp_set_servers", answer)
     }
@@ -484,9 +490,7 @@ impl ClaudeClient {
     /// Control-request errors; [`Protocol`](ErrorKind::Protocol) for an answer of
     /// another shape.
     pub async fn context_usage(&self) -> Result<ContextUsage> {
-        let answer = self
-            .control(json!({"subtype": "get_context_usage"}))
-            .await?;
+        let answer = self.control(Request::GetContextUsage.to_value()).await?;
         control::parse("get_context_usage", answer)
     }
 
@@ -530,11 +534,13 @@ impl ClaudeClient {
 
     async fn rewind(&self, user_message_id: &str, dry_run: bool) -> Result<RewindFilesResult> {
         let answer = self
-            .control(json!({
-                "subtype": "rewind_files",
-                "user_message_id": user_message_id,
-                "dry_run": dry_run,
-            }))
+            .control(
+                Request::RewindFiles {
+                    user_message_id,
+                    dry_run,
+                }
+                .to_value(),
+            )
             .await?;
         control::parse("rewind_files", answer)
     }
@@ -552,12 +558,11 @@ impl ClaudeClient {
         tokens: Option<u32>,
         display: Option<ThinkingDisplay>,
     ) -> Result<()> {
-        let mut request =
-            json!({"subtype": "set_max_thinking_tokens", "max_thinking_tokens": tokens});
-        if let Some(display) = display {
-            request["thinking_display"] = json!(display.as_str());
-        }
-        self.control(request).await.map(drop)
+        let request = Request::SetMaxThinkingTokens {
+            max_thinking_tokens: tokens,
+            thinking_display: display,
+        };
+        self.control(request.to_value()).await.map(drop)
     }
 
     /// Stops a background task (a `Bash` command or subagent running in the
@@ -569,7 +574,7 @@ impl ClaudeClient {
     ///
     /// Control-request errors.
     pub async fn stop_task(&self, task_id: &str) -> Result<()> {
-        self.control(json!({"subtype": "stop_task", "task_id": task_id}))
+        self.control(Request::StopTask { task_id }.to_value())
             .await
             .map(drop)
     }
@@ -582,15 +587,10 @@ impl ClaudeClient {
     ///
     /// Control-request errors (background tasks disabled for the session).
     pub async fn background_tasks(&self, tool_use_id: Option<&str>) -> Result<bool> {
-        let mut request = json!({"subtype": "background_tasks"});
-        if let Some(id) = tool_use_id {
-            request["tool_use_id"] = json!(id);
-        }
-        let answer = self.control(request).await?;
-        Ok(answer
-            .get("backgrounded")
-            .and_then(Value::as_bool)
-            .unwrap_or(true))
+        let answer = self
+            .control(Request::BackgroundTasks { tool_use_id }.to_value())
+            .await?;
+        Ok(control::parse::<BackgroundTasksAnswer>("background_tasks", answer)?.backgrounded)
     }
 
     /// Merges `settings` (a settings object, as in `--settings`) into the session's
@@ -605,9 +605,14 @@ impl ClaudeClient {
         if !settings.is_object() {
             return Err(Error::invalid_options("settings must be a JSON object"));
         }
-        self.control(json!({"subtype": "apply_flag_settings", "settings": settings}))
-            .await
-            .map(drop)
+        self.control(
+            Request::ApplyFlagSettings {
+                settings: &settings,
+            }
+            .to_value(),
+        )
+        .await
+        .map(drop)
     }
 
     /// The models the CLI can use now, asked live (the list at start-up is in
@@ -618,7 +623,7 @@ impl ClaudeClient {
     /// [`UnsupportedCli`](ErrorKind::UnsupportedCli) before CLI 2.1.331;
     /// control-request errors.
     pub async fn list_models(&self) -> Result<Vec<ModelInfo>> {
-        let answer = self.control(json!({"subtype": "list_models"})).await?;
+        let answer = self.control(Request::ListModels.to_value()).await?;
         Ok(control::parse::<ListModelsAnswer>("list_models", answer)?.models)
     }
 
@@ -629,7 +634,7 @@ impl ClaudeClient {
     ///
     /// Control-request errors.
     pub async fn reload_plugins(&self) -> Result<ReloadedPlugins> {
-        let answer = self.control(json!({"subtype": "reload_plugins"})).await?;
+        let answer = self.control(Request::ReloadPlugins.to_value()).await?;
         control::parse("reload_plugins", answer)
     }
 
@@ -639,7 +644,7 @@ impl ClaudeClient {
     ///
     /// Control-request errors.
     pub async fn reload_skills(&self) -> Result<Vec<SlashCommand>> {
-        let answer = self.control(json!({"subtype": "reload_skills"})).await?;
+        let answer = self.control(Request::ReloadSkills.to_value()).await?;
         Ok(control::parse::<ReloadSkillsAnswer>("reload_skills", answer)?.skills)
     }
 

@@ -1,4 +1,4 @@
-//! Typed answers to the control requests a [`ClaudeClient`](crate::ClaudeClient) sends
+//! The control requests a [`ClaudeClient`](crate::ClaudeClient) sends, and typed answers to them a [`ClaudeClient`](crate::ClaudeClient) sends
 //! while its CLI runs: MCP server status and changes, context usage, file rewinds,
 //! the commands, models, agents and account the CLI reported at start.
 //!
@@ -45,6 +45,71 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(subtype: &str, answer: Value
         .with_source(e)
         .with_raw_line(text)
     })
+}
+
+/// The control requests the client sends, typed: their wire shape (`subtype` and
+/// fields, as the CLI and the official SDKs spell them) is written here once.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "subtype", rename_all = "snake_case")]
+pub(crate) enum Request<'a> {
+    McpStatus,
+    McpReconnect {
+        #[serde(rename = "serverName")]
+        server_name: &'a str,
+    },
+    McpToggle {
+        #[serde(rename = "serverName")]
+        server_name: &'a str,
+        enabled: bool,
+    },
+    McpSetServers {
+        servers: Map<String, Value>,
+    },
+    GetContextUsage,
+    RewindFiles {
+        user_message_id: &'a str,
+        dry_run: bool,
+    },
+    SetMaxThinkingTokens {
+        /// `null` goes back to the session's budget.
+        max_thinking_tokens: Option<u32>,
+        /// Left out: the display stays as it is.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thinking_display: Option<ThinkingDisplay>,
+    },
+    StopTask {
+        task_id: &'a str,
+    },
+    BackgroundTasks {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_use_id: Option<&'a str>,
+    },
+    ApplyFlagSettings {
+        settings: &'a Value,
+    },
+    ListModels,
+    ReloadPlugins,
+    ReloadSkills,
+}
+
+impl Request<'_> {
+    /// The request as the JSON object of a `control_request` line.
+    pub(crate) fn to_value(&self) -> Value {
+        // Serializing these types cannot fail (string keys, no maps with other keys).
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The answer to `background_tasks`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct BackgroundTasksAnswer {
+    /// Absent on CLIs that do not say: then something was moved.
+    #[serde(default = "yes")]
+    pub(crate) backgrounded: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How an MCP server's connection stands.
@@ -439,5 +504,83 @@ mod tests {
             "commands",
         );
         assert_eq!(commands.len(), 1, "an entry of another shape is skipped");
+    }
+
+    /// Each request's frame, field by field as the CLI reads it (camelCase
+    /// `serverName` for MCP requests, snake_case elsewhere; optional fields left out).
+    #[test]
+    fn requests_have_the_clis_shape() {
+        let settings = json!({"model": null});
+        let cases = [
+            (Request::McpStatus, json!({"subtype": "mcp_status"})),
+            (
+                Request::McpReconnect { server_name: "fs" },
+                json!({"subtype": "mcp_reconnect", "serverName": "fs"}),
+            ),
+            (
+                Request::McpToggle {
+                    server_name: "fs",
+                    enabled: false,
+                },
+                json!({"subtype": "mcp_toggle", "serverName": "fs", "enabled": false}),
+            ),
+            (
+                Request::McpSetServers {
+                    servers: Map::new(),
+                },
+                json!({"subtype": "mcp_set_servers", "servers": {}}),
+            ),
+            (
+                Request::GetContextUsage,
+                json!({"subtype": "get_context_usage"}),
+            ),
+            (
+                Request::RewindFiles {
+                    user_message_id: "u1",
+                    dry_run: true,
+                },
+                json!({"subtype": "rewind_files", "user_message_id": "u1", "dry_run": true}),
+            ),
+            (
+                Request::SetMaxThinkingTokens {
+                    max_thinking_tokens: None,
+                    thinking_display: None,
+                },
+                json!({"subtype": "set_max_thinking_tokens", "max_thinking_tokens": null}),
+            ),
+            (
+                Request::SetMaxThinkingTokens {
+                    max_thinking_tokens: Some(1024),
+                    thinking_display: Some(ThinkingDisplay::Omitted),
+                },
+                json!({"subtype": "set_max_thinking_tokens", "max_thinking_tokens": 1024,
+                       "thinking_display": "omitted"}),
+            ),
+            (
+                Request::StopTask { task_id: "t1" },
+                json!({"subtype": "stop_task", "task_id": "t1"}),
+            ),
+            (
+                Request::BackgroundTasks { tool_use_id: None },
+                json!({"subtype": "background_tasks"}),
+            ),
+            (
+                Request::ApplyFlagSettings {
+                    settings: &settings,
+                },
+                json!({"subtype": "apply_flag_settings", "settings": {"model": null}}),
+            ),
+            (Request::ListModels, json!({"subtype": "list_models"})),
+            (Request::ReloadPlugins, json!({"subtype": "reload_plugins"})),
+            (Request::ReloadSkills, json!({"subtype": "reload_skills"})),
+        ];
+        for (request, frame) in cases {
+            assert_eq!(request.to_value(), frame);
+        }
+        let answer: BackgroundTasksAnswer = parse("background_tasks", json!({})).unwrap();
+        assert!(answer.backgrounded);
+        let answer: BackgroundTasksAnswer =
+            parse("background_tasks", json!({"backgrounded": false})).unwrap();
+        assert!(!answer.backgrounded);
     }
 }
