@@ -43,9 +43,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::cli::CliVersion;
+use crate::control::{
+    self, AccountInfo, AgentInfo, BackgroundTasksAnswer, ContextUsage, ListModelsAnswer,
+    McpServerStatus, McpSetServersResult, McpStatusAnswer, ModelInfo, ReloadSkillsAnswer,
+    ReloadedPlugins, Request, RewindFilesResult, SlashCommand, ThinkingDisplay, typed_list,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, ResultMessage};
-use crate::options::{ClaudeCodeOptions, PermissionMode};
+use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode};
 use crate::process::discovery::{CONTROL_REQUESTS_SINCE, since};
 use crate::prompt::Prompt;
 use crate::session::{CliSession, Event, Link, ProcessSlot, Step};
@@ -57,13 +62,13 @@ use crate::util::lock;
 #[non_exhaustive]
 pub struct ServerInfo {
     /// Slash commands and skills.
-    pub commands: Vec<Value>,
+    pub commands: Vec<SlashCommand>,
     /// Models the account can use.
-    pub models: Vec<Value>,
+    pub models: Vec<ModelInfo>,
     /// Agents available.
-    pub agents: Vec<Value>,
+    pub agents: Vec<AgentInfo>,
     /// The account: token and API key source, provider.
-    pub account: Option<Value>,
+    pub account: Option<AccountInfo>,
     /// The output style in effect.
     pub output_style: Option<String>,
     /// The CLI's version.
@@ -74,17 +79,13 @@ pub struct ServerInfo {
 
 impl ServerInfo {
     fn from_wire(raw: Value, cli_version: CliVersion) -> Self {
-        let list = |key: &str| {
-            raw.get(key)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
         ServerInfo {
-            commands: list("commands"),
-            models: list("models"),
-            agents: list("agents"),
-            account: raw.get("account").cloned(),
+            commands: typed_list(&raw, "commands"),
+            models: typed_list(&raw, "models"),
+            agents: typed_list(&raw, "agents"),
+            account: raw
+                .get("account")
+                .and_then(|a| serde_json::from_value(a.clone()).ok()),
             output_style: raw
                 .get("output_style")
                 .and_then(Value::as_str)
@@ -404,22 +405,262 @@ impl ClaudeClient {
             .map(drop)
     }
 
-    /// The status of each MCP server (`{"mcpServers": [...]}`).
+    /// The status of each MCP server: connected, failed (and why), needing a login,
+    /// pending or disabled, with its tools.
     ///
     /// # Errors
     ///
-    /// Control-request errors.
-    pub async fn mcp_status(&self) -> Result<Value> {
-        self.control(json!({"subtype": "mcp_status"})).await
+    /// Control-request errors; [`Protocol`](ErrorKind::Protocol) for an answer of
+    /// another shape.
+    pub async fn mcp_status(&self) -> Result<Vec<McpServerStatus>> {
+        let answer = self.control(Request::McpStatus.to_value()).await?;
+        Ok(control::parse::<McpStatusAnswer>("mcp_status", answer)?.mcp_servers)
     }
 
-    /// How the context window is used, by category.
+    /// Reconnects an MCP server (one that failed, or to pick up a change).
+    ///
+    /// # Errors
+    ///
+    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI cannot (no such
+    /// server, the connection fails); other control-request errors.
+    pub async fn reconnect_mcp_server(&self, name: &str) -> Result<()> {
+        self.control(Request::McpReconnect { server_name: name }.to_value())
+            .await
+            .map(drop)
+    }
+
+    /// Turns an MCP server off (its tools go away) or on again.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlRequest`](ErrorKind::ControlRequest) for a server the CLI does not
+    /// have; other control-request errors.
+    pub async fn toggle_mcp_server(&self, name: &str, enabled: bool) -> Result<()> {
+        self.control(
+            Request::McpToggle {
+                server_name: name,
+                enabled,
+            }
+            .to_value(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Replaces the MCP servers added by earlier calls with `servers`: servers left out
+    /// are disconnected, new ones connected. Servers from the options and from settings
+    /// files stay. Only external servers (stdio, SSE, HTTP) can be set this way; an
+    /// in-process [`SdkMcpServer`](crate::SdkMcpServer) is given at connect.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOptions`](ErrorKind::InvalidOptions) for an in-process server;
+    /// control-request errors otherwise. A server that fails to connect is not an
+    /// error: it is listed in [`McpSetServersResult::errors`].
+    pub async fn set_mcp_servers<I, S>(&self, servers: I) -> Result<McpSetServersResult>
+    where
+        I: IntoIterator<Item = (S, McpServerConfig)>,
+        S: Into<String>,
+    {
+        let mut map = serde_json::Map::new();
+        for (name, config) in servers {
+            let name = name.into();
+            if matches!(config, McpServerConfig::Sdk(_)) {
+                return Err(Error::invalid_options(format!(
+                    "set_mcp_servers takes external servers only; {name:?} is in-process: give it \
+                     in the options at connect"
+                )));
+            }
+            let value = serde_json::to_value(&config).map_err(|e| {
+                Error::invalid_options(format!("MCP server {name:?} cannot be encoded"))
+                    .with_source(e)
+            })?;
+            map.insert(name, value);
+        }
+        let answer = self
+            .control(Request::McpSetServers { servers: map }.to_value())
+            .await?;
+        control::parse("mcp_set_servers", answer)
+    }
+
+    /// How the context window is used, by category (what `/context` shows).
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors; [`Protocol`](ErrorKind::Protocol) for an answer of
+    /// another shape.
+    pub async fn context_usage(&self) -> Result<ContextUsage> {
+        let answer = self.control(Request::GetContextUsage.to_value()).await?;
+        control::parse("get_context_usage", answer)
+    }
+
+    /// Puts the files the CLI's tools changed since the user message
+    /// `user_message_id` back the way they were before it. Needs
+    /// [`enable_file_checkpointing`](crate::ClaudeCodeOptionsBuilder::enable_file_checkpointing);
+    /// the ids are the [`uuid`](crate::UserMessage::uuid)s of the user messages the
+    /// client yields (with checkpointing on, the CLI echoes each prompt back with its
+    /// id). Only changes made by the CLI's file tools (`Write`, `Edit`, ...) are
+    /// tracked, not those of shell commands.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI cannot rewind (no
+    /// checkpoint for that message, checkpointing off): the error has the CLI's
+    /// reason; other control-request errors.
+    pub async fn rewind_files(&self, user_message_id: &str) -> Result<RewindFilesResult> {
+        let result = self.rewind(user_message_id, false).await?;
+        if !result.can_rewind {
+            return Err(Error::new(
+                ErrorKind::ControlRequest,
+                format!(
+                    "the CLI could not rewind files to message {user_message_id}: {}",
+                    result.error.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+        }
+        Ok(result)
+    }
+
+    /// What [`rewind_files`](ClaudeClient::rewind_files) would do, changing nothing:
+    /// whether it can, and which files would change by how many lines.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors. That the files cannot be rewound is not an error here:
+    /// it is [`RewindFilesResult::can_rewind`] `false` with the reason.
+    pub async fn rewind_files_dry_run(&self, user_message_id: &str) -> Result<RewindFilesResult> {
+        self.rewind(user_message_id, true).await
+    }
+
+    async fn rewind(&self, user_message_id: &str, dry_run: bool) -> Result<RewindFilesResult> {
+        let answer = self
+            .control(
+                Request::RewindFiles {
+                    user_message_id,
+                    dry_run,
+                }
+                .to_value(),
+            )
+            .await?;
+        control::parse("rewind_files", answer)
+    }
+
+    /// Limits the model's thinking for the next turns: `Some(tokens)` sets the
+    /// budget, `None` goes back to the session's own. `display`, when given, changes
+    /// how thinking is shown from now on.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors (a display the API refuses, such as `Highlights` outside
+    /// sessions Anthropic hosts; the budget still applies then).
+    pub async fn set_max_thinking_tokens(
+        &self,
+        tokens: Option<u32>,
+        display: Option<ThinkingDisplay>,
+    ) -> Result<()> {
+        let request = Request::SetMaxThinkingTokens {
+            max_thinking_tokens: tokens,
+            thinking_display: display,
+        };
+        self.control(request.to_value()).await.map(drop)
+    }
+
+    /// Stops a background task (a `Bash` command or subagent running in the
+    /// background), by the task id of its `task_started` / `task_notification` system
+    /// messages. The CLI then reports the task `stopped`. An id the CLI does not know
+    /// is taken without complaint (measured on 2.1.332).
     ///
     /// # Errors
     ///
     /// Control-request errors.
-    pub async fn context_usage(&self) -> Result<Value> {
-        self.control(json!({"subtype": "get_context_usage"})).await
+    pub async fn stop_task(&self, task_id: &str) -> Result<()> {
+        self.control(Request::StopTask { task_id }.to_value())
+            .await
+            .map(drop)
+    }
+
+    /// Moves running foreground tasks (commands, subagents) to the background, as
+    /// Ctrl+B does in the terminal: the one started by the tool use `tool_use_id`, or
+    /// all. Returns whether one was moved.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors (background tasks disabled for the session).
+    pub async fn background_tasks(&self, tool_use_id: Option<&str>) -> Result<bool> {
+        let answer = self
+            .control(Request::BackgroundTasks { tool_use_id }.to_value())
+            .await?;
+        Ok(control::parse::<BackgroundTasksAnswer>("background_tasks", answer)?.backgrounded)
+    }
+
+    /// Merges `settings` (a settings object, as in `--settings`) into the session's
+    /// settings for the rest of it; a key set to `null` is cleared.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOptions`](ErrorKind::InvalidOptions) when `settings` is not an object;
+    /// control-request errors (a value the CLI refuses; then nothing of the call
+    /// applies).
+    pub async fn apply_flag_settings(&self, settings: Value) -> Result<()> {
+        if !settings.is_object() {
+            return Err(Error::invalid_options("settings must be a JSON object"));
+        }
+        self.control(
+            Request::ApplyFlagSettings {
+                settings: &settings,
+            }
+            .to_value(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The models the CLI can use now, asked live (the list at start-up is in
+    /// [`server_info`](ClaudeClient::server_info)).
+    ///
+    /// # Errors
+    ///
+    /// [`UnsupportedCli`](ErrorKind::UnsupportedCli) before CLI 2.1.331;
+    /// control-request errors.
+    pub async fn list_models(&self) -> Result<Vec<ModelInfo>> {
+        let answer = self.control(Request::ListModels.to_value()).await?;
+        Ok(control::parse::<ListModelsAnswer>("list_models", answer)?.models)
+    }
+
+    /// Reloads plugins from disk and returns the commands, agents, plugins and MCP
+    /// servers now in effect.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors.
+    pub async fn reload_plugins(&self) -> Result<ReloadedPlugins> {
+        let answer = self.control(Request::ReloadPlugins.to_value()).await?;
+        control::parse("reload_plugins", answer)
+    }
+
+    /// Reloads skills from disk and returns them.
+    ///
+    /// # Errors
+    ///
+    /// Control-request errors.
+    pub async fn reload_skills(&self) -> Result<Vec<SlashCommand>> {
+        let answer = self.control(Request::ReloadSkills.to_value()).await?;
+        Ok(control::parse::<ReloadSkillsAnswer>("reload_skills", answer)?.skills)
+    }
+
+    /// The slash commands and skills the CLI offered at start-up.
+    pub fn supported_commands(&self) -> &[SlashCommand] {
+        &self.server_info.commands
+    }
+
+    /// The agents the CLI offered at start-up.
+    pub fn supported_agents(&self) -> &[AgentInfo] {
+        &self.server_info.agents
+    }
+
+    /// The account the CLI runs under, as it said at start-up.
+    pub fn account_info(&self) -> Option<&AccountInfo> {
+        self.server_info.account.as_ref()
     }
 
     /// Sends any control request (`{"subtype": ..., ...}`) and returns the CLI's answer:

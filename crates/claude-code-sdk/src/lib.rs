@@ -27,7 +27,11 @@
 //! [`ClaudeCodeOptions`] carries every option of the Python SDK (`max_turns`,
 //! `system_prompt`, `cwd`, `allowed_tools`, `permission_mode`, `model`,
 //! `output_format`, `verbose`, `timeout`) and the CLI options a service needs:
-//! resuming sessions, MCP servers, structured output, budgets, agents, environment.
+//! resuming sessions, MCP servers, structured output, budgets, agents, environment;
+//! and what the official SDKs added since: file checkpoints (with
+//! [`ClaudeClient::rewind_files`]), thinking, task budgets, plugins, skills, sandbox
+//! settings, output styles, `resume_session_at`, `persist_session`. The README's
+//! "Parity with the official SDKs" table lists each, with the test that proves it.
 //! The builder validates:
 //!
 //! ```
@@ -139,7 +143,7 @@
 //! | wire | `wire/` | tolerant serde types for every line the CLI writes or reads |
 //! | process | `process/` | finding the CLI, its arguments and environment, spawning it in a process group, line framing, the stderr tail, run markers |
 //! | CLI session | `session/` | one CLI process: the control router, the dispatcher for its requests (permission callback, hooks, in-process tools), turns, `/clear`, claims, close |
-//! | fronts | `query.rs`, `client.rs` | [`query()`] and [`ClaudeClient`], thin over a CLI session |
+//! | fronts | `query.rs`, `client.rs`, `control.rs` | [`query()`] and [`ClaudeClient`], thin over a CLI session; the typed answers of its control requests |
 //! | runners | `runner.rs` | the [`Runner`] trait, [`DirectRunner`], [`Run`] |
 //! | toolkit | `toolkit/` | [`QueryPool`], [`Retrying`], [`ResponseCache`], [`ConversationManager`], [`claude_session`] |
 //!
@@ -149,6 +153,7 @@
 //! |---|---|
 //! | [`query`](mod@query) | [`query()`] and its [`Query`] stream |
 //! | [`client`] | [`ClaudeClient`]: many turns on one process |
+//! | [`control`] | typed answers to the client's control requests: MCP status, context usage, file rewinds, models, commands |
 //! | [`options`] | [`ClaudeCodeOptions`], [`PermissionMode`] and the option types |
 //! | [`message`] | [`Message`], [`ContentBlock`], [`ResultMessage`], [`Usage`] |
 //! | [`error`] | [`Error`] and [`ErrorKind`] |
@@ -174,6 +179,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod control;
 pub mod error;
 pub mod hooks;
 pub mod message;
@@ -193,6 +199,11 @@ mod util;
 mod wire;
 
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
+pub use control::{
+    AccountInfo, AgentInfo, ContextCategory, ContextUsage, McpConnection, McpServerStatus,
+    McpSetServersResult, McpToolInfo, ModelInfo, ReloadedPlugins, RewindFilesResult, SlashCommand,
+    ThinkingDisplay,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use hooks::{
     ActionDecision, HookContext, HookError, HookEvent, HookInput, HookMatcher, HookOutput,
@@ -206,6 +217,7 @@ pub use options::{
     AgentDefinition, ClaudeCodeOptions, ClaudeCodeOptionsBuilder, Effort, InheritEnv,
     McpServerConfig, OutputFormat, PermissionMode, SettingSource,
 };
+pub use options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
 pub use permission::{PermissionDecision, ToolPermissionContext};
 pub use prompt::Prompt;
 pub use query::{Query, query};

@@ -173,12 +173,10 @@ async fn control_requests_answer_or_fail_clearly() {
         .await
         .unwrap();
     let status = client.mcp_status().await.unwrap();
-    assert!(status["mcpServers"].is_array(), "{status}");
+    assert!(status.is_empty(), "no MCP server configured: {status:?}");
     let usage = client.context_usage().await.unwrap();
-    assert!(
-        usage["totalTokens"].is_number() || usage["categories"].is_array(),
-        "{usage}"
-    );
+    assert!(usage.total_tokens > 0, "{usage:?}");
+    assert!(!usage.categories.is_empty(), "{usage:?}");
     let err = client
         .control_request(json!({"subtype": "no_such_subtype"}))
         .await
@@ -190,6 +188,160 @@ async fn control_requests_answer_or_fail_clearly() {
     // The client is still fine.
     let (_, error) = turn(&client, "still there?").await;
     assert!(error.is_none());
+}
+
+/// MCP servers changed while the client runs (servers that cannot start, so the test
+/// needs no MCP server program): one from the options turned off and on, one added
+/// with `set_mcp_servers`, both seen in `mcp_status`, and the added one removed again.
+#[tokio::test]
+async fn mcp_servers_are_set_toggled_reconnected_and_reported_typed() {
+    use claude_code_sdk::{McpConnection, McpServerConfig};
+    let h = Harness::new().await;
+    let broken = McpServerConfig::stdio("/bin/false", Vec::<String>::new());
+    let options = h
+        .options()
+        .mcp_server("configured", broken.clone())
+        .build()
+        .unwrap();
+    let client = ClaudeClient::connect(options).await.unwrap();
+    let status = client.mcp_status().await.unwrap();
+    assert!(status.iter().any(|s| s.name == "configured"), "{status:?}");
+    client.toggle_mcp_server("configured", false).await.unwrap();
+    let status = client.mcp_status().await.unwrap();
+    let server = status.iter().find(|s| s.name == "configured").unwrap();
+    assert_eq!(server.status, McpConnection::Disabled, "{server:?}");
+    // Turning it on connects it, which fails for this one, with the reason.
+    let err = client
+        .toggle_mcp_server("configured", true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ControlRequest, "{err:?}");
+    assert!(err.to_string().contains("Connection closed"), "{err}");
+
+    let set = client
+        .set_mcp_servers([("broken", broken.clone())])
+        .await
+        .unwrap();
+    assert_eq!(set.added, ["broken"], "{set:?}");
+    let status = client.mcp_status().await.unwrap();
+    let server = status
+        .iter()
+        .find(|s| s.name == "broken")
+        .unwrap_or_else(|| panic!("the new server is listed: {status:?}"));
+    assert!(
+        matches!(
+            server.status,
+            McpConnection::Failed | McpConnection::Pending
+        ),
+        "{server:?}"
+    );
+
+    // Reconnecting a server that cannot start fails with the CLI's reason; one that
+    // does not exist too.
+    let err = client
+        .reconnect_mcp_server("no-such-server")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ControlRequest, "{err:?}");
+
+    // An in-process server cannot be set this way.
+    let sdk = claude_code_sdk::sdk_mcp_server("inproc", "1.0.0", Vec::new());
+    let err = client
+        .set_mcp_servers([("inproc", McpServerConfig::Sdk(sdk))])
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_options(), "{err:?}");
+
+    let set = client
+        .set_mcp_servers(Vec::<(String, McpServerConfig)>::new())
+        .await
+        .unwrap();
+    assert_eq!(set.removed, ["broken"], "{set:?}");
+    assert!(
+        !client
+            .mcp_status()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.name == "broken")
+    );
+}
+
+/// `set_max_thinking_tokens` reaches the model: the next request asks for thinking
+/// with that budget.
+#[tokio::test]
+async fn set_max_thinking_tokens_changes_the_next_request() {
+    let h = Harness::new().await;
+    let client = ClaudeClient::connect(h.options().model("claude-sonnet-4-5").build().unwrap())
+        .await
+        .unwrap();
+    client
+        .set_max_thinking_tokens(Some(4096), None)
+        .await
+        .unwrap();
+    let (_, error) = turn(&client, "THINK_A_LITTLE").await;
+    assert!(error.is_none(), "{error:?}");
+    let request = h
+        .mock
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.mentions("THINK_A_LITTLE"))
+        .unwrap();
+    assert_eq!(
+        request.body()["thinking"]["budget_tokens"],
+        4096,
+        "{}",
+        request.body()["thinking"]
+    );
+}
+
+/// What each other control request does on the real CLI: a stop of an unknown task is
+/// taken (the CLI answers it like any other), moving tasks to the background with none running moves none, flag
+/// settings apply, skills and plugins reload, models are listed live (2.1.331+), and
+/// the start-up lists are typed.
+#[tokio::test]
+async fn task_settings_reload_and_model_requests_answer_typed() {
+    let h = Harness::new().await;
+    let client = ClaudeClient::connect(h.options().build().unwrap())
+        .await
+        .unwrap();
+    client.stop_task("no-such-task").await.unwrap();
+    assert!(!client.background_tasks(Some("toolu_none")).await.unwrap());
+    client
+        .apply_flag_settings(json!({"permissions": {"deny": ["WebFetch"]}}))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .apply_flag_settings(json!(["not", "an", "object"]))
+            .await
+            .unwrap_err()
+            .is_invalid_options()
+    );
+    client.reload_skills().await.unwrap();
+    let reloaded = client.reload_plugins().await.unwrap();
+    assert_eq!(reloaded.error_count, 0, "{reloaded:?}");
+    assert!(!client.supported_commands().is_empty());
+    assert!(
+        client
+            .supported_commands()
+            .iter()
+            .all(|c| !c.name.is_empty())
+    );
+    let info = client.account_info().expect("the CLI reports its account");
+    assert!(
+        info.api_key_source.is_some() || info.token_source.is_some(),
+        "{info:?}"
+    );
+    if claude_code_testkit::cli_is_at_least("2.1.331") {
+        let models = client.list_models().await.unwrap();
+        assert!(models.iter().all(|m| !m.value.is_empty()), "{models:?}");
+    } else {
+        let err = client.list_models().await.unwrap_err();
+        assert!(err.is_unsupported_cli(), "{err:?}");
+        assert!(err.to_string().contains("2.1.331"), "{err}");
+    }
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use super::{
 #[must_use = "a builder does nothing until build() is called"]
 #[derive(Clone, Debug)]
 pub struct ClaudeCodeOptionsBuilder {
-    options: ClaudeCodeOptions,
+    pub(super) options: ClaudeCodeOptions,
 }
 
 fn strings<I, S>(items: I) -> Vec<String>

@@ -78,6 +78,19 @@ impl ClaudeCodeOptions {
             // resume, the only ones a store changes, are never cached).
             session_store: _,
             mirror: _,
+            enable_file_checkpointing,
+            thinking,
+            task_budget,
+            resume_session_at,
+            persist_session,
+            plugins,
+            skills,
+            sandbox,
+            output_style,
+            agent,
+            betas,
+            strict_mcp_config,
+            include_hook_events,
         } = self;
         let cwd = cwd.as_ref().map(|c| {
             c.canonicalize()
@@ -107,7 +120,24 @@ impl ClaudeCodeOptions {
                 ])
             })
             .collect();
+        // What the official SDKs added since: each changes what a run does or yields.
+        let parity = json!({
+            "enable_file_checkpointing": enable_file_checkpointing,
+            "thinking": thinking,
+            "task_budget": task_budget,
+            "resume_session_at": resume_session_at,
+            "persist_session": persist_session,
+            "plugins": plugins,
+            "skills": skills,
+            "sandbox": sandbox,
+            "output_style": output_style,
+            "agent": agent,
+            "betas": betas,
+            "strict_mcp_config": strict_mcp_config,
+            "include_hook_events": include_hook_events,
+        });
         json!({
+            "parity": parity,
             "max_turns": max_turns,
             "system_prompt": system_prompt,
             "append_system_prompt": append_system_prompt,

@@ -27,6 +27,7 @@
 //! |---|---|
 //! | `mod.rs` | the [`ClaudeCodeOptions`] struct |
 //! | `types.rs` | the value types: [`PermissionMode`], [`McpServerConfig`], [`AgentDefinition`], [`InheritEnv`], ... |
+//! | `extended.rs` | [`ThinkingConfig`], [`PluginConfig`], [`Skills`], [`SandboxSettings`] |
 //! | `builder.rs` | [`ClaudeCodeOptionsBuilder`] |
 //! | `validate.rs` | [`ClaudeCodeOptions::validate`] |
 //! | `key.rs` | [`ClaudeCodeOptions::fingerprint`], the cache and pool key |
@@ -37,6 +38,7 @@
 //! new option does not compile until each of them says what it does with it.
 
 mod builder;
+mod extended;
 mod key;
 mod types;
 mod validate;
@@ -47,6 +49,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use builder::ClaudeCodeOptionsBuilder;
+pub use extended::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
 pub(crate) use key::digest;
 pub(crate) use types::has_side_effects;
 pub use types::{
@@ -156,6 +159,47 @@ pub struct ClaudeCodeOptions {
     pub session_store: Option<std::sync::Arc<dyn crate::store::SessionStore>>,
     /// How transcripts are mirrored to `session_store`: batches, retries, backlog.
     pub mirror: crate::store::MirrorConfig,
+    /// Track the files the CLI's file tools change, so that
+    /// [`ClaudeClient::rewind_files`](crate::ClaudeClient::rewind_files) can put them
+    /// back (`CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING`). The CLI then also echoes
+    /// each prompt back as a [`UserMessage`](crate::UserMessage) with the `uuid` a
+    /// rewind names (`--replay-user-messages`).
+    pub enable_file_checkpointing: bool,
+    /// How the model thinks (`--thinking`, `--max-thinking-tokens`,
+    /// `--thinking-display`).
+    pub thinking: Option<ThinkingConfig>,
+    /// A token budget for the whole task, which the model is told about and paces
+    /// itself by (`--task-budget`).
+    pub task_budget: Option<u64>,
+    /// With `resume`: continue from this message (a `uuid` of the transcript) instead
+    /// of the end, dropping what came after it (`--resume-session-at`).
+    pub resume_session_at: Option<String>,
+    /// `Some(false)`: write no transcript to disk, so the session cannot be resumed
+    /// or listed (`--no-session-persistence`). `None` is the CLI's default (written).
+    pub persist_session: Option<bool>,
+    /// Plugins to load (`--plugin-dir`).
+    pub plugins: Vec<PluginConfig>,
+    /// Skills the model may use without asking: added to `allowed_tools` as `Skill`
+    /// or `Skill(name)`.
+    pub skills: Option<Skills>,
+    /// How commands are sandboxed: merged into the settings (`--settings`) as
+    /// `sandbox`.
+    pub sandbox: Option<SandboxSettings>,
+    /// The output style (a built-in one such as `Explanatory`, or one in
+    /// `.claude/output-styles/`): merged into the settings (`--settings`) as
+    /// `outputStyle`.
+    pub output_style: Option<String>,
+    /// The agent the main thread runs as: one of `agents` or of the project's
+    /// (`--agent`).
+    pub agent: Option<String>,
+    /// API beta features to turn on (`--betas`), e.g. `context-1m-2025-08-07`.
+    pub betas: Vec<String>,
+    /// Use only the MCP servers of these options, none from settings files or
+    /// `.mcp.json` (`--strict-mcp-config`).
+    pub strict_mcp_config: bool,
+    /// Yield the CLI's hook lifecycle as system messages (`hook_started`,
+    /// `hook_response`; `--include-hook-events`).
+    pub include_hook_events: bool,
 }
 
 impl fmt::Debug for ClaudeCodeOptions {
@@ -199,6 +243,19 @@ impl fmt::Debug for ClaudeCodeOptions {
             hooks,
             session_store,
             mirror,
+            enable_file_checkpointing,
+            thinking,
+            task_budget,
+            resume_session_at,
+            persist_session,
+            plugins,
+            skills,
+            sandbox,
+            output_style,
+            agent,
+            betas,
+            strict_mcp_config,
+            include_hook_events,
         } = self;
         f.debug_struct("ClaudeCodeOptions")
             .field("max_turns", max_turns)
@@ -242,6 +299,19 @@ impl fmt::Debug for ClaudeCodeOptions {
             )
             .field("session_store", &session_store.as_ref().map(|_| "<store>"))
             .field("mirror", mirror)
+            .field("enable_file_checkpointing", enable_file_checkpointing)
+            .field("thinking", thinking)
+            .field("task_budget", task_budget)
+            .field("resume_session_at", resume_session_at)
+            .field("persist_session", persist_session)
+            .field("plugins", plugins)
+            .field("skills", skills)
+            .field("sandbox", sandbox)
+            .field("output_style", output_style)
+            .field("agent", agent)
+            .field("betas", betas)
+            .field("strict_mcp_config", strict_mcp_config)
+            .field("include_hook_events", include_hook_events)
             .finish()
     }
 }

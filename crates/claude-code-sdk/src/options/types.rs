@@ -301,8 +301,10 @@ impl McpServerConfig {
     }
 }
 
-/// A custom subagent (`--agents`).
+/// A custom subagent (`--agents`), in the CLI's shape: what the official SDKs'
+/// `AgentDefinition` has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct AgentDefinition {
     /// When the main agent should use it.
@@ -310,11 +312,41 @@ pub struct AgentDefinition {
     /// Its system prompt.
     pub prompt: String,
     /// The tools it may use (all when `None`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+    /// Tools it may not use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disallowed_tools: Option<Vec<String>>,
     /// Its model (`sonnet`, `opus`, `haiku`, `inherit`, or a full name).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Skills it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skills: Option<Vec<String>>,
+    /// Its MCP servers: names of configured servers, or `{name: config}` objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<Value>>,
+    /// A first prompt it starts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_prompt: Option<String>,
+    /// Its limit on model round trips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Whether it runs in the background.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
+    /// Its effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    /// Its permission mode (the CLI's: `default`, `acceptEdits`, `plan`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Where it keeps memory (`user`, `project`, `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Any other field of the CLI's agent definitions, as JSON.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl AgentDefinition {
@@ -324,7 +356,17 @@ impl AgentDefinition {
             description: description.into(),
             prompt: prompt.into(),
             tools: None,
+            disallowed_tools: None,
             model: None,
+            skills: None,
+            mcp_servers: None,
+            initial_prompt: None,
+            max_turns: None,
+            background: None,
+            effort: None,
+            permission_mode: None,
+            memory: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -339,10 +381,67 @@ impl AgentDefinition {
         self
     }
 
+    /// Denies it tools.
+    #[must_use]
+    pub fn disallowed_tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.disallowed_tools = Some(tools.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Sets its model.
     #[must_use]
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
+        self
+    }
+
+    /// Gives it skills.
+    #[must_use]
+    pub fn skills<I, S>(mut self, skills: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.skills = Some(skills.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Limits its model round trips.
+    #[must_use]
+    pub fn max_turns(mut self, turns: u32) -> Self {
+        self.max_turns = Some(turns);
+        self
+    }
+
+    /// Sets its effort.
+    #[must_use]
+    pub fn effort(mut self, effort: Effort) -> Self {
+        self.effort = Some(effort);
+        self
+    }
+
+    /// Sets its permission mode (the CLI's name).
+    #[must_use]
+    pub fn permission_mode(mut self, mode: impl Into<String>) -> Self {
+        self.permission_mode = Some(mode.into());
+        self
+    }
+
+    /// Runs it in the background.
+    #[must_use]
+    pub fn background(mut self, yes: bool) -> Self {
+        self.background = Some(yes);
+        self
+    }
+
+    /// Gives it a first prompt.
+    #[must_use]
+    pub fn initial_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.initial_prompt = Some(prompt.into());
         self
     }
 }

@@ -192,6 +192,7 @@ impl ClaudeCodeOptions {
                 ));
             }
         }
+        self.validate_extended()?;
         Ok(())
     }
 }

@@ -38,6 +38,10 @@ const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
 /// SDK host (only `sdk-ts`, `sdk-py` and `sdk-cli` count).
 pub(crate) const ENTRYPOINT: &str = "sdk-cli";
 
+/// The variable that turns on file checkpoints in a CLI run by an SDK (measured: read
+/// by 2.1.197 and 2.1.332 alike; without it an SDK host's CLI keeps none).
+pub(crate) const FILE_CHECKPOINTING_ENV: &str = "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING";
+
 /// Flags a claim (or a `set_model` right after it) sets on a parked spare: they are
 /// left out of a spare's start-up arguments.
 const CLAIMED_FLAGS: &[&str] = &[
@@ -231,6 +235,9 @@ fn spawn_env(options: &ClaudeCodeOptions) -> SpawnEnv {
     if let Some(retries) = options.max_api_retries {
         vars.push(("CLAUDE_CODE_MAX_RETRIES".into(), retries.to_string()));
     }
+    if options.enable_file_checkpointing {
+        vars.push((FILE_CHECKPOINTING_ENV.into(), "true".into()));
+    }
     // A removed variable goes for the SDK's own defaults too; the caller's env wins.
     vars.retain(|(key, _)| !options.env_remove.contains(key));
     vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -322,7 +329,8 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         append_system_prompt,
         // The process's working directory, not a flag.
         cwd: _,
-        allowed_tools,
+        // With what `skills` adds (below).
+        allowed_tools: _,
         disallowed_tools,
         tools,
         permission_mode,
@@ -342,7 +350,8 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         env_remove: _,
         inherit_env: _,
         add_dirs,
-        settings,
+        // With `sandbox` and `output_style` merged in (below).
+        settings: _,
         setting_sources,
         include_partial_messages,
         max_budget_usd,
@@ -363,7 +372,26 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         session_store,
         // The SDK's mirror sink.
         mirror: _,
+        // `CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING` in the environment, and prompts
+        // echoed with their ids.
+        enable_file_checkpointing,
+        thinking,
+        task_budget,
+        resume_session_at,
+        persist_session,
+        plugins,
+        // In `--allowedTools` (`effective_allowed_tools`).
+        skills: _,
+        // In `--settings` (`effective_settings`).
+        sandbox: _,
+        output_style: _,
+        agent,
+        betas,
+        strict_mcp_config,
+        include_hook_events,
     } = options;
+    let allowed_tools = &options.effective_allowed_tools();
+    let settings = options.effective_settings();
     let mut args: Vec<OsString> = Vec::new();
     // `--name=value` as one argument: a value can never be read as a flag of its own,
     // whatever it starts with (the CLI's `--resume` takes an optional value).
@@ -456,7 +484,7 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         flag("add-dir", Some(dir.display().to_string()));
     }
     if let Some(settings) = settings {
-        flag("settings", Some(settings.clone()));
+        flag("settings", Some(settings));
     }
     if let Some(sources) = setting_sources {
         let joined: Vec<&str> = sources.iter().map(|s| s.as_str()).collect();
@@ -485,6 +513,36 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
     }
     if session_store.is_some() {
         flag("session-mirror", None);
+    }
+    if *enable_file_checkpointing {
+        flag("replay-user-messages", None);
+    }
+    for (name, value) in thinking.iter().flat_map(|t| t.flags()) {
+        flag(name, Some(value));
+    }
+    if let Some(budget) = task_budget {
+        flag("task-budget", Some(budget.to_string()));
+    }
+    if let Some(at) = resume_session_at {
+        flag("resume-session-at", Some(at.clone()));
+    }
+    if *persist_session == Some(false) {
+        flag("no-session-persistence", None);
+    }
+    for crate::options::PluginConfig::Local { path } in plugins {
+        flag("plugin-dir", Some(path.display().to_string()));
+    }
+    if let Some(agent) = agent {
+        flag("agent", Some(agent.clone()));
+    }
+    if !betas.is_empty() {
+        flag("betas", Some(betas.join(",")));
+    }
+    if *strict_mcp_config {
+        flag("strict-mcp-config", None);
+    }
+    if *include_hook_events {
+        flag("include-hook-events", None);
     }
     for (name, value) in extra_args {
         flag(name, value.clone());
@@ -696,5 +754,135 @@ mod tests {
         )
         .unwrap();
         assert!(old.spare.is_none(), "2.1.197 has no --await-claim");
+    }
+
+    #[test]
+    fn the_official_sdks_options_become_flags_settings_and_environment() {
+        use crate::options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
+        let dir = std::env::temp_dir();
+        let options = ClaudeCodeOptions::builder()
+            .allowed_tools(["Read"])
+            .skills(Skills::Only(vec!["pdf".into(), "xlsx".into()]))
+            .settings(r#"{"model": "opus", "sandbox": {"enabled": false}}"#)
+            .sandbox(SandboxSettings::enabled())
+            .output_style("Explanatory")
+            .thinking(ThinkingConfig::adaptive())
+            .task_budget(1000)
+            .resume("0c8b7a4e-7d1c-4b8e-9a51-2f0f3c9d6e11")
+            .resume_session_at("5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77")
+            .persist_session(false)
+            .plugin(PluginConfig::local(&dir))
+            .main_agent("reviewer")
+            .beta("a")
+            .beta("b")
+            .strict_mcp_config(true)
+            .include_hook_events(true)
+            .enable_file_checkpointing(true)
+            .build()
+            .unwrap();
+        let a = args(&options);
+        for expected in [
+            "--allowedTools=Read,Skill(pdf),Skill(xlsx)".to_owned(),
+            "--thinking=adaptive".to_owned(),
+            "--task-budget=1000".to_owned(),
+            "--resume-session-at=5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77".to_owned(),
+            "--no-session-persistence".to_owned(),
+            format!("--plugin-dir={}", dir.display()),
+            "--agent=reviewer".to_owned(),
+            "--betas=a,b".to_owned(),
+            "--strict-mcp-config".to_owned(),
+            "--include-hook-events".to_owned(),
+            "--replay-user-messages".to_owned(),
+        ] {
+            assert!(a.contains(&expected), "{expected} in {a:?}");
+        }
+        // sandbox and output_style merged over the given settings.
+        let settings = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--settings="))
+            .unwrap();
+        let settings: Value = serde_json::from_str(settings).unwrap();
+        assert_eq!(
+            settings,
+            json!({"model": "opus", "sandbox": {"enabled": true}, "outputStyle": "Explanatory"})
+        );
+        let env = spawn_env(&options);
+        assert!(
+            env.vars
+                .contains(&(FILE_CHECKPOINTING_ENV.to_owned(), "true".to_owned())),
+            "{env:?}"
+        );
+        // Without them: none of it.
+        let plain = args(
+            &ClaudeCodeOptions::builder()
+                .settings("/etc/s.json")
+                .build()
+                .unwrap(),
+        );
+        assert!(plain.contains(&"--settings=/etc/s.json".to_owned()));
+        assert!(!plain.iter().any(|x| x.contains("replay-user-messages")
+            || x.contains("thinking")
+            || x.contains("Skill")));
+        assert!(
+            !spawn_env(&ClaudeCodeOptions::default())
+                .vars
+                .iter()
+                .any(|(k, _)| k == FILE_CHECKPOINTING_ENV)
+        );
+        // Each of them changes the fingerprint and the keys a process is reused by.
+        let base = ClaudeCodeOptions::default();
+        for other in [
+            base.to_builder()
+                .enable_file_checkpointing(true)
+                .build()
+                .unwrap(),
+            base.to_builder()
+                .thinking(ThinkingConfig::Disabled)
+                .build()
+                .unwrap(),
+            base.to_builder().skills(Skills::All).build().unwrap(),
+            base.to_builder().output_style("Learning").build().unwrap(),
+        ] {
+            assert_ne!(base.fingerprint(), other.fingerprint(), "{other:?}");
+            assert_ne!(
+                plan_for(&base).hot_key,
+                plan_for(&other).hot_key,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_official_sdks_options_are_validated() {
+        use crate::options::{PluginConfig, SandboxSettings, Skills, ThinkingConfig};
+        let bad = [
+            ClaudeCodeOptions::builder()
+                .settings("/etc/settings.json")
+                .sandbox(SandboxSettings::enabled())
+                .build(),
+            ClaudeCodeOptions::builder()
+                .resume_session_at("5b0f0f4e-2d7c-4b61-9f0e-0d3c2f6b1a77")
+                .build(),
+            ClaudeCodeOptions::builder()
+                .resume("0c8b7a4e-7d1c-4b8e-9a51-2f0f3c9d6e11")
+                .resume_session_at("--debug")
+                .build(),
+            ClaudeCodeOptions::builder().task_budget(0).build(),
+            ClaudeCodeOptions::builder()
+                .thinking(ThinkingConfig::budget(0))
+                .build(),
+            ClaudeCodeOptions::builder()
+                .plugin(PluginConfig::local("/no/such/plugin"))
+                .build(),
+            ClaudeCodeOptions::builder()
+                .skills(Skills::Only(vec!["a b".into()]))
+                .build(),
+            ClaudeCodeOptions::builder().beta("a,b").build(),
+            ClaudeCodeOptions::builder().main_agent("--x").build(),
+        ];
+        for result in bad {
+            let err = result.unwrap_err();
+            assert!(err.is_invalid_options(), "{err:?}");
+        }
     }
 }

@@ -83,8 +83,18 @@ pub(crate) const HOOK_EVENTS_SINCE: &[(&str, CliVersion)] = &[
 /// known to answer them. Any control request a CLI answers with "Unsupported control
 /// request subtype" is an [`UnsupportedCli`](crate::ErrorKind::UnsupportedCli) error;
 /// for these, the error names the version needed.
-pub(crate) const CONTROL_REQUESTS_SINCE: &[(&str, CliVersion)] =
-    &[("claim_session", V2_1_331), ("list_models", V2_1_331)];
+///
+/// Every other control request the SDK types ([`crate::control`]) is answered by
+/// 2.1.197 already (measured: `mcp_status`, `mcp_reconnect`, `mcp_toggle`,
+/// `mcp_set_servers`, `rewind_files`, `set_max_thinking_tokens`, `stop_task`,
+/// `background_tasks`, `get_context_usage`, `apply_flag_settings`, `reload_plugins`,
+/// `reload_skills`), and so is file checkpointing.
+pub(crate) const CONTROL_REQUESTS_SINCE: &[(&str, CliVersion)] = &[
+    ("claim_session", V2_1_331),
+    ("list_models", V2_1_331),
+    // Measured: absent in 2.1.197, present in 2.1.332 (2.1.331 not measured).
+    ("reload_output_styles", V2_1_332),
+];
 
 /// The first version known to have `name` in `table`, when it is newer than
 /// [`MIN_CLI_VERSION`].
