@@ -638,7 +638,6 @@ async fn cancel_elsewhere(c: &Cluster) {
 /// Tenant B cannot see, continue, approve, read or cancel anything of tenant A's,
 /// through any replica; A's things are untouched by the attempts.
 async fn tenants_apart(c: &Cluster) {
-    c.mock.on(echo());
     let target = c.sandbox.cwd().join("tenant-a.txt");
     c.mock.on(Rule::prompt_contains("A-WRITES").steps([
         Reply::tool_use(
@@ -647,6 +646,7 @@ async fn tenants_apart(c: &Cluster) {
         ),
         Reply::text("done"),
     ]));
+    c.mock.on(echo());
     let (status, first) = c
         .post(0, TOK_A, "/v1/sessions", json!({"prompt": "A's secret is KIWI."}))
         .await;
