@@ -769,6 +769,7 @@ impl AppState {
                 capacity,
                 max_queued: config.pool.max_queued,
                 queue_timeout: config.pool.queue_timeout,
+                tenant_max_active: config.tenant_limits.max_concurrent,
             },
         );
         let workspace = workspace::Workspace::load(&project_root)?;

@@ -475,6 +475,11 @@ impl Db {
     /// Claims up to `limit` queued runs for `replica`: a run of a session whose home is
     /// another live replica waits `home_grace_ms` for it. Each claim raises the run's
     /// epoch: every later write about the run carries it (fencing).
+    ///
+    /// With `tenant_max_active`, a run is claimed only while its tenant has fewer runs
+    /// than that claimed or running, fleet-wide: claims are then made one at a time,
+    /// under a lock every replica takes (on PostgreSQL an advisory lock; SQLite has one
+    /// writer), so two replicas cannot both take a tenant's last slot.
     pub(crate) async fn claim_runs(
         &self,
         replica: &str,
@@ -482,10 +487,44 @@ impl Db {
         lease_ms: i64,
         home_grace_ms: i64,
         live_since: i64,
+        tenant_max_active: Option<i64>,
     ) -> DbResult<Vec<RunRow>> {
         if limit <= 0 {
             return Ok(Vec::new());
         }
+        let claim = |limit| {
+            self.claim_batch(
+                replica,
+                limit,
+                lease_ms,
+                home_grace_ms,
+                live_since,
+                tenant_max_active,
+            )
+        };
+        if tenant_max_active.is_none() {
+            return claim(limit).await;
+        }
+        let mut claimed = Vec::new();
+        while i64::try_from(claimed.len()).unwrap_or(i64::MAX) < limit {
+            let mut one = claim(1).await?;
+            match one.pop() {
+                Some(row) => claimed.push(row),
+                None => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_batch(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease_ms: i64,
+        home_grace_ms: i64,
+        live_since: i64,
+        tenant_max_active: Option<i64>,
+    ) -> DbResult<Vec<RunRow>> {
         let now = now_ms();
         let lock = match self.kind {
             Kind::Postgres => "FOR UPDATE OF r SKIP LOCKED",
@@ -502,12 +541,24 @@ impl Db {
                        OR NOT EXISTS (SELECT 1 FROM ccs_replicas p
                                       WHERE p.id = s.home_replica AND p.heartbeat_at >= $5
                                         AND p.draining = 0))
+                  AND ($7 IS NULL OR (SELECT COUNT(*) FROM ccs_runs a
+                                      WHERE a.tenant_id = r.tenant_id
+                                        AND a.state IN ('{claimed}', '{running}')) < $7)
                 ORDER BY r.created_at
                 LIMIT $6 {lock})
              RETURNING *",
             claimed = state::CLAIMED,
+            running = state::RUNNING,
             queued = state::QUEUED,
         );
+        let mut tx = self.pool.begin().await?;
+        if tenant_max_active.is_some() && self.kind == Kind::Postgres {
+            // Serializes the claims of every replica: the count above then sees the
+            // claims committed before.
+            sqlx::query("SELECT pg_advisory_xact_lock(74927111)")
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = sqlx::query(self.q(&sql))
             .bind(replica)
             .bind(now + lease_ms)
@@ -515,8 +566,10 @@ impl Db {
             .bind(now - home_grace_ms)
             .bind(live_since)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .bind(tenant_max_active)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.iter().map(RunRow::from_row).collect()
     }
 

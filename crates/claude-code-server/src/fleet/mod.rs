@@ -56,6 +56,9 @@ pub(crate) struct FleetConfig {
     pub(crate) max_queued: usize,
     /// How long a run may wait for a slot; then it ends with a `pool_busy` error.
     pub(crate) queue_timeout: Duration,
+    /// How many runs one tenant may have claimed or running at once, fleet-wide; its
+    /// other runs stay queued.
+    pub(crate) tenant_max_active: Option<u32>,
 }
 
 /// Why a local run must stop.
@@ -554,6 +557,7 @@ async fn scheduler(fleet: Fleet) {
                     lease_ms(&inner.config),
                     i64::try_from(inner.config.home_grace.as_millis()).unwrap_or(0),
                     now_ms() - 3 * lease_ms(&inner.config),
+                    inner.config.tenant_max_active.map(i64::from),
                 )
                 .await;
             match claimed {
