@@ -97,7 +97,9 @@ impl Cluster {
                 .build()
                 .unwrap(),
         };
-        let ids: Vec<String> = (0..n).map(|i| format!("replica-{}", b'a' + i as u8)).collect();
+        let ids: Vec<String> = (0..n)
+            .map(|i| format!("replica-{}", char::from(b'a' + i as u8)))
+            .collect();
         let started =
             futures::future::join_all(ids.iter().map(|id| cluster.spawn(id.clone()))).await;
         cluster.replicas = started;
@@ -261,8 +263,19 @@ impl Cluster {
     }
 
     /// Opens `GET /v1/runs/{run}/events`, after `last` when given.
-    async fn events(&self, k: usize, token: &str, run: &str, last: Option<i64>) -> reqwest::Response {
-        let mut request = self.req(k, reqwest::Method::GET, token, &format!("/v1/runs/{run}/events"));
+    async fn events(
+        &self,
+        k: usize,
+        token: &str,
+        run: &str,
+        last: Option<i64>,
+    ) -> reqwest::Response {
+        let mut request = self.req(
+            k,
+            reqwest::Method::GET,
+            token,
+            &format!("/v1/runs/{run}/events"),
+        );
         if let Some(last) = last {
             request = request.header("last-event-id", last.to_string());
         }
@@ -274,7 +287,12 @@ impl Cluster {
     /// The whole log of a run that is over, read through replica `k`.
     async fn whole_log(&self, k: usize, token: &str, run: &str) -> Vec<Sse> {
         let mut reader = SseReader::new(self.events(k, token, run, None).await);
-        reader.rest().await.into_iter().filter(|e| e.id.is_some()).collect()
+        reader
+            .rest()
+            .await
+            .into_iter()
+            .filter(|e| e.id.is_some())
+            .collect()
     }
 
     /// `GET /v1/runs/{run}` through the first replica that answers.
@@ -286,7 +304,13 @@ impl Cluster {
     }
 
     /// Polls the run until `done` holds for it.
-    async fn wait_run(&self, token: &str, run: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    async fn wait_run(
+        &self,
+        token: &str,
+        run: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         eventually(what, || async {
             let row = self.run(token, run).await;
             done(&row).then_some(row)
@@ -297,14 +321,19 @@ impl Cluster {
     /// The index of the replica that holds (or held) the run.
     async fn runner(&self, token: &str, run: &str) -> usize {
         let row = self
-            .wait_run(token, run, "the run to be claimed", |r| r["replica"].is_string())
+            .wait_run(token, run, "the run to be claimed", |r| {
+                r["replica"].is_string()
+            })
             .await;
         self.index_of(row["replica"].as_str().unwrap())
     }
 
     /// The CLI processes replica `k` started (they carry its owner marker).
     fn cli_pids(&self, k: usize) -> Vec<u32> {
-        let marker = format!("CLAUDE_CODE_SDK_OWNER=claude-code-server/{}/", self.r(k).pid);
+        let marker = format!(
+            "CLAUDE_CODE_SDK_OWNER=claude-code-server/{}/",
+            self.r(k).pid
+        );
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -334,14 +363,20 @@ impl Cluster {
     async fn kill9(&mut self, k: usize) {
         self.signal(k, Signal::SIGKILL);
         let mut child = self.replicas[k].child.take().unwrap();
-        tokio::time::timeout(HANG, child.wait()).await.unwrap().unwrap();
+        tokio::time::timeout(HANG, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Stops replica `k` gracefully (SIGTERM) and waits for it to exit.
     async fn stop(&mut self, k: usize) {
         self.signal(k, Signal::SIGTERM);
         let mut child = self.replicas[k].child.take().unwrap();
-        tokio::time::timeout(HANG, child.wait()).await.unwrap().unwrap();
+        tokio::time::timeout(HANG, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Starts replica `k` again with its id (after [`Cluster::kill9`] or
@@ -357,7 +392,11 @@ impl Cluster {
     }
 
     /// Waits until the mock has a turn request for which `matches` holds.
-    async fn wait_request(&self, what: &str, matches: impl Fn(&claude_code_testkit::RecordedRequest) -> bool) {
+    async fn wait_request(
+        &self,
+        what: &str,
+        matches: impl Fn(&claude_code_testkit::RecordedRequest) -> bool,
+    ) {
         eventually(what, || async {
             self.mock.requests().iter().any(&matches).then_some(())
         })
@@ -388,7 +427,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "hang guard: still waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: still waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -402,7 +444,10 @@ struct SseReader {
 impl SseReader {
     fn new(response: reqwest::Response) -> SseReader {
         SseReader {
-            body: response.bytes_stream().map(|r| r.map(|b| b.to_vec())).boxed(),
+            body: response
+                .bytes_stream()
+                .map(|r| r.map(|b| b.to_vec()))
+                .boxed(),
             buffer: Vec::new(),
         }
     }
@@ -457,7 +502,8 @@ fn is_final(event: &Sse) -> bool {
 
 /// The mock's default: an echo of the prompt.
 fn echo() -> Rule {
-    Rule::any().reply_with(|req| Reply::text(format!("Noted: {}", req.prompt().unwrap_or_default())))
+    Rule::any()
+        .reply_with(|req| Reply::text(format!("Noted: {}", req.prompt().unwrap_or_default())))
 }
 
 // --- the scenarios, on any number of replicas ------------------------------------------
@@ -467,7 +513,12 @@ fn echo() -> Rule {
 async fn session_moves(c: &Cluster) {
     c.mock.on(echo());
     let (status, first) = c
-        .post(0, TOK_A, "/v1/sessions", json!({"prompt": "Remember the word ALPHA-1."}))
+        .post(
+            0,
+            TOK_A,
+            "/v1/sessions",
+            json!({"prompt": "Remember the word ALPHA-1."}),
+        )
         .await;
     assert_eq!(status, 201, "{first}");
     let session = first["session"].as_str().unwrap().to_owned();
@@ -481,7 +532,10 @@ async fn session_moves(c: &Cluster) {
             )
             .await;
         assert_eq!(status, 200, "{turn}");
-        assert!(turn["result"]["text"].as_str().unwrap().contains(word), "{turn}");
+        assert!(
+            turn["result"]["text"].as_str().unwrap().contains(word),
+            "{turn}"
+        );
     }
     let last = c.mock.requests().pop().unwrap();
     assert_eq!(last.prompt().as_deref(), Some("Remember the word GAMMA-3."));
@@ -503,10 +557,8 @@ async fn session_moves(c: &Cluster) {
 /// doubled. Returns the run and its whole log.
 async fn stream_resumes(c: &Cluster) -> (String, Vec<Sse>) {
     let words: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
-    c.mock.on(
-        Rule::prompt_contains("LONG-STREAM")
-            .reply(Reply::text(words.join(" ")).chunk_delay(Duration::from_millis(40))),
-    );
+    c.mock.on(Rule::prompt_contains("LONG-STREAM")
+        .reply(Reply::text(words.join(" ")).chunk_delay(Duration::from_millis(40))));
     let (response, run) = c
         .stream(
             0,
@@ -582,12 +634,22 @@ async fn approval_elsewhere(c: &Cluster) {
             assert!(c.n() == 1 || through != runner);
             let id = event.data["approval_id"].as_str().unwrap();
             let (status, body) = c
-                .post(through, TOK_A, &format!("/v1/approvals/{id}"), json!({"allow": true}))
+                .post(
+                    through,
+                    TOK_A,
+                    &format!("/v1/approvals/{id}"),
+                    json!({"allow": true}),
+                )
                 .await;
             assert_eq!(status, 204, "{body}");
             // Answered once: a second answer finds nothing waiting, on any replica.
             let (status, _) = c
-                .post(runner, TOK_A, &format!("/v1/approvals/{id}"), json!({"allow": false}))
+                .post(
+                    runner,
+                    TOK_A,
+                    &format!("/v1/approvals/{id}"),
+                    json!({"allow": false}),
+                )
                 .await;
             assert_eq!(status, 404);
         }
@@ -602,15 +664,14 @@ async fn approval_elsewhere(c: &Cluster) {
 /// A run cancelled through another replica than the one running it ends cancelled; its
 /// CLI is gone.
 async fn cancel_elsewhere(c: &Cluster) {
-    c.mock.on(
-        Rule::prompt_contains("SLOW-CANCEL")
-            .reply(Reply::text("too late").delay(Duration::from_secs(90))),
-    );
+    c.mock.on(Rule::prompt_contains("SLOW-CANCEL")
+        .reply(Reply::text("too late").delay(Duration::from_secs(90))));
     let (response, run) = c
         .stream(0, TOK_A, json!({"prompt": "SLOW-CANCEL this"}))
         .await;
     let mut reader = SseReader::new(response);
-    c.wait_request("the slow request", |r| r.mentions("SLOW-CANCEL")).await;
+    c.wait_request("the slow request", |r| r.mentions("SLOW-CANCEL"))
+        .await;
     let runner = c.runner(TOK_A, &run).await;
     let clis = c.cli_pids(runner);
     assert!(!clis.is_empty(), "no CLI of the runner found");
@@ -627,7 +688,10 @@ async fn cancel_elsewhere(c: &Cluster) {
         .wait_run(TOK_A, &run, "the run to end", |r| r["state"] != "running")
         .await;
     assert_eq!(row["state"], "cancelled", "{row}");
-    assert!(wait_until_gone(&clis, HANG).await, "the cancelled run's CLI lives on");
+    assert!(
+        wait_until_gone(&clis, HANG).await,
+        "the cancelled run's CLI lives on"
+    );
     // Over: a second cancel finds nothing in progress.
     let (status, _) = c
         .post(runner, TOK_A, &format!("/v1/runs/{run}/cancel"), json!({}))
@@ -648,7 +712,12 @@ async fn tenants_apart(c: &Cluster) {
     ]));
     c.mock.on(echo());
     let (status, first) = c
-        .post(0, TOK_A, "/v1/sessions", json!({"prompt": "A's secret is KIWI."}))
+        .post(
+            0,
+            TOK_A,
+            "/v1/sessions",
+            json!({"prompt": "A's secret is KIWI."}),
+        )
         .await;
     assert_eq!(status, 201, "{first}");
     let session = first["session"].as_str().unwrap().to_owned();
@@ -677,7 +746,11 @@ async fn tenants_apart(c: &Cluster) {
                 format!("/v1/sessions/{session}/messages"),
                 Some(json!({"prompt": "What is A's secret?"})),
             ),
-            (Method::POST, format!("/v1/sessions/{session}/interrupt"), None),
+            (
+                Method::POST,
+                format!("/v1/sessions/{session}/interrupt"),
+                None,
+            ),
             (Method::DELETE, format!("/v1/sessions/{session}"), None),
             (Method::GET, format!("/v1/runs/{run}"), None),
             (Method::GET, format!("/v1/runs/{run}/events"), None),
@@ -695,9 +768,17 @@ async fn tenants_apart(c: &Cluster) {
         ];
         for (method, path, body) in attempts {
             let (status, _, answer) = c.call(k, method.clone(), TOK_B, &path, body).await;
-            assert_eq!(status, 404, "tenant B got {status} for {method} {path} through {k}: {answer}");
+            assert_eq!(
+                status, 404,
+                "tenant B got {status} for {method} {path} through {k}: {answer}"
+            );
         }
-        let mut request = c.req(k, reqwest::Method::GET, TOK_B, &format!("/v1/runs/{run}/events"));
+        let mut request = c.req(
+            k,
+            reqwest::Method::GET,
+            TOK_B,
+            &format!("/v1/runs/{run}/events"),
+        );
         request = request.header("last-event-id", "1");
         assert_eq!(request.send().await.unwrap().status().as_u16(), 404);
     }
@@ -706,7 +787,12 @@ async fn tenants_apart(c: &Cluster) {
     assert_eq!(row["state"], "running", "{row}");
     assert!(row["cancel_requested"].is_null(), "{row}");
     let (status, body) = c
-        .post(2, TOK_A, &format!("/v1/approvals/{approval}"), json!({"allow": true}))
+        .post(
+            2,
+            TOK_A,
+            &format!("/v1/approvals/{approval}"),
+            json!({"allow": true}),
+        )
         .await;
     assert_eq!(status, 204, "{body}");
     let rest = reader.rest().await;
@@ -721,7 +807,13 @@ async fn tenants_apart(c: &Cluster) {
         )
         .await;
     assert_eq!(status, 200, "{turn}");
-    assert!(c.mock.requests().pop().unwrap().mentions("A's secret is KIWI."));
+    assert!(
+        c.mock
+            .requests()
+            .pop()
+            .unwrap()
+            .mentions("A's secret is KIWI.")
+    );
     // B's own figures show nothing of A's.
     let (status, stats) = c.get(0, TOK_B, "/v1/stats").await;
     assert_eq!(status, 200, "{stats}");
@@ -733,49 +825,67 @@ async fn tenants_apart(c: &Cluster) {
 
 #[tokio::test]
 async fn fleet_session_continues_through_every_replica() {
-    let Some(c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     session_moves(&c).await;
 }
 
 #[tokio::test]
 async fn fleet_stream_resumes_on_another_replica() {
-    let Some(c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     stream_resumes(&c).await;
 }
 
 #[tokio::test]
 async fn fleet_approval_answered_through_another_replica() {
-    let Some(c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     approval_elsewhere(&c).await;
 }
 
 #[tokio::test]
 async fn fleet_run_cancelled_through_another_replica() {
-    let Some(c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     cancel_elsewhere(&c).await;
 }
 
 #[tokio::test]
 async fn fleet_tenants_cannot_touch_each_other() {
-    let Some(c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     tenants_apart(&c).await;
 }
 
 /// The mock rule of a run that shows a message, then waits long in its second step.
 fn long_turn(tag: &str, wait: Duration) -> Rule {
     Rule::prompt_contains(tag).steps([
-        Reply::text(format!("Looking around first ({tag}).")).then_tool_use("Glob", json!({"pattern": "*.md"})),
+        Reply::text(format!("Looking around first ({tag})."))
+            .then_tool_use("Glob", json!({"pattern": "*.md"})),
         Reply::text(format!("finished {tag}")).delay(wait),
     ])
 }
 
 #[tokio::test]
 async fn fleet_replica_killed_mid_run() {
-    let Some(mut c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(mut c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     c.mock.on(long_turn("KILL-ME", Duration::from_secs(120)));
     c.mock.on(echo());
     let (status, first) = c
-        .post(0, TOK_A, "/v1/sessions", json!({"prompt": "Remember the word DELTA-4."}))
+        .post(
+            0,
+            TOK_A,
+            "/v1/sessions",
+            json!({"prompt": "Remember the word DELTA-4."}),
+        )
         .await;
     assert_eq!(status, 201, "{first}");
     let session = first["session"].as_str().unwrap().to_owned();
@@ -785,7 +895,12 @@ async fn fleet_replica_killed_mid_run() {
     let through = (home + 1) % 3;
     let turn = {
         let request = c
-            .req(through, reqwest::Method::POST, TOK_A, &format!("/v1/sessions/{session}/messages"))
+            .req(
+                through,
+                reqwest::Method::POST,
+                TOK_A,
+                &format!("/v1/sessions/{session}/messages"),
+            )
             .json(&json!({"prompt": "KILL-ME slowly"}));
         tokio::spawn(async move { request.send().await })
     };
@@ -794,7 +909,9 @@ async fn fleet_replica_killed_mid_run() {
     })
     .await;
     let run = eventually("the turn's run", || async {
-        let (_, history) = c.get(through, TOK_A, &format!("/v1/sessions/{session}")).await;
+        let (_, history) = c
+            .get(through, TOK_A, &format!("/v1/sessions/{session}"))
+            .await;
         history["turns"]
             .as_array()
             .and_then(|t| t.iter().find(|t| t["state"] == "running"))
@@ -807,7 +924,9 @@ async fn fleet_replica_killed_mid_run() {
     let before = c.whole_log_so_far(through, &run).await;
     assert!(
         before.iter().any(|e| e.event == "message"
-            && e.data.to_string().contains("Looking around first (KILL-ME).")),
+            && e.data
+                .to_string()
+                .contains("Looking around first (KILL-ME).")),
         "{before:?}"
     );
 
@@ -815,12 +934,18 @@ async fn fleet_replica_killed_mid_run() {
 
     // Its lease runs out; another replica ends the run, interrupted, messages kept.
     let row = c
-        .wait_run(TOK_A, &run, "the takeover", |r| r["state"] != "running" && r["state"] != "claimed")
+        .wait_run(TOK_A, &run, "the takeover", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
         .await;
     assert_eq!(row["state"], "interrupted", "{row}");
     let survivor = c.live().next().unwrap();
     let log = c.whole_log(survivor, TOK_A, &run).await;
-    assert_eq!(&log[..before.len()], &before[..], "the messages before the kill changed");
+    assert_eq!(
+        &log[..before.len()],
+        &before[..],
+        "the messages before the kill changed"
+    );
     let last = log.last().unwrap();
     assert_eq!(last.event, "error", "{last:?}");
     assert_eq!(last.data["error"]["kind"], "interrupted", "{last:?}");
@@ -831,7 +956,11 @@ async fn fleet_replica_killed_mid_run() {
     );
     // The client that waited on the turn (on a replica that lives) hears of it.
     if through != victim {
-        let answer = tokio::time::timeout(HANG, turn).await.unwrap().unwrap().unwrap();
+        let answer = tokio::time::timeout(HANG, turn)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_ne!(answer.status().as_u16(), 200);
     }
 
@@ -847,7 +976,10 @@ async fn fleet_replica_killed_mid_run() {
         .await;
     assert_eq!(status, 200, "{third}");
     let seen = c.mock.requests().pop().unwrap();
-    assert!(seen.mentions("Remember the word DELTA-4."), "the model lost the first turn");
+    assert!(
+        seen.mentions("Remember the word DELTA-4."),
+        "the model lost the first turn"
+    );
     let (_, history) = c.get(next, TOK_A, &format!("/v1/sessions/{session}")).await;
     let third_run = history["turns"][2]["run"].as_str().unwrap().to_owned();
     let row = c.run(TOK_A, &third_run).await;
@@ -860,7 +992,9 @@ async fn fleet_replica_killed_mid_run() {
         (status == 200).then_some(())
     })
     .await;
-    let (status, answer) = c.post(victim, TOK_A, "/v1/query", json!({"prompt": "back?"})).await;
+    let (status, answer) = c
+        .post(victim, TOK_A, "/v1/query", json!({"prompt": "back?"}))
+        .await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -883,10 +1017,14 @@ impl Cluster {
 
 #[tokio::test]
 async fn fleet_paused_replica_cannot_write_after_takeover() {
-    let Some(mut c) = Cluster::postgres(3, &[]).await else { return };
+    let Some(mut c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
     let reply_wait = Duration::from_secs(5);
     c.mock.on(long_turn("PAUSE-ME", reply_wait));
-    let (response, run) = c.stream(0, TOK_A, json!({"prompt": "PAUSE-ME please"})).await;
+    let (response, run) = c
+        .stream(0, TOK_A, json!({"prompt": "PAUSE-ME please"}))
+        .await;
     drop(response); // read later, from the log
     c.wait_request("the second step", |r| {
         r.prompt().is_some_and(|p| p.contains("PAUSE-ME")) && r.step() == 1
@@ -900,7 +1038,9 @@ async fn fleet_paused_replica_cannot_write_after_takeover() {
     c.signal(paused, Signal::SIGSTOP);
 
     let row = c
-        .wait_run(TOK_A, &run, "the takeover", |r| r["state"] != "running" && r["state"] != "claimed")
+        .wait_run(TOK_A, &run, "the takeover", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
         .await;
     assert_eq!(row["state"], "interrupted", "{row}");
     let other = c.live().next().unwrap();
@@ -913,16 +1053,25 @@ async fn fleet_paused_replica_cannot_write_after_takeover() {
 
     c.signal(paused, Signal::SIGCONT);
 
-    assert!(wait_until_gone(&clis, HANG).await, "the resumed replica's CLI lives on");
+    assert!(
+        wait_until_gone(&clis, HANG).await,
+        "the resumed replica's CLI lives on"
+    );
     eventually("the resumed replica to give the run up", || async {
-        c.log(paused).contains("lost the lease of a run").then_some(())
+        c.log(paused)
+            .contains("lost the lease of a run")
+            .then_some(())
     })
     .await;
     let after = c.whole_log(paused, TOK_A, &run).await;
     assert_eq!(after, before, "the resumed replica wrote to the run's log");
     let row = c.run(TOK_A, &run).await;
     assert_eq!(row["state"], "interrupted", "{row}");
-    assert!(!after.iter().any(|e| e.data.to_string().contains("finished PAUSE-ME")));
+    assert!(
+        !after
+            .iter()
+            .any(|e| e.data.to_string().contains("finished PAUSE-ME"))
+    );
 }
 
 #[tokio::test]
@@ -946,14 +1095,13 @@ async fn fleet_tenant_limits_hold_across_replicas() {
     else {
         return;
     };
-    c.mock.on(
-        Rule::prompt_contains("SLOW-LIMIT")
-            .reply(Reply::text("late").delay(Duration::from_secs(90))),
-    );
+    c.mock.on(Rule::prompt_contains("SLOW-LIMIT")
+        .reply(Reply::text("late").delay(Duration::from_secs(90))));
     c.mock.on(echo());
     // A's first run runs.
     let (_a1_stream, a1) = c.stream(0, TOK_A, json!({"prompt": "SLOW-LIMIT a1"})).await;
-    c.wait_run(TOK_A, &a1, "a1 running", |r| r["state"] == "running").await;
+    c.wait_run(TOK_A, &a1, "a1 running", |r| r["state"] == "running")
+        .await;
     // A's second is admitted, but waits: A may run one at a time, fleet-wide, though
     // two replicas have a free slot.
     let (_a2_stream, a2) = c.stream(1, TOK_A, json!({"prompt": "SLOW-LIMIT a2"})).await;
@@ -962,31 +1110,53 @@ async fn fleet_tenant_limits_hold_across_replicas() {
     assert_eq!(row["state"], "queued", "tenant A runs two at once: {row}");
     // A's third: A's queue is full.
     let (status, retry, body) = c
-        .call(2, reqwest::Method::POST, TOK_A, "/v1/query", Some(json!({"prompt": "a3"})))
+        .call(
+            2,
+            reqwest::Method::POST,
+            TOK_A,
+            "/v1/query",
+            Some(json!({"prompt": "a3"})),
+        )
         .await;
     assert_eq!(status, 429, "{body}");
     assert!(retry.is_some(), "no Retry-After");
     assert_eq!(body["error"]["limit"], "queued runs", "{body}");
     // B runs on the last free slot; then the fleet is full: 503 for B.
     let (_b1_stream, b1) = c.stream(2, TOK_B, json!({"prompt": "SLOW-LIMIT b1"})).await;
-    c.wait_run(TOK_B, &b1, "b1 running", |r| r["state"] == "running").await;
+    c.wait_run(TOK_B, &b1, "b1 running", |r| r["state"] == "running")
+        .await;
     let (status, retry, body) = c
-        .call(0, reqwest::Method::POST, TOK_B, "/v1/query", Some(json!({"prompt": "b2"})))
+        .call(
+            0,
+            reqwest::Method::POST,
+            TOK_B,
+            "/v1/query",
+            Some(json!({"prompt": "b2"})),
+        )
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(retry.is_some(), "no Retry-After");
     assert_eq!(body["error"]["kind"], "pool_busy", "{body}");
     // Cancelled through other replicas, the queued one first.
     for (k, token, run) in [(2, TOK_A, &a2), (1, TOK_A, &a1), (0, TOK_B, &b1)] {
-        let (status, body) = c.post(k, token, &format!("/v1/runs/{run}/cancel"), json!({})).await;
+        let (status, body) = c
+            .post(k, token, &format!("/v1/runs/{run}/cancel"), json!({}))
+            .await;
         assert_eq!(status, 202, "{body}");
-        c.wait_run(token, run, "the cancel", |r| r["state"] == "cancelled").await;
+        c.wait_run(token, run, "the cancel", |r| r["state"] == "cancelled")
+            .await;
     }
     // A's third run this minute goes; the fourth is over the per-minute limit.
     let (status, body) = c.post(1, TOK_A, "/v1/query", json!({"prompt": "a4"})).await;
     assert_eq!(status, 200, "{body}");
     let (status, retry, body) = c
-        .call(2, reqwest::Method::POST, TOK_A, "/v1/query", Some(json!({"prompt": "a5"})))
+        .call(
+            2,
+            reqwest::Method::POST,
+            TOK_A,
+            "/v1/query",
+            Some(json!({"prompt": "a5"})),
+        )
         .await;
     assert_eq!(status, 429, "{body}");
     assert!(retry.is_some(), "no Retry-After");
