@@ -521,12 +521,16 @@ pub(crate) fn sse(
                 return Some((Ok(sse), r));
             }
             let fleet = r.state.inner.fleet.clone();
-            if now_ms() - r.touched > 1000 {
+            // The run is cancelled when nobody touched it for the disconnect grace: touch
+            // it several times within one, so a reader that is there never looks gone.
+            let every = reader_touch_interval(r.state.inner.config.disconnect_grace);
+            let every_ms = i64::try_from(every.as_millis()).unwrap_or(1000);
+            if now_ms() - r.touched >= every_ms {
                 r.touched = now_ms();
                 let _ = fleet.db().touch_reader(&r.run).await;
             }
             let next = tokio::select! {
-                next = fleet.next_events(&r.run, r.after, Duration::from_secs(1)) => next,
+                next = fleet.next_events(&r.run, r.after, every) => next,
                 () = r.state.inner.shutdown.cancelled() => {
                     r.ended = true;
                     let event = Event::default().event("error").json_data(json!({"error": {
@@ -548,6 +552,12 @@ pub(crate) fn sse(
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// How often a stream's reader tells the fleet it is there: a quarter of the disconnect
+/// grace, between 100 ms and 1 s.
+fn reader_touch_interval(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// The `run` event that opens a stream: the run's id, to reconnect with.
