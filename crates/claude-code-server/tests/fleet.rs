@@ -33,7 +33,7 @@ const LEASE: &str = "2";
 
 /// Where the replicas keep their state.
 enum Store {
-    Postgres(TestDatabase),
+    Postgres(Box<TestDatabase>),
     Sqlite(tempfile::TempDir),
 }
 
@@ -71,7 +71,7 @@ impl Cluster {
     /// `n` replicas on a new PostgreSQL database; `None` (skipped) without PostgreSQL.
     async fn postgres(n: usize, extra: &[&str]) -> Option<Cluster> {
         let db = TestDatabase::create().await?;
-        Some(Cluster::start(Store::Postgres(db), n, extra).await)
+        Some(Cluster::start(Store::Postgres(Box::new(db)), n, extra).await)
     }
 
     /// One server alone on SQLite under a data directory of its own.
@@ -587,6 +587,7 @@ async fn stream_resumes(c: &Cluster) -> (String, Vec<Sse>) {
         .await;
     // A reconnection with Last-Event-ID starts right after it: no `run` event.
     assert!(second.iter().all(|e| e.id.is_some()), "{second:?}");
+    assert!(second.len() > 1, "too short a run to split: {second:?}");
     assert!(second.last().is_some_and(is_final), "{second:?}");
     let whole = c.whole_log(2, TOK_A, &run).await;
     let mut joined = first;
@@ -1164,6 +1165,94 @@ async fn fleet_tenant_limits_hold_across_replicas() {
     // B, within its own limits, is not affected by A's.
     let (status, body) = c.post(0, TOK_B, "/v1/query", json!({"prompt": "b3"})).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn fleet_approval_of_a_dead_replica_is_not_delivered() {
+    let Some(mut c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
+    let target = c.sandbox.cwd().join("never.txt");
+    c.mock.on(Rule::prompt_contains("WRITE-THEN-DIE").steps([
+        Reply::tool_use(
+            "Write",
+            json!({"file_path": target.to_str().unwrap(), "content": "no"}),
+        ),
+        Reply::text("written"),
+    ]));
+    let (response, run) = c
+        .stream(
+            0,
+            TOK_A,
+            json!({"prompt": "WRITE-THEN-DIE", "permission_mode": "askForEdits", "approvals": true}),
+        )
+        .await;
+    let mut reader = SseReader::new(response);
+    let approval = loop {
+        let event = reader.next().await.expect("no permission request");
+        if event.event == "permission_request" {
+            break event.data["approval_id"].as_str().unwrap().to_owned();
+        }
+    };
+    drop(reader);
+    let victim = c.runner(TOK_A, &run).await;
+    c.kill9(victim).await;
+    let row = c
+        .wait_run(TOK_A, &run, "the takeover", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
+        .await;
+    assert_eq!(row["state"], "interrupted", "{row}");
+    // Nobody waits for the answer any more: it is not taken as delivered, on any
+    // replica, and the approval no longer counts as waiting.
+    for k in c.live().collect::<Vec<_>>() {
+        let (status, body) = c
+            .post(
+                k,
+                TOK_A,
+                &format!("/v1/approvals/{approval}"),
+                json!({"allow": true}),
+            )
+            .await;
+        assert_eq!(
+            status, 404,
+            "an approval of an ended run was accepted: {body}"
+        );
+        let (_, stats) = c.get(k, TOK_A, "/v1/stats").await;
+        assert_eq!(stats["approvals"]["waiting"], 0, "{stats}");
+    }
+    assert!(!target.exists());
+}
+
+#[tokio::test]
+async fn fleet_stream_nobody_reads_is_cancelled_after_the_grace() {
+    let Some(c) = Cluster::postgres(3, &["--disconnect-grace", "2"]).await else {
+        return;
+    };
+    c.mock.on(Rule::prompt_contains("ABANDONED")
+        .reply(Reply::text("nobody hears this").delay(Duration::from_secs(90))));
+    let (response, run) = c
+        .stream(0, TOK_A, json!({"prompt": "ABANDONED stream"}))
+        .await;
+    c.wait_request("the slow request", |r| r.mentions("ABANDONED"))
+        .await;
+    let runner = c.runner(TOK_A, &run).await;
+    let clis = c.cli_pids(runner);
+    assert!(!clis.is_empty(), "no CLI of the runner found");
+    drop(response); // the client goes away and does not come back
+    let row = c
+        .wait_run(TOK_A, &run, "the run to end", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
+        .await;
+    assert_eq!(row["state"], "cancelled", "{row}");
+    let log = c.whole_log(1, TOK_A, &run).await;
+    let last = log.last().unwrap();
+    assert_eq!(last.data["error"]["kind"], "cancelled", "{last:?}");
+    assert!(
+        wait_until_gone(&clis, HANG).await,
+        "the abandoned run's CLI lives on"
+    );
 }
 
 // --- alone on SQLite --------------------------------------------------------------------

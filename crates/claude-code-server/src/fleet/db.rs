@@ -331,6 +331,9 @@ impl Db {
                 created_at BIGINT NOT NULL
             )"
             .to_owned(),
+            // A run that ends expires its waiting approvals.
+            "CREATE INDEX IF NOT EXISTS ccs_approvals_run ON ccs_approvals (run_id, state)"
+                .to_owned(),
             format!(
                 "CREATE TABLE IF NOT EXISTS ccs_conversations (
                 cli_session_id TEXT PRIMARY KEY,
@@ -644,8 +647,8 @@ impl Db {
         Ok(Some(seq))
     }
 
-    /// Ends a run with its final event (fenced), in one transaction: `false` when the
-    /// writer no longer holds it.
+    /// Ends a run with its final event (fenced), in one transaction that also expires
+    /// its approvals still waiting: `false` when the writer no longer holds it.
     pub(crate) async fn finish_run(
         &self,
         run: &str,
@@ -687,13 +690,14 @@ impl Db {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Ends a run nobody holds (still queued, or whose lease ran out) with a final
-    /// event: the run's epoch is raised, so a late writer is fenced off. Returns whether
-    /// this call ended it.
+    /// event, and expires its approvals still waiting: the run's epoch is raised, so a
+    /// late writer is fenced off. Returns whether this call ended it.
     pub(crate) async fn end_unheld_run(
         &self,
         run: &str,
@@ -738,8 +742,25 @@ impl Db {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
+    /// an answer any more, so none may be taken as delivered.
+    async fn expire_approvals_of(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run: &str,
+    ) -> DbResult<()> {
+        sqlx::query(self.q(
+            "UPDATE ccs_approvals SET state = 'expired' WHERE run_id = $1 AND state = 'waiting'",
+        ))
+        .bind(run)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Runs whose lease ran out before `now`.
