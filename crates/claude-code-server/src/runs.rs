@@ -476,7 +476,7 @@ pub(crate) async fn collect(
 
 /// A run's log as server-sent events from `after` on: `id` is the event's sequence
 /// number (resume with `Last-Event-ID`), `event` its kind. Ends after the final
-/// event. While it is read, the run knows a client is there (a run nobody reads for the
+/// event (at once, empty, when resumed after it). While it is read, the run knows a client is there (a run nobody reads for the
 /// disconnect grace is cancelled).
 pub(crate) fn sse(
     state: AppState,
@@ -543,6 +543,22 @@ pub(crate) fn sse(
                 }
             };
             match next {
+                Ok(events) if events.is_empty() => {
+                    // Nothing after `after`, and the run is over: its final event came
+                    // before (it is written with the final state), so nothing ever will
+                    // (a client that reconnects after the end gets an empty stream that
+                    // ends, not keep-alives forever). Read once more after the state:
+                    // the final event may have come in between.
+                    if let Ok(Some(row)) = fleet.db().run(&r.run, None).await
+                        && state::is_final(&row.state)
+                    {
+                        match fleet.db().events_after(&r.run, r.after, 256).await {
+                            Ok(more) if more.is_empty() => return None,
+                            Ok(more) => r.pending.extend(more),
+                            Err(err) => tracing::warn!(%err, "could not read a run's events"),
+                        }
+                    }
+                }
                 Ok(events) => r.pending.extend(events),
                 Err(err) => {
                     tracing::warn!(%err, "could not read a run's events");

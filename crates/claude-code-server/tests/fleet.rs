@@ -602,6 +602,16 @@ async fn stream_resumes(c: &Cluster) -> (String, Vec<Sse>) {
         .filter(|e| e.event == "message" && e.data["content"] == words.join(" ").as_str())
         .count();
     assert!(final_texts >= 1, "the answer is missing from the log");
+    // A client that saw the final event and reconnects (as an EventSource does when
+    // the stream closes) gets an empty stream that ends: nothing more will come.
+    let last = whole.last().unwrap().id.unwrap();
+    let after_end = tokio::time::timeout(
+        HANG,
+        SseReader::new(c.events(1, TOK_A, &run, Some(last)).await).rest(),
+    )
+    .await
+    .expect("a stream resumed after its final event does not end");
+    assert!(after_end.is_empty(), "{after_end:?}");
     (run, whole)
 }
 
