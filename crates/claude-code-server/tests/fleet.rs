@@ -124,7 +124,11 @@ impl Cluster {
             .env("RUST_LOG", "info")
             .env_remove("DATABASE_URL")
             .args(["--bind", "127.0.0.1:0", "--token", TOK_A, "--token", TOK_B])
-            .args(["--prewarm", "0", "--replica-id", &id, "--lease", LEASE])
+            .args(["--prewarm", "0", "--replica-id", &id]);
+        if !self.extra.iter().any(|a| a == "--lease") {
+            command.args(["--lease", LEASE]);
+        }
+        command
             .args(["--request-timeout", "120", "--approval-timeout", "60"])
             .arg("--project-root")
             .arg(self.sandbox.cwd());
@@ -932,6 +936,18 @@ async fn fleet_replica_killed_mid_run() {
     let victim = c.runner(TOK_A, &run).await;
     let clis = c.cli_pids(victim);
     assert!(!clis.is_empty(), "no CLI of the running replica found");
+    // One turn at a time, whichever replica is asked.
+    for k in 0..3 {
+        let (status, body) = c
+            .post(
+                k,
+                TOK_A,
+                &format!("/v1/sessions/{session}/messages"),
+                json!({"prompt": "meanwhile"}),
+            )
+            .await;
+        assert_eq!(status, 409, "{body}");
+    }
     let before = c.whole_log_so_far(through, &run).await;
     assert!(
         before.iter().any(|e| e.event == "message"
@@ -1285,6 +1301,47 @@ async fn sqlite_stream_resumes_and_survives_a_restart() {
         .rest()
         .await;
     assert_eq!(rest, whole[whole.len() / 2 + 1..].to_vec());
+}
+
+#[tokio::test]
+async fn sqlite_crash_and_restart_end_the_run() {
+    // A long lease: only the restarted server can end the run before the test ends.
+    let mut c = Cluster::sqlite(&["--lease", "120"]).await;
+    c.mock.on(Rule::prompt_contains("CRASH-HERE")
+        .reply(Reply::text("never").delay(Duration::from_secs(90))));
+    c.mock.on(echo());
+    let (response, run) = c.stream(0, TOK_A, json!({"prompt": "CRASH-HERE"})).await;
+    c.wait_request("the slow request", |r| r.mentions("CRASH-HERE"))
+        .await;
+    let clis = c.cli_pids(0);
+    assert!(!clis.is_empty(), "no CLI of the server found");
+    c.kill9(0).await;
+    drop(response);
+    assert!(
+        wait_until_gone(&clis, HANG).await,
+        "the killed server's CLI lives on"
+    );
+    c.restart(0).await;
+    let row = c
+        .wait_run(TOK_A, &run, "the run to end", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
+        .await;
+    assert_eq!(row["state"], "interrupted", "{row}");
+    let log = c.whole_log(0, TOK_A, &run).await;
+    let last = log.last().unwrap();
+    assert_eq!(last.data["error"]["kind"], "interrupted", "{last:?}");
+    assert!(
+        last.data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{last:?}"
+    );
+    let (status, answer) = c
+        .post(0, TOK_A, "/v1/query", json!({"prompt": "back?"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 #[tokio::test]
