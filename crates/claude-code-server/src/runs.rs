@@ -114,6 +114,14 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
                     ctx.finish(state::FAILED, "error", &data, false).await;
                     return;
                 }
+                if let Some(cli) = &s.cli_session
+                    && s.home.as_deref() != Some(fleet.replica())
+                {
+                    // The session's last turn ran on another replica: a hot process
+                    // this one kept from an earlier turn has an outdated conversation.
+                    // The turn resumes from the store instead.
+                    inner.pool.end_conversation(cli);
+                }
                 request.resume = s.cli_session.clone();
                 request.previous_total = Some(s.total_cost);
                 session = Some(s);

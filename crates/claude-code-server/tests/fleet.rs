@@ -1193,6 +1193,78 @@ async fn fleet_tenant_limits_hold_across_replicas() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A session whose turns went elsewhere comes back to a replica that still keeps a
+/// hot process from an earlier turn: that process must not answer with an outdated
+/// conversation.
+#[tokio::test]
+async fn fleet_session_back_on_an_old_home_sees_every_turn() {
+    let Some(mut c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
+    c.mock.on(echo());
+    let (status, first) = c
+        .post(
+            0,
+            TOK_A,
+            "/v1/sessions",
+            json!({"prompt": "Remember the word ONE-1."}),
+        )
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let session = first["session"].as_str().unwrap().to_owned();
+    let turn_runner =
+        |history: &Value, n: usize| history["turns"][n]["run"].as_str().unwrap().to_owned();
+    let (_, history) = c.get(0, TOK_A, &format!("/v1/sessions/{session}")).await;
+    let old_home = c.runner(TOK_A, &turn_runner(&history, 0)).await;
+    // The old home is away: the second turn runs elsewhere, from the store.
+    c.signal(old_home, Signal::SIGSTOP);
+    let through = (old_home + 1) % 3;
+    let (status, second) = c
+        .post(
+            through,
+            TOK_A,
+            &format!("/v1/sessions/{session}/messages"),
+            json!({"prompt": "Remember the word TWO-2."}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    c.signal(old_home, Signal::SIGCONT);
+    let (_, history) = c
+        .get(through, TOK_A, &format!("/v1/sessions/{session}"))
+        .await;
+    let second_runner = c.runner(TOK_A, &turn_runner(&history, 1)).await;
+    assert_ne!(second_runner, old_home);
+    // Now only the old home can take the third turn.
+    let others: Vec<usize> = (0..3).filter(|k| *k != old_home).collect();
+    for k in &others {
+        c.signal(*k, Signal::SIGSTOP);
+    }
+    let (status, third) = c
+        .post(
+            old_home,
+            TOK_A,
+            &format!("/v1/sessions/{session}/messages"),
+            json!({"prompt": "Which words did I ask you to remember?"}),
+        )
+        .await;
+    for k in &others {
+        c.signal(*k, Signal::SIGCONT);
+    }
+    assert_eq!(status, 200, "{third}");
+    let (_, history) = c
+        .get(old_home, TOK_A, &format!("/v1/sessions/{session}"))
+        .await;
+    assert_eq!(c.runner(TOK_A, &turn_runner(&history, 2)).await, old_home);
+    let last = c.mock.requests().pop().unwrap();
+    assert_eq!(
+        last.prompt().as_deref(),
+        Some("Which words did I ask you to remember?")
+    );
+    for earlier in ["Remember the word ONE-1.", "Remember the word TWO-2."] {
+        assert!(last.mentions(earlier), "the model did not see {earlier:?}");
+    }
+}
+
 #[tokio::test]
 async fn fleet_approval_of_a_dead_replica_is_not_delivered() {
     let Some(mut c) = Cluster::postgres(3, &[]).await else {
