@@ -56,9 +56,19 @@ pub(crate) struct FleetConfig {
     pub(crate) max_queued: usize,
     /// How long a run may wait for a slot; then it ends with a `pool_busy` error.
     pub(crate) queue_timeout: Duration,
-    /// How many runs one tenant may have claimed or running at once, fleet-wide; its
-    /// other runs stay queued.
-    pub(crate) tenant_max_active: Option<u32>,
+    /// How many runs a tenant may have claimed or running at once, fleet-wide (`None`:
+    /// no limit); its other runs stay queued.
+    pub(crate) tenant_max_active: TenantMaxActive,
+}
+
+/// A tenant's limit on runs claimed or running at once, by tenant id.
+#[derive(Clone)]
+pub(crate) struct TenantMaxActive(pub(crate) Arc<dyn Fn(&str) -> Option<u32> + Send + Sync>);
+
+impl std::fmt::Debug for TenantMaxActive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantMaxActive")
+    }
 }
 
 /// Why a local run must stop.
@@ -557,7 +567,7 @@ async fn scheduler(fleet: Fleet) {
                     lease_ms(&inner.config),
                     i64::try_from(inner.config.home_grace.as_millis()).unwrap_or(0),
                     now_ms() - 3 * lease_ms(&inner.config),
-                    inner.config.tenant_max_active.map(i64::from),
+                    &*inner.config.tenant_max_active.0,
                 )
                 .await;
             match claimed {
