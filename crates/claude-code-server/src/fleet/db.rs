@@ -64,6 +64,9 @@ impl std::fmt::Debug for Db {
 /// the head of the queue delay the runs behind them until they start.
 pub(crate) const CLAIM_WINDOW: i64 = 256;
 
+/// A tenant's limit by tenant id (`None`: no limit).
+pub(crate) type TenantLimit = dyn Fn(&str) -> Option<u32> + Send + Sync;
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -496,7 +499,7 @@ impl Db {
         lease_ms: i64,
         home_grace_ms: i64,
         live_since: i64,
-        tenant_max_active: &(dyn Fn(&str) -> Option<u32> + Send + Sync),
+        tenant_max_active: &TenantLimit,
     ) -> DbResult<Vec<RunRow>> {
         if limit <= 0 {
             return Ok(Vec::new());

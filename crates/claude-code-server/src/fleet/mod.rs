@@ -63,7 +63,7 @@ pub(crate) struct FleetConfig {
 
 /// A tenant's limit on runs claimed or running at once, by tenant id.
 #[derive(Clone)]
-pub(crate) struct TenantMaxActive(pub(crate) Arc<dyn Fn(&str) -> Option<u32> + Send + Sync>);
+pub(crate) struct TenantMaxActive(pub(crate) Arc<db::TenantLimit>);
 
 impl std::fmt::Debug for TenantMaxActive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
