@@ -8,7 +8,10 @@
 //! 2. A replica with a free slot claims it (`FOR UPDATE SKIP LOCKED` on PostgreSQL):
 //!    `claimed`, its replica id, a lease until now + `lease`, and its epoch raised by
 //!    one. A run of a session whose home replica (the one with its hot process) is
-//!    alive waits up to `home_grace` for home to claim it.
+//!    alive waits up to `home_grace` for home to claim it. A run whose tenant has its
+//!    limit of runs claimed or running (`--tenant-max-concurrent`), fleet-wide, stays
+//!    queued; claims are serialized (an advisory lock; SQLite has one writer) and look
+//!    at the oldest 256 claimable runs at a time ([`db::CLAIM_WINDOW`]).
 //! 3. The replica runs it on its pool. Every message becomes an event, appended with a
 //!    sequence number in the same statement that checks the replica still holds the
 //!    run at that epoch (fencing): a replica that lost its lease can no longer write,
