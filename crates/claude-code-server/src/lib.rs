@@ -769,6 +769,10 @@ impl AppState {
                 capacity,
                 max_queued: config.pool.max_queued,
                 queue_timeout: config.pool.queue_timeout,
+                tenant_max_active: {
+                    let max = config.tenant_limits.max_concurrent;
+                    fleet::TenantMaxActive(Arc::new(move |_| max))
+                },
             },
         );
         let workspace = workspace::Workspace::load(&project_root)?;

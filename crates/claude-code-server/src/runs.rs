@@ -114,6 +114,14 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
                     ctx.finish(state::FAILED, "error", &data, false).await;
                     return;
                 }
+                if let Some(cli) = &s.cli_session
+                    && s.home.as_deref() != Some(fleet.replica())
+                {
+                    // The session's last turn ran on another replica: a hot process
+                    // this one kept from an earlier turn has an outdated conversation.
+                    // The turn resumes from the store instead.
+                    inner.pool.end_conversation(cli);
+                }
                 request.resume = s.cli_session.clone();
                 request.previous_total = Some(s.total_cost);
                 session = Some(s);
@@ -476,7 +484,7 @@ pub(crate) async fn collect(
 
 /// A run's log as server-sent events from `after` on: `id` is the event's sequence
 /// number (resume with `Last-Event-ID`), `event` its kind. Ends after the final
-/// event. While it is read, the run knows a client is there (a run nobody reads for the
+/// event (at once, empty, when resumed after it). While it is read, the run knows a client is there (a run nobody reads for the
 /// disconnect grace is cancelled).
 pub(crate) fn sse(
     state: AppState,
@@ -521,12 +529,16 @@ pub(crate) fn sse(
                 return Some((Ok(sse), r));
             }
             let fleet = r.state.inner.fleet.clone();
-            if now_ms() - r.touched > 1000 {
+            // The run is cancelled when nobody touched it for the disconnect grace: touch
+            // it several times within one, so a reader that is there never looks gone.
+            let every = reader_touch_interval(r.state.inner.config.disconnect_grace);
+            let every_ms = i64::try_from(every.as_millis()).unwrap_or(1000);
+            if now_ms() - r.touched >= every_ms {
                 r.touched = now_ms();
                 let _ = fleet.db().touch_reader(&r.run).await;
             }
             let next = tokio::select! {
-                next = fleet.next_events(&r.run, r.after, Duration::from_secs(1)) => next,
+                next = fleet.next_events(&r.run, r.after, every) => next,
                 () = r.state.inner.shutdown.cancelled() => {
                     r.ended = true;
                     let event = Event::default().event("error").json_data(json!({"error": {
@@ -539,6 +551,22 @@ pub(crate) fn sse(
                 }
             };
             match next {
+                Ok(events) if events.is_empty() => {
+                    // Nothing after `after`, and the run is over: its final event came
+                    // before (it is written with the final state), so nothing ever will
+                    // (a client that reconnects after the end gets an empty stream that
+                    // ends, not keep-alives forever). Read once more after the state:
+                    // the final event may have come in between.
+                    if let Ok(Some(row)) = fleet.db().run(&r.run, None).await
+                        && state::is_final(&row.state)
+                    {
+                        match fleet.db().events_after(&r.run, r.after, 256).await {
+                            Ok(more) if more.is_empty() => return None,
+                            Ok(more) => r.pending.extend(more),
+                            Err(err) => tracing::warn!(%err, "could not read a run's events"),
+                        }
+                    }
+                }
                 Ok(events) => r.pending.extend(events),
                 Err(err) => {
                     tracing::warn!(%err, "could not read a run's events");
@@ -548,6 +576,12 @@ pub(crate) fn sse(
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// How often a stream's reader tells the fleet it is there: a quarter of the disconnect
+/// grace, between 100 ms and 1 s.
+fn reader_touch_interval(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// The `run` event that opens a stream: the run's id, to reconnect with.

@@ -59,6 +59,14 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// How many of the oldest claimable runs one claim considers: runs a tenant at its
+/// concurrency limit keeps queued are passed over, and more than this many of them at
+/// the head of the queue delay the runs behind them until they start.
+pub(crate) const CLAIM_WINDOW: i64 = 256;
+
+/// A tenant's limit by tenant id (`None`: no limit).
+pub(crate) type TenantLimit = dyn Fn(&str) -> Option<u32> + Send + Sync;
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -331,6 +339,9 @@ impl Db {
                 created_at BIGINT NOT NULL
             )"
             .to_owned(),
+            // A run that ends expires its waiting approvals.
+            "CREATE INDEX IF NOT EXISTS ccs_approvals_run ON ccs_approvals (run_id, state)"
+                .to_owned(),
             format!(
                 "CREATE TABLE IF NOT EXISTS ccs_conversations (
                 cli_session_id TEXT PRIMARY KEY,
@@ -475,6 +486,12 @@ impl Db {
     /// Claims up to `limit` queued runs for `replica`: a run of a session whose home is
     /// another live replica waits `home_grace_ms` for it. Each claim raises the run's
     /// epoch: every later write about the run carries it (fencing).
+    ///
+    /// A run is claimed only while its tenant has fewer runs claimed or running,
+    /// fleet-wide, than `tenant_max_active` gives for the tenant (`None`: no limit).
+    /// Claims are made under a lock every replica takes (on PostgreSQL an advisory
+    /// lock; SQLite has one writer), so two replicas cannot both take a tenant's last
+    /// slot. The oldest [`CLAIM_WINDOW`] claimable runs are considered at a time.
     pub(crate) async fn claim_runs(
         &self,
         replica: &str,
@@ -482,6 +499,7 @@ impl Db {
         lease_ms: i64,
         home_grace_ms: i64,
         live_since: i64,
+        tenant_max_active: &TenantLimit,
     ) -> DbResult<Vec<RunRow>> {
         if limit <= 0 {
             return Ok(Vec::new());
@@ -491,33 +509,89 @@ impl Db {
             Kind::Postgres => "FOR UPDATE OF r SKIP LOCKED",
             Kind::Sqlite => "",
         };
-        let sql = format!(
-            "UPDATE ccs_runs SET state = '{claimed}', replica = $1, epoch = epoch + 1,
-                lease_until = $2, started_at = $3
-             WHERE id IN (
-                SELECT r.id FROM ccs_runs r
-                LEFT JOIN ccs_sessions s ON s.id = r.session_id
-                WHERE r.state = '{queued}' AND r.cancel IS NULL
-                  AND (s.home_replica IS NULL OR s.home_replica = $1 OR r.created_at <= $4
-                       OR NOT EXISTS (SELECT 1 FROM ccs_replicas p
-                                      WHERE p.id = s.home_replica AND p.heartbeat_at >= $5
-                                        AND p.draining = 0))
-                ORDER BY r.created_at
-                LIMIT $6 {lock})
-             RETURNING *",
-            claimed = state::CLAIMED,
+        let candidates = format!(
+            "SELECT r.id, r.tenant_id FROM ccs_runs r
+             LEFT JOIN ccs_sessions s ON s.id = r.session_id
+             WHERE r.state = '{queued}' AND r.cancel IS NULL
+               AND (s.home_replica IS NULL OR s.home_replica = $1 OR r.created_at <= $2
+                    OR NOT EXISTS (SELECT 1 FROM ccs_replicas p
+                                   WHERE p.id = s.home_replica AND p.heartbeat_at >= $3
+                                     AND p.draining = 0))
+             ORDER BY r.created_at
+             LIMIT $4 {lock}",
             queued = state::QUEUED,
         );
-        let rows = sqlx::query(self.q(&sql))
+        // Serializes the claims of every replica: the counts below then include the
+        // claims committed before. On SQLite the write lock is taken at once: a read
+        // transaction that writes later could find its snapshot stale (SQLITE_BUSY).
+        let mut tx = match self.kind {
+            Kind::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(74927111)")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+            Kind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        let rows = sqlx::query(self.q(&candidates))
+            .bind(replica)
+            .bind(now - home_grace_ms)
+            .bind(live_since)
+            .bind(CLAIM_WINDOW)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut active: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut chosen = Vec::new();
+        for row in &rows {
+            if i64::try_from(chosen.len()).unwrap_or(i64::MAX) >= limit {
+                break;
+            }
+            let id: String = row.try_get("id")?;
+            let tenant: String = row.try_get("tenant_id")?;
+            if let Some(max) = tenant_max_active(&tenant) {
+                let count = match active.get(&tenant) {
+                    Some(n) => *n,
+                    None => {
+                        let n: i64 = sqlx::query(self.q("SELECT COUNT(*) AS n FROM ccs_runs
+                             WHERE tenant_id = $1 AND state IN ('claimed', 'running')"))
+                        .bind(&tenant)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("n")?;
+                        n
+                    }
+                };
+                if count >= i64::from(max) {
+                    active.insert(tenant, count);
+                    continue;
+                }
+                active.insert(tenant, count + 1);
+            }
+            chosen.push(id);
+        }
+        let mut claimed = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            let row = sqlx::query(self.q(&format!(
+                "UPDATE ccs_runs SET state = '{claimed}', replica = $2, epoch = epoch + 1,
+                    lease_until = $3, started_at = $4
+                 WHERE id = $1 AND state = '{queued}' AND cancel IS NULL
+                 RETURNING *",
+                claimed = state::CLAIMED,
+                queued = state::QUEUED,
+            )))
+            .bind(&id)
             .bind(replica)
             .bind(now + lease_ms)
             .bind(now)
-            .bind(now - home_grace_ms)
-            .bind(live_since)
-            .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        rows.iter().map(RunRow::from_row).collect()
+            if let Some(row) = row {
+                claimed.push(RunRow::from_row(&row)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Renews a run's lease; `false` when the lease is lost (another replica took the
@@ -591,8 +665,8 @@ impl Db {
         Ok(Some(seq))
     }
 
-    /// Ends a run with its final event (fenced), in one transaction: `false` when the
-    /// writer no longer holds it.
+    /// Ends a run with its final event (fenced), in one transaction that also expires
+    /// its approvals still waiting: `false` when the writer no longer holds it.
     pub(crate) async fn finish_run(
         &self,
         run: &str,
@@ -634,13 +708,14 @@ impl Db {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Ends a run nobody holds (still queued, or whose lease ran out) with a final
-    /// event: the run's epoch is raised, so a late writer is fenced off. Returns whether
-    /// this call ended it.
+    /// event, and expires its approvals still waiting: the run's epoch is raised, so a
+    /// late writer is fenced off. Returns whether this call ended it.
     pub(crate) async fn end_unheld_run(
         &self,
         run: &str,
@@ -685,8 +760,25 @@ impl Db {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
+    /// an answer any more, so none may be taken as delivered.
+    async fn expire_approvals_of(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run: &str,
+    ) -> DbResult<()> {
+        sqlx::query(self.q(
+            "UPDATE ccs_approvals SET state = 'expired' WHERE run_id = $1 AND state = 'waiting'",
+        ))
+        .bind(run)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Runs whose lease ran out before `now`.

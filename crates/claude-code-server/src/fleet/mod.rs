@@ -8,7 +8,10 @@
 //! 2. A replica with a free slot claims it (`FOR UPDATE SKIP LOCKED` on PostgreSQL):
 //!    `claimed`, its replica id, a lease until now + `lease`, and its epoch raised by
 //!    one. A run of a session whose home replica (the one with its hot process) is
-//!    alive waits up to `home_grace` for home to claim it.
+//!    alive waits up to `home_grace` for home to claim it. A run whose tenant has its
+//!    limit of runs claimed or running (`--tenant-max-concurrent`), fleet-wide, stays
+//!    queued; claims are serialized (an advisory lock; SQLite has one writer) and look
+//!    at the oldest 256 claimable runs at a time ([`db::CLAIM_WINDOW`]).
 //! 3. The replica runs it on its pool. Every message becomes an event, appended with a
 //!    sequence number in the same statement that checks the replica still holds the
 //!    run at that epoch (fencing): a replica that lost its lease can no longer write,
@@ -56,6 +59,19 @@ pub(crate) struct FleetConfig {
     pub(crate) max_queued: usize,
     /// How long a run may wait for a slot; then it ends with a `pool_busy` error.
     pub(crate) queue_timeout: Duration,
+    /// How many runs a tenant may have claimed or running at once, fleet-wide (`None`:
+    /// no limit); its other runs stay queued.
+    pub(crate) tenant_max_active: TenantMaxActive,
+}
+
+/// A tenant's limit on runs claimed or running at once, by tenant id.
+#[derive(Clone)]
+pub(crate) struct TenantMaxActive(pub(crate) Arc<db::TenantLimit>);
+
+impl std::fmt::Debug for TenantMaxActive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantMaxActive")
+    }
 }
 
 /// Why a local run must stop.
@@ -554,6 +570,7 @@ async fn scheduler(fleet: Fleet) {
                     lease_ms(&inner.config),
                     i64::try_from(inner.config.home_grace.as_millis()).unwrap_or(0),
                     now_ms() - 3 * lease_ms(&inner.config),
+                    &*inner.config.tenant_max_active.0,
                 )
                 .await;
             match claimed {
