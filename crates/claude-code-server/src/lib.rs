@@ -21,8 +21,9 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the web page |
-//! | `GET /health` | `{"status": "ok"}`, no auth |
-//! | `GET /openapi.json` | this API as OpenAPI 3.1, no auth |
+//! | `GET /health` | `{"status": "ok"}`, the allowed modes and max turns ([`Health`]), no auth |
+//! | `GET /ready` | `200` ([`Ready`]) when the database answers and the replica is not draining, else `503`; no auth |
+//! | `GET /openapi.json` | this API as OpenAPI 3.1, no auth: every status each operation can answer, with its body ([`openapi`]) |
 //! | `POST /v1/query` | runs a [`QueryRequest`]; answers a [`QueryResponse`] |
 //! | `POST /v1/query/stream` | the same as server-sent events: `message` (a [`claude_code_sdk::WebMessage`]), `permission_request` (a [`PermissionRequest`]), then `done` (a [`ResultSummary`]) or `error` |
 //! | `POST /v1/approvals/{id}` | answers a `permission_request` with an [`ApprovalAnswer`] |
@@ -30,6 +31,10 @@
 //! | `POST /v1/sessions/{id}/messages` | continues it ([`SessionTurn`]) |
 //! | `GET /v1/sessions/{id}` | its turns |
 //! | `DELETE /v1/sessions/{id}` | ends it |
+//! | `POST /v1/sessions/{id}/interrupt` | cancels its turn in progress |
+//! | `GET /v1/runs/{id}` | a run's state ([`RunStatus`]) |
+//! | `GET /v1/runs/{id}/events` | a run's events as server-sent events, after `Last-Event-ID` (from any replica) |
+//! | `POST /v1/runs/{id}/cancel` | cancels a run |
 //! | `GET /v1/stats` | the caller's own figures; the pool's and the server-wide ones for operator tokens |
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
@@ -172,10 +177,11 @@ use claude_code_sdk::{
 };
 
 pub use api::{
-    ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
-    SessionTurn,
+    ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, PermissionRequest,
+    QueryRequest, QueryResponse, Ready, ResultSummary, RunCounts, RunStatus, SessionCounts,
+    SessionHistory, SessionTurn, SessionTurnRecord, Stats,
 };
-pub use error::{ApiError, ApiJson, ErrorBody};
+pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 pub use listen::serve_on;
 
 /// How the server runs.
@@ -871,6 +877,7 @@ async fn session_sweeper(state: std::sync::Weak<StateInner>) {
 const SERVER_SECRETS: &[&str] = &[
     "CLAUDE_SERVER_TOKENS",
     "CLAUDE_SERVER_TOKEN_FILE",
+    "CLAUDE_SERVER_OPERATOR_TOKENS",
     "CLAUDE_SERVER_DATABASE_URL",
     "DATABASE_URL",
     "PGPASSWORD",
