@@ -253,6 +253,35 @@ pub struct Stats {
     pub replica: Option<Value>,
 }
 
+/// The name of a server-sent event of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamEventKind {
+    /// First: `{"run_id"}`, the run to reconnect to.
+    Run,
+    /// A message, in the flat web shape.
+    Message,
+    /// A [`PermissionRequest`] to answer (with `approvals: true`).
+    PermissionRequest,
+    /// Last, on success: a [`ResultSummary`].
+    Done,
+    /// Last, on failure: `{"error": ErrorDetail, "status", "retry_after"?}`.
+    Error,
+}
+
+/// A server-sent event of `POST /v1/query/stream` and `GET /v1/runs/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StreamEvent {
+    /// What the event is.
+    pub event: StreamEventKind,
+    /// Its JSON (see [`StreamEventKind`]).
+    pub data: String,
+    /// Its sequence number in the run's log: send it back as `Last-Event-ID` to
+    /// resume after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ResultSummary {

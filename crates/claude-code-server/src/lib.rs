@@ -179,7 +179,7 @@ use claude_code_sdk::{
 pub use api::{
     ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, PermissionRequest,
     QueryRequest, QueryResponse, Ready, ResultSummary, RunCounts, RunStatus, SessionCounts,
-    SessionHistory, SessionTurn, SessionTurnRecord, Stats,
+    SessionHistory, SessionTurn, SessionTurnRecord, Stats, StreamEvent, StreamEventKind,
 };
 pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 pub use listen::serve_on;

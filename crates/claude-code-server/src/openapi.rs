@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 use crate::api::{
     ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, PermissionRequest,
     QueryRequest, QueryResponse, Ready, ResultSummary, RunCounts, RunStatus, SessionCounts,
-    SessionHistory, SessionTurn, SessionTurnRecord, Stats,
+    SessionHistory, SessionTurn, SessionTurnRecord, Stats, StreamEvent, StreamEventKind,
 };
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes;
@@ -69,6 +69,8 @@ use crate::routes;
         RunCounts,
         SessionCounts,
         ApprovalCounts,
+        StreamEvent,
+        StreamEventKind,
     )),
     modifiers(&BearerAuth, &CommonAnswers),
 )]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{
     ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, QueryRequest, QueryResponse,
     Ready, RunCounts, RunStatus, SessionCounts, SessionHistory, SessionTurn, SessionTurnRecord,
-    Stats,
+    Stats, StreamEvent,
 };
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::runs::{self, CancelOnDrop, RunRequest};
@@ -447,7 +447,7 @@ pub(crate) async fn query_json(
 #[utoipa::path(post, path = "/v1/query/stream", tag = "query", request_body = QueryRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String,
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
          description = "Server-sent events: `run` (the run id, to reconnect with), `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (an ErrorDetail, with `status` and `retry_after`). Failures of the run after the stream opened are `error` events, not statuses.",
          headers(("x-run-id" = String, description = "The run id (for GET /v1/runs/{id}/events)"))),
         (status = 400, description = "Invalid options or body (`invalid_request`, `invalid_options`)", body = ErrorBody),
@@ -495,7 +495,7 @@ fn stream_response(state: AppState, run: &str, after: i64) -> Response {
         ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the stream resumes after it"),
     ),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "The run's events after `Last-Event-ID` (an event number; anything else counts as 0), then its live tail",
+        (status = 200, content_type = "text/event-stream", body = StreamEvent, description = "The run's events after `Last-Event-ID` (an event number; anything else counts as 0), then its live tail",
          headers(("x-run-id" = String, description = "The run id"))),
         (status = 404, description = "No such run of this caller", body = ErrorBody),
     ))]
