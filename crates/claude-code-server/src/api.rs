@@ -22,7 +22,7 @@ pub struct QueryRequest {
     /// JSON Schema says), at most 4294967295; raised to 1 and capped at the server's
     /// `max_turns` (`GET /health` says which).
     #[serde(default, deserialize_with = "integral_u32")]
-    #[schema(value_type = Option<u32>, minimum = 0, maximum = 4_294_967_295_u64, example = 3)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 4_294_967_295_u64, example = 3)]
     pub max_turns: Option<u32>,
     /// A permission mode (default: the server's default mode). A mode the server
     /// does not allow (`GET /health` lists them) is refused with `403`.

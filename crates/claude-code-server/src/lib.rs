@@ -42,16 +42,16 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | invalid input: a body that is not the expected JSON, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
+//! | 400 | invalid input: a body that is not the expected JSON (`max_turns` is an integer; a whole number written `3.0` counts), a value the CLI refuses for one of its flags, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
 //! | 401 | no or bad token |
 //! | 403 | a permission mode or model the server does not allow, a foreign `Host` without auth, or a tool use nobody could approve |
-//! | 404 | an unknown session, approval or route; a `resume` of a conversation this caller's runs did not produce |
-//! | 409 | a session busy with another turn |
+//! | 404 | an unknown session, run, approval or route (an id that is not a UUID included); a `resume` of a conversation this caller's runs did not produce |
+//! | 409 | a session busy with another turn, or started on a project root this replica does not share (`workspace_moved`) |
 //! | 413, 415 | body too large, not JSON |
 //! | 422 | max turns, budget, or an interrupted run |
-//! | 429 | the model API is rate limited |
+//! | 429 | the model API is rate limited, or the caller is over one of its [`TenantLimits`] |
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
-//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or shutting down |
+//! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, or shutting down |
 //! | 504 | the run timed out |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`

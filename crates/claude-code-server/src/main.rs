@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Tokens come from `--token-file` (one per line; keeps them out of `ps`),
-//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`. Without any, the server
+//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`; operator tokens, whose callers
+//! also see the server-wide figures of `/v1/stats`, from `--operator-token-file`,
+//! `CLAUDE_SERVER_OPERATOR_TOKENS` or `--operator-token`. Without any, the server
 //! refuses to start on an address other than loopback unless `--no-auth` is given, and
 //! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
 //! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
