@@ -193,10 +193,7 @@ impl Modify for CommonAnswers {
 }
 
 fn add_common(operation: &mut Operation) {
-    let secured = operation
-        .security
-        .as_ref()
-        .is_some_and(|s| !s.is_empty());
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let with_body = operation.request_body.is_some();
     let mut add = |status: &str, name: &str| {
         operation
