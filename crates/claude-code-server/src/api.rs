@@ -445,3 +445,55 @@ pub struct PermissionRequest {
     /// Seconds until an unanswered request is denied.
     pub expires_in_secs: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_turns(value: Value) -> Result<Option<u32>, String> {
+        serde_json::from_value::<QueryRequest>(
+            serde_json::json!({"prompt": "p", "max_turns": value}),
+        )
+        .map(|r| r.max_turns)
+        .map_err(|e| e.to_string())
+    }
+
+    /// JSON Schema's `integer` includes `199.0`; clients writing floats send it so.
+    #[test]
+    fn max_turns_takes_whole_numbers_however_written() {
+        assert_eq!(max_turns(serde_json::json!(199)), Ok(Some(199)));
+        assert_eq!(max_turns(serde_json::json!(199.0)), Ok(Some(199)));
+        assert_eq!(max_turns(serde_json::json!(0)), Ok(Some(0)));
+        assert_eq!(
+            max_turns(serde_json::json!(4_294_967_295_u64)),
+            Ok(Some(u32::MAX))
+        );
+        assert_eq!(max_turns(Value::Null), Ok(None));
+        for bad in [
+            serde_json::json!(1.5),
+            serde_json::json!(-1),
+            serde_json::json!(-1.0),
+            serde_json::json!(4_294_967_296_u64),
+            serde_json::json!(1e300),
+            serde_json::json!("3"),
+        ] {
+            assert!(max_turns(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_documented_permission_modes_are_the_sdks() {
+        let schema = serde_json::to_value(permission_mode_schema()).unwrap();
+        let names: Vec<&str> = PermissionMode::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names));
+        for name in names {
+            let request: QueryRequest =
+                serde_json::from_value(serde_json::json!({"prompt": "p", "permission_mode": name}))
+                    .unwrap();
+            assert_eq!(
+                request.permission_mode.map(PermissionMode::as_str),
+                Some(name)
+            );
+        }
+    }
+}
