@@ -1,6 +1,6 @@
 //! The OpenAPI description of the API, served at `GET /openapi.json`.
 //!
-//! Each handler's annotation lists the answers particular to it; [`CommonAnswers`]
+//! Each handler's annotation lists the answers particular to it; a modifier
 //! adds those every route of a kind can give, so none is forgotten:
 //!
 //! | routes | answers |
