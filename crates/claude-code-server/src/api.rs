@@ -18,14 +18,16 @@ pub struct QueryRequest {
     /// Appended to the system prompt.
     #[serde(default)]
     pub append_system_prompt: Option<String>,
-    /// Model round trips; capped by the server's `max_turns`.
-    #[serde(default)]
+    /// Model round trips: an integer (an integral number such as `3.0` counts, as
+    /// JSON Schema says), at most 4294967295; raised to 1 and capped at the server's
+    /// `max_turns` (`GET /health` says which).
+    #[serde(default, deserialize_with = "integral_u32")]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 4_294_967_295_u64, example = 3)]
     pub max_turns: Option<u32>,
-    /// One of the modes the server allows (default: the server's default mode):
-    /// `readOnly`, `askForEdits`, `acceptEdits`, `strict`, `default`, `plan`,
-    /// `bypassPermissions`, `dontAsk`, `auto`.
+    /// A permission mode (default: the server's default mode). A mode the server
+    /// does not allow (`GET /health` lists them) is refused with `403`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "askForEdits")]
+    #[schema(schema_with = permission_mode_schema)]
     pub permission_mode: Option<PermissionMode>,
     /// A working directory relative to the server's project root.
     #[serde(default)]
@@ -46,6 +48,238 @@ pub struct QueryRequest {
     /// events, answered with `POST /v1/approvals/{id}` (streaming only).
     #[serde(default)]
     pub approvals: bool,
+}
+
+/// Accepts an integer, or a number with no fractional part (`199.0`): JSON Schema's
+/// `integer` is any number that is a whole one, and clients that write JSON from
+/// floating-point values send them so.
+fn integral_u32<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            // In range and whole (checked above): the cast is exact.
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "max_turns must be a whole number from 0 to {}, not {number}",
+                u32::MAX
+            ))
+        })
+}
+
+/// The schema of a permission mode's name: every mode the SDK knows.
+fn permission_mode_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(PermissionMode::ALL.iter().map(|m| m.as_str())))
+        .description(Some(
+            "A permission mode: what the CLI may do without asking (see the SDK's PermissionMode)",
+        ))
+        .examples([serde_json::json!("askForEdits")])
+        .build()
+}
+
+/// The schema of a list of permission modes.
+fn permission_modes_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(permission_mode_schema())
+        .build()
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+    /// The permission modes requests may choose, and the one they get otherwise.
+    pub modes: HealthModes,
+    /// The most model round trips a request may ask for (and the default).
+    pub max_turns: u32,
+}
+
+/// The modes part of [`Health`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthModes {
+    /// Modes requests may choose.
+    #[schema(schema_with = permission_modes_schema)]
+    pub allowed: Vec<PermissionMode>,
+    /// The mode of requests that choose none.
+    #[schema(schema_with = permission_mode_schema)]
+    pub default: PermissionMode,
+}
+
+/// `GET /ready`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: String,
+    /// This replica's id.
+    pub replica: String,
+}
+
+/// `GET /v1/runs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunStatus {
+    /// The run id.
+    pub run: String,
+    /// `queued`, `claimed`, `running`, `succeeded`, `failed`, `interrupted` or `cancelled`.
+    #[schema(example = "running")]
+    pub state: String,
+    /// The replica that holds or held it.
+    pub replica: Option<String>,
+    /// Its session, for a session's turn.
+    pub session: Option<String>,
+    /// Why a cancellation was asked for, if one was.
+    pub cancel_requested: Option<String>,
+    /// Whether it was started as a stream.
+    pub stream: bool,
+    /// When it was submitted (RFC 3339).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionHistory {
+    /// The session id.
+    pub session: String,
+    /// The replica that holds its CLI between turns, if any.
+    pub home_replica: Option<String>,
+    /// When it started (RFC 3339).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was last used (RFC 3339).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its turns, oldest first.
+    pub turns: Vec<SessionTurnRecord>,
+}
+
+/// A turn of a session, in [`SessionHistory`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionTurnRecord {
+    /// The turn's run id.
+    pub run: String,
+    /// The prompt.
+    pub prompt: Option<String>,
+    /// The final text, once there is one.
+    pub response: Option<String>,
+    /// The run's state (see [`RunStatus`]).
+    pub state: String,
+    /// Whether the turn did not succeed (yet).
+    pub is_error: bool,
+    /// What the turn cost.
+    pub cost_usd: Option<f64>,
+    /// What the session had cost by the end of this turn.
+    pub session_cost_usd: f64,
+    /// When the turn was submitted (RFC 3339).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Run counts by state, in [`Stats`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunCounts {
+    /// Claimed or running.
+    pub active: i64,
+    /// Waiting for a replica.
+    pub queued: i64,
+    /// Succeeded.
+    pub completed: i64,
+    /// Failed, interrupted or cancelled.
+    pub failed: i64,
+}
+
+/// Session figures, in [`Stats`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionCounts {
+    /// The caller's open sessions.
+    pub open: i64,
+    /// Turns of the caller's sessions.
+    pub turns: i64,
+    /// The most sessions a caller may hold.
+    pub max: u64,
+    /// Every caller's open sessions (operator tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_all: Option<i64>,
+}
+
+/// Approval figures, in [`Stats`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalCounts {
+    /// The caller's permission requests waiting for an answer.
+    pub waiting: i64,
+    /// Everyone's (operator tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_all: Option<i64>,
+}
+
+/// `GET /v1/stats`: the caller's own figures; for operator tokens also the pool's,
+/// the replica's and the server-wide ones.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    /// The caller's runs.
+    pub runs: RunCounts,
+    /// The caller's sessions.
+    pub sessions: SessionCounts,
+    /// The caller's approvals.
+    pub approvals: ApprovalCounts,
+    /// Every caller's runs (operator tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_all: Option<RunCounts>,
+    /// This replica's process pool (operator tokens only): counters of processes,
+    /// runs and waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub pool: Option<Value>,
+    /// This replica (operator tokens only): `id`, `running`, `draining`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub replica: Option<Value>,
+}
+
+/// The name of a server-sent event of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamEventKind {
+    /// First: `{"run_id"}`, the run to reconnect to.
+    Run,
+    /// A message, in the flat web shape.
+    Message,
+    /// A [`PermissionRequest`] to answer (with `approvals: true`).
+    PermissionRequest,
+    /// Last, on success: a [`ResultSummary`].
+    Done,
+    /// Last, on failure: `{"error": ErrorDetail, "status", "retry_after"?}`.
+    Error,
+}
+
+/// A server-sent event of `POST /v1/query/stream` and `GET /v1/runs/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StreamEvent {
+    /// What the event is.
+    pub event: StreamEventKind,
+    /// Its JSON (see [`StreamEventKind`]).
+    pub data: String,
+    /// Its sequence number in the run's log: send it back as `Last-Event-ID` to
+    /// resume after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The outcome of a run.
@@ -210,4 +444,56 @@ pub struct PermissionRequest {
     pub blocked_path: Option<String>,
     /// Seconds until an unanswered request is denied.
     pub expires_in_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_turns(value: Value) -> Result<Option<u32>, String> {
+        serde_json::from_value::<QueryRequest>(
+            serde_json::json!({"prompt": "p", "max_turns": value}),
+        )
+        .map(|r| r.max_turns)
+        .map_err(|e| e.to_string())
+    }
+
+    /// JSON Schema's `integer` includes `199.0`; clients writing floats send it so.
+    #[test]
+    fn max_turns_takes_whole_numbers_however_written() {
+        assert_eq!(max_turns(serde_json::json!(199)), Ok(Some(199)));
+        assert_eq!(max_turns(serde_json::json!(199.0)), Ok(Some(199)));
+        assert_eq!(max_turns(serde_json::json!(0)), Ok(Some(0)));
+        assert_eq!(
+            max_turns(serde_json::json!(4_294_967_295_u64)),
+            Ok(Some(u32::MAX))
+        );
+        assert_eq!(max_turns(Value::Null), Ok(None));
+        for bad in [
+            serde_json::json!(1.5),
+            serde_json::json!(-1),
+            serde_json::json!(-1.0),
+            serde_json::json!(4_294_967_296_u64),
+            serde_json::json!(1e300),
+            serde_json::json!("3"),
+        ] {
+            assert!(max_turns(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_documented_permission_modes_are_the_sdks() {
+        let schema = serde_json::to_value(permission_mode_schema()).unwrap();
+        let names: Vec<&str> = PermissionMode::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names));
+        for name in names {
+            let request: QueryRequest =
+                serde_json::from_value(serde_json::json!({"prompt": "p", "permission_mode": name}))
+                    .unwrap();
+            assert_eq!(
+                request.permission_mode.map(PermissionMode::as_str),
+                Some(name)
+            );
+        }
+    }
 }

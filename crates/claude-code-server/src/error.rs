@@ -29,11 +29,42 @@ use utoipa::ToSchema;
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
-    #[schema(value_type = Object, example = json!({"kind": "pool_busy", "message": "...", "transient": true}))]
-    pub error: Value,
-    /// The messages the run produced before it failed, if it ran.
+    pub error: ErrorDetail,
+    /// The messages the run produced before it failed, if it ran (web messages).
     #[schema(value_type = Vec<Object>)]
     pub messages: Vec<Value>,
+}
+
+/// The `error` of an [`ErrorBody`] (and the data of a stream's `error` event).
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(example = json!({"kind": "pool_busy", "message": "no process slot is free", "transient": true, "retry_after_secs": 1}))]
+pub struct ErrorDetail {
+    /// The kind: the SDK's error kind for a run's failure (`api`, `timeout`,
+    /// `max_turns`, `permission_denied`, ...), or the server's own (`invalid_request`,
+    /// `invalid_options`, `unauthorized`, `forbidden_host`, `not_found`,
+    /// `pool_busy`, `rate_limited`, `too_many_sessions`, `database_unavailable`, ...).
+    pub kind: String,
+    /// What went wrong, redacted (see the crate docs).
+    pub message: String,
+    /// Whether the same request may succeed later: `true` exactly when the answer
+    /// carries `Retry-After`.
+    pub transient: bool,
+    /// Seconds to wait before a retry (transient failures of a run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// The limit that was reached (`429 rate_limited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The model API's status, when it answered with an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_status: Option<u16>,
+    /// The CLI conversation of the failed run, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Tool uses that were denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub permission_denials: Option<Vec<Value>>,
 }
 
 /// An error answer.

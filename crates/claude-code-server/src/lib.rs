@@ -21,8 +21,9 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the web page |
-//! | `GET /health` | `{"status": "ok"}`, no auth |
-//! | `GET /openapi.json` | this API as OpenAPI 3.1, no auth |
+//! | `GET /health` | `{"status": "ok"}`, the allowed modes and max turns ([`Health`]), no auth |
+//! | `GET /ready` | `200` ([`Ready`]) when the database answers and the replica is not draining, else `503`; no auth |
+//! | `GET /openapi.json` | this API as OpenAPI 3.1, no auth: every status each operation can answer, with its body ([`openapi`]) |
 //! | `POST /v1/query` | runs a [`QueryRequest`]; answers a [`QueryResponse`] |
 //! | `POST /v1/query/stream` | the same as server-sent events: `message` (a [`claude_code_sdk::WebMessage`]), `permission_request` (a [`PermissionRequest`]), then `done` (a [`ResultSummary`]) or `error` |
 //! | `POST /v1/approvals/{id}` | answers a `permission_request` with an [`ApprovalAnswer`] |
@@ -30,6 +31,10 @@
 //! | `POST /v1/sessions/{id}/messages` | continues it ([`SessionTurn`]) |
 //! | `GET /v1/sessions/{id}` | its turns |
 //! | `DELETE /v1/sessions/{id}` | ends it |
+//! | `POST /v1/sessions/{id}/interrupt` | cancels its turn in progress |
+//! | `GET /v1/runs/{id}` | a run's state ([`RunStatus`]) |
+//! | `GET /v1/runs/{id}/events` | a run's events as server-sent events, after `Last-Event-ID` (from any replica) |
+//! | `POST /v1/runs/{id}/cancel` | cancels a run |
 //! | `GET /v1/stats` | the caller's own figures; the pool's and the server-wide ones for operator tokens |
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
@@ -37,16 +42,16 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | invalid input: a body that is not the expected JSON, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
+//! | 400 | invalid input: a body that is not the expected JSON (`max_turns` is an integer; a whole number written `3.0` counts), a value the CLI refuses for one of its flags, a string with a NUL character anywhere in it, a `json_schema` that is not a JSON Schema, a `resume` that is not a session id in its 36-character hyphenated form, a `cwd` outside the project root, an approval's `updated_input` the server cannot vouch for |
 //! | 401 | no or bad token |
 //! | 403 | a permission mode or model the server does not allow, a foreign `Host` without auth, or a tool use nobody could approve |
-//! | 404 | an unknown session, approval or route; a `resume` of a conversation this caller's runs did not produce |
-//! | 409 | a session busy with another turn |
+//! | 404 | an unknown session, run, approval or route (an id that is not a UUID included); a `resume` of a conversation this caller's runs did not produce |
+//! | 409 | a session busy with another turn, or started on a project root this replica does not share (`workspace_moved`) |
 //! | 413, 415 | body too large, not JSON |
 //! | 422 | max turns, budget, or an interrupted run |
-//! | 429 | the model API is rate limited |
+//! | 429 | the model API is rate limited, or the caller is over one of its [`TenantLimits`] |
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
-//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or shutting down |
+//! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, or shutting down |
 //! | 504 | the run timed out |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
@@ -172,10 +177,11 @@ use claude_code_sdk::{
 };
 
 pub use api::{
-    ApprovalAnswer, NewSession, PermissionRequest, QueryRequest, QueryResponse, ResultSummary,
-    SessionTurn,
+    ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, PermissionRequest,
+    QueryRequest, QueryResponse, Ready, ResultSummary, RunCounts, RunStatus, SessionCounts,
+    SessionHistory, SessionTurn, SessionTurnRecord, Stats, StreamEvent, StreamEventKind,
 };
-pub use error::{ApiError, ApiJson, ErrorBody};
+pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 pub use listen::serve_on;
 
 /// How the server runs.
@@ -875,6 +881,7 @@ async fn session_sweeper(state: std::sync::Weak<StateInner>) {
 const SERVER_SECRETS: &[&str] = &[
     "CLAUDE_SERVER_TOKENS",
     "CLAUDE_SERVER_TOKEN_FILE",
+    "CLAUDE_SERVER_OPERATOR_TOKENS",
     "CLAUDE_SERVER_DATABASE_URL",
     "DATABASE_URL",
     "PGPASSWORD",

@@ -5,7 +5,9 @@
 //! ```
 //!
 //! Tokens come from `--token-file` (one per line; keeps them out of `ps`),
-//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`. Without any, the server
+//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`; operator tokens, whose callers
+//! also see the server-wide figures of `/v1/stats`, from `--operator-token-file`,
+//! `CLAUDE_SERVER_OPERATOR_TOKENS` or `--operator-token`. Without any, the server
 //! refuses to start on an address other than loopback unless `--no-auth` is given, and
 //! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
 //! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
@@ -38,6 +40,18 @@ struct Args {
     /// A file with accepted bearer tokens, one per line.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Operator tokens: accepted like the others, and their callers also see the
+    /// server-wide figures of /v1/stats (comma-separated in the environment variable).
+    #[arg(
+        long = "operator-token",
+        env = "CLAUDE_SERVER_OPERATOR_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    operator_tokens: Vec<String>,
+    /// A file with operator tokens, one per line.
+    #[arg(long)]
+    operator_token_file: Option<PathBuf>,
     /// Serve without authentication on an address other than loopback.
     #[arg(long)]
     no_auth: bool,
@@ -62,6 +76,24 @@ struct Args {
     /// Seconds a run may take.
     #[arg(long, default_value_t = 300)]
     request_timeout: u64,
+    /// The largest request body, in bytes (larger: 413).
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_body_bytes: u64,
+    /// The most bytes of the CLI's output a POST /v1/query collects before it stops the
+    /// run and answers 502 response_too_large (at least 4096; the stream has no limit).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_response_bytes: u64,
+    /// Deny, without asking, permission requests about paths outside the project root
+    /// [default: true unless --bind is a loopback address].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    deny_outside_project: Option<bool>,
+    /// CLI conversations whose owner the server remembers (a forgotten one can no
+    /// longer be resumed; the least recently used go first).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_conversations: u64,
+    /// Seconds an unused conversation's owner is remembered.
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    conversation_ttl: u64,
     /// Permission modes requests may choose (comma-separated).
     #[arg(
         long,
@@ -141,6 +173,10 @@ struct Args {
     /// to any replica); then it is cancelled.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     disconnect_grace: u64,
+    /// Milliseconds a session's turn waits for its home replica (the one holding its
+    /// CLI) before another replica takes it.
+    #[arg(long, default_value_t = 2000)]
+    home_grace_ms: u64,
     /// Runs one tenant may have in progress at once (beyond: queued).
     #[arg(long)]
     tenant_max_concurrent: Option<u32>,
@@ -180,24 +216,17 @@ async fn run() -> std::io::Result<()> {
         .init();
     let mut args = Args::parse();
     if let Some(file) = &args.token_file {
-        let text = std::fs::read_to_string(file).map_err(|err| {
-            std::io::Error::new(
-                err.kind(),
-                format!("the token file {}: {err}", file.display()),
-            )
-        })?;
-        args.tokens.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-        );
+        args.tokens.extend(read_tokens(file)?);
     }
-    for token in &mut args.tokens {
+    if let Some(file) = &args.operator_token_file {
+        args.operator_tokens.extend(read_tokens(file)?);
+    }
+    for token in args.tokens.iter_mut().chain(&mut args.operator_tokens) {
         *token = token.trim().to_owned();
     }
     args.tokens.retain(|t| !t.is_empty());
-    if args.tokens.is_empty() && !args.bind.ip().is_loopback() {
+    args.operator_tokens.retain(|t| !t.is_empty());
+    if args.tokens.is_empty() && args.operator_tokens.is_empty() && !args.bind.ip().is_loopback() {
         if !args.no_auth {
             return Err(std::io::Error::other(format!(
                 "refusing to serve {} without a token: give --token-file (or --token), or \
@@ -256,10 +285,40 @@ async fn run() -> std::io::Result<()> {
     if let Some(max) = args.max_connections {
         config = config.max_connections(count(max));
     }
+    if let Some(deny) = args.deny_outside_project {
+        config = config.deny_outside_project(deny);
+    }
+    config = config
+        .max_response_bytes(count(args.max_response_bytes))
+        .conversations(
+            args.max_conversations,
+            Duration::from_secs(args.conversation_ttl),
+        );
+    config.max_body_bytes = count(args.max_body_bytes);
+    config.home_grace = Duration::from_millis(args.home_grace_ms);
     for token in args.tokens {
         config = config.api_token(token);
     }
+    for token in args.operator_tokens {
+        config = config.operator_token(token);
+    }
     serve(config).await
+}
+
+/// The tokens in `file`: one per line, blank lines ignored.
+fn read_tokens(file: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("the token file {}: {err}", file.display()),
+        )
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// A count from the command line (at most `usize::MAX`).

@@ -11,7 +11,11 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApprovalAnswer, NewSession, QueryRequest, QueryResponse, SessionTurn};
+use crate::api::{
+    ApprovalAnswer, ApprovalCounts, Health, HealthModes, NewSession, QueryRequest, QueryResponse,
+    Ready, RunCounts, RunStatus, SessionCounts, SessionHistory, SessionTurn, SessionTurnRecord,
+    Stats, StreamEvent,
+};
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::runs::{self, CancelOnDrop, RunRequest};
 use crate::{AppState, StateInner};
@@ -65,11 +69,15 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }
 
-async fn page() -> Response {
+#[utoipa::path(get, path = "/", tag = "server",
+    responses((status = 200, description = "The web page (it asks for a token when the server has them)", content_type = "text/html", body = String)))]
+pub(crate) async fn page() -> Response {
     let mut response = Html(PAGE).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -92,26 +100,26 @@ async fn page() -> Response {
 }
 
 #[utoipa::path(get, path = "/health", tag = "server",
-    responses((status = 200, description = "The server is up: its version, the permission modes it allows and its default, the max turns")))]
-pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
+    responses((status = 200, description = "The server is up: its version, the permission modes it allows and its default, the max turns", body = Health)))]
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     let config = &state.inner.config;
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "modes": {
-            "allowed": config.allowed_modes,
-            "default": config.default_mode,
+    Json(Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        modes: HealthModes {
+            allowed: config.allowed_modes.clone(),
+            default: config.default_mode,
         },
-        "max_turns": config.max_turns,
-    }))
+        max_turns: config.max_turns,
+    })
 }
 
 #[utoipa::path(get, path = "/ready", tag = "server",
     responses(
-        (status = 200, description = "Ready: the database answers, and the replica is not draining"),
+        (status = 200, description = "Ready: the database answers, and the replica is not draining", body = Ready),
         (status = 503, description = "Not ready (see Retry-After)", body = ErrorBody),
     ))]
-pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let fleet = &state.inner.fleet;
     if fleet.is_draining() || state.inner.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(
@@ -127,7 +135,10 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, 
             2,
         ));
     }
-    Ok(Json(json!({"status": "ready", "replica": fleet.replica()})))
+    Ok(Json(Ready {
+        status: "ready".to_owned(),
+        replica: fleet.replica().to_owned(),
+    }))
 }
 
 /// Bearer-token check for the API routes; without tokens, only loopback `Host`s.
@@ -226,6 +237,17 @@ fn canonical_uuid(id: &str) -> bool {
             8 | 13 | 18 | 23 => b == b'-',
             _ => b.is_ascii_hexdigit(),
         })
+}
+
+/// The ids in paths (runs, sessions, approvals) are UUIDs this server made: anything
+/// else names nothing, and is answered `404` before the database is asked (which could
+/// refuse some strings, such as one with a NUL, as an error of its own).
+fn known_id(id: &str, what: &str) -> Result<(), ApiError> {
+    if canonical_uuid(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no {what} {id:?}")))
+    }
 }
 
 /// A request's `json_schema` must be a JSON Schema: checked against the meta-schema
@@ -381,13 +403,14 @@ impl StateInner {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The run's messages and result", body = QueryResponse),
-        (status = 400, description = "Invalid options or body", body = ErrorBody),
-        (status = 401, description = "No or bad token", body = ErrorBody),
-        (status = 403, description = "A permission mode or model the server does not allow, or a tool use nobody could approve", body = ErrorBody),
-        (status = 422, description = "Max turns or budget reached, or the run was interrupted", body = ErrorBody),
-        (status = 429, description = "The model API is rate limited", body = ErrorBody),
-        (status = 502, description = "The model API or the CLI failed", body = ErrorBody),
-        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
+        (status = 400, description = "Invalid options or body (`invalid_request`, `invalid_options`)", body = ErrorBody),
+        (status = 404, description = "`resume` names no conversation of this caller's", body = ErrorBody),
+        (status = 409, description = "The conversation to resume has a turn in progress", body = ErrorBody),
+        (status = 403, description = "A permission mode or model the server does not allow, or a tool use nobody could approve (`permission_denied`)", body = ErrorBody),
+        (status = 422, description = "Max turns or budget reached, or the run was interrupted or cancelled", body = ErrorBody),
+        (status = 429, description = "The model API is rate limited, or the caller is over one of its limits (`rate_limited`, see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 502, description = "The model API or the CLI failed, or (`response_too_large`) the answer exceeded the server's limit", body = ErrorBody),
+        (status = 503, description = "No process slot free (`pool_busy`), the database does not answer, or the server is shutting down (see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
         (status = 504, description = "The run timed out", body = ErrorBody),
     ))]
 pub(crate) async fn query_json(
@@ -424,12 +447,14 @@ pub(crate) async fn query_json(
 #[utoipa::path(post, path = "/v1/query/stream", tag = "query", request_body = QueryRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "text/event-stream",
-         description = "Server-sent events: `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (an ErrorBody's `error`)"),
-        (status = 400, description = "Invalid options or body", body = ErrorBody),
-        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
+         description = "Server-sent events: `run` (the run id, to reconnect with), `message` (a web message), `permission_request` (a PermissionRequest, with `approvals: true`), then `done` (a ResultSummary) or `error` (an ErrorDetail, with `status` and `retry_after`). Failures of the run after the stream opened are `error` events, not statuses.",
+         headers(("x-run-id" = String, description = "The run id (for GET /v1/runs/{id}/events)"))),
+        (status = 400, description = "Invalid options or body (`invalid_request`, `invalid_options`)", body = ErrorBody),
         (status = 403, description = "A permission mode or model the server does not allow", body = ErrorBody),
-        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
+        (status = 404, description = "`resume` names no conversation of this caller's", body = ErrorBody),
+        (status = 429, description = "The caller is over one of its limits (`rate_limited`, see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 503, description = "No process slot free (`pool_busy`), the database does not answer, or the server is shutting down (see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
     ))]
 pub(crate) async fn query_stream(
     State(state): State<AppState>,
@@ -470,8 +495,8 @@ fn stream_response(state: AppState, run: &str, after: i64) -> Response {
         ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the stream resumes after it"),
     ),
     responses(
-        (status = 200, content_type = "text/event-stream", description = "The run's events after `Last-Event-ID`, then its live tail"),
-        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 200, content_type = "text/event-stream", body = StreamEvent, description = "The run's events after `Last-Event-ID` (an event number; anything else counts as 0), then its live tail",
+         headers(("x-run-id" = String, description = "The run id"))),
         (status = 404, description = "No such run of this caller", body = ErrorBody),
     ))]
 pub(crate) async fn run_events(
@@ -480,6 +505,7 @@ pub(crate) async fn run_events(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    known_id(&id, "run")?;
     if state
         .inner
         .fleet
@@ -503,27 +529,27 @@ pub(crate) async fn run_events(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The run id")),
     responses(
-        (status = 200, description = "The run: `state` (queued, claimed, running, succeeded, failed, interrupted, cancelled), the replica that holds or held it, its session, whether a cancellation was asked for"),
-        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 200, description = "The run: `state` (queued, claimed, running, succeeded, failed, interrupted, cancelled), the replica that holds or held it, its session, whether a cancellation was asked for", body = RunStatus),
         (status = 404, description = "No such run of this caller", body = ErrorBody),
     ))]
 pub(crate) async fn run_status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunStatus>, ApiError> {
+    known_id(&id, "run")?;
     let Some(run) = state.inner.fleet.db().run(&id, Some(&caller.0)).await? else {
         return Err(ApiError::not_found(format!("no run {id:?}")));
     };
-    Ok(Json(json!({
-        "run": run.id,
-        "state": run.state,
-        "replica": run.replica,
-        "session": run.session,
-        "cancel_requested": run.cancel,
-        "stream": run.stream,
-        "created_at": chrono::DateTime::from_timestamp_millis(run.created_at),
-    })))
+    Ok(Json(RunStatus {
+        run: run.id,
+        state: run.state,
+        replica: run.replica,
+        session: run.session,
+        cancel_requested: run.cancel,
+        stream: run.stream,
+        created_at: chrono::DateTime::from_timestamp_millis(run.created_at),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "query",
@@ -531,7 +557,6 @@ pub(crate) async fn run_status(
     params(("id" = String, Path, description = "The run id")),
     responses(
         (status = 202, description = "Cancelling: the run ends `cancelled` within a second, wherever it runs"),
-        (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "No such run of this caller, or it is over", body = ErrorBody),
     ))]
 pub(crate) async fn cancel_run(
@@ -539,6 +564,7 @@ pub(crate) async fn cancel_run(
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    known_id(&id, "run in progress")?;
     if state
         .inner
         .fleet
@@ -571,6 +597,9 @@ pub(crate) async fn approve(
             "no permission request {id:?} is waiting (answered, expired or unknown)"
         ))
     };
+    if !canonical_uuid(&id) {
+        return Err(not_found());
+    }
     let Some((row, request)) = inner.fleet.db().approval_of(&id, &caller.0).await? else {
         return Err(not_found());
     };
@@ -616,6 +645,7 @@ impl StateInner {
         id: &str,
         caller: &Caller,
     ) -> Result<crate::fleet::db::SessionRow, ApiError> {
+        known_id(id, "session with id")?;
         match self.fleet.db().session(id, Some(&caller.0)).await? {
             Some(session) if session.state != "ended" => Ok(session),
             _ => Err(ApiError::not_found(format!("no session with id {id:?}"))),
@@ -678,7 +708,13 @@ impl StateInner {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The session's id (`session`) and its first turn", body = QueryResponse),
-        (status = 503, description = "No process slot free, or too many sessions (see Retry-After)", body = ErrorBody),
+        (status = 400, description = "Invalid body, or a `cwd` outside the project root", body = ErrorBody),
+        (status = 403, description = "A tool use nobody could approve (`permission_denied`)", body = ErrorBody),
+        (status = 422, description = "Max turns or budget reached, or the run was interrupted or cancelled", body = ErrorBody),
+        (status = 429, description = "The model API is rate limited, or the caller is over one of its limits (`rate_limited`, see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 502, description = "The model API or the CLI failed", body = ErrorBody),
+        (status = 503, description = "No process slot free (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), the database does not answer, or the server is shutting down (see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 504, description = "The run timed out", body = ErrorBody),
     ))]
 pub(crate) async fn start_session(
     State(state): State<AppState>,
@@ -821,8 +857,13 @@ impl Drop for ForgetSession {
     responses(
         (status = 200, description = "The turn", body = QueryResponse),
         (status = 404, description = "Unknown session (or another caller's)", body = ErrorBody),
-        (status = 409, description = "The session has a turn in progress", body = ErrorBody),
-        (status = 503, description = "No process slot free (see Retry-After)", body = ErrorBody),
+        (status = 409, description = "The session has a turn in progress (`conversation_busy`), or it was started on a project root whose files this replica does not have (`workspace_moved`)", body = ErrorBody),
+        (status = 403, description = "A tool use nobody could approve (`permission_denied`)", body = ErrorBody),
+        (status = 422, description = "Max turns or budget reached, or the run was interrupted or cancelled", body = ErrorBody),
+        (status = 429, description = "The model API is rate limited, or the caller is over one of its limits (`rate_limited`, see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 502, description = "The model API or the CLI failed, or (`response_too_large`) the answer exceeded the server's limit", body = ErrorBody),
+        (status = 503, description = "No process slot free (`pool_busy`), the database does not answer, or the server is shutting down (see Retry-After)", body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 504, description = "The run timed out", body = ErrorBody),
     ))]
 pub(crate) async fn continue_session(
     State(state): State<AppState>,
@@ -863,7 +904,6 @@ pub(crate) async fn continue_session(
     params(("id" = String, Path, description = "The session id")),
     responses(
         (status = 202, description = "The session's turn in progress is being cancelled"),
-        (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "Unknown session (or another caller's), or no turn in progress", body = ErrorBody),
     ))]
 pub(crate) async fn interrupt_session(
@@ -892,14 +932,14 @@ pub(crate) async fn interrupt_session(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The session id")),
     responses(
-        (status = 200, description = "The session's turns"),
+        (status = 200, description = "The session's turns", body = SessionHistory),
         (status = 404, description = "Unknown session (or another caller's)", body = ErrorBody),
     ))]
 pub(crate) async fn session_history(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionHistory>, ApiError> {
     let inner = &state.inner;
     let session = inner.own_session(&id, &caller).await?;
     let mut total = 0.0;
@@ -910,24 +950,26 @@ pub(crate) async fn session_history(
         };
         let cost = outcome.as_ref().and_then(|o| o["cost_usd"].as_f64());
         total += cost.unwrap_or(0.0);
-        turns.push(json!({
-            "run": run,
-            "prompt": row.request["prompt"],
-            "response": outcome.as_ref().and_then(|o| o["text"].as_str().map(str::to_owned)),
-            "state": run_state,
-            "is_error": run_state != crate::fleet::db::state::SUCCEEDED,
-            "cost_usd": cost,
-            "session_cost_usd": total,
-            "at": chrono::DateTime::from_timestamp_millis(row.created_at),
-        }));
+        turns.push(SessionTurnRecord {
+            prompt: row.request["prompt"].as_str().map(str::to_owned),
+            response: outcome
+                .as_ref()
+                .and_then(|o| o["text"].as_str().map(str::to_owned)),
+            is_error: run_state != crate::fleet::db::state::SUCCEEDED,
+            state: run_state,
+            run,
+            cost_usd: cost,
+            session_cost_usd: total,
+            at: chrono::DateTime::from_timestamp_millis(row.created_at),
+        });
     }
-    Ok(Json(json!({
-        "session": session.id,
-        "home_replica": session.home,
-        "created_at": chrono::DateTime::from_timestamp_millis(session.created_at),
-        "updated_at": chrono::DateTime::from_timestamp_millis(session.updated_at),
-        "turns": turns,
-    })))
+    Ok(Json(SessionHistory {
+        session: session.id,
+        home_replica: session.home,
+        created_at: chrono::DateTime::from_timestamp_millis(session.created_at),
+        updated_at: chrono::DateTime::from_timestamp_millis(session.updated_at),
+        turns,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
@@ -961,11 +1003,11 @@ pub(crate) async fn end_session(
 
 #[utoipa::path(get, path = "/v1/stats", tag = "server",
     security(("bearer" = [])),
-    responses((status = 200, description = "The caller's own figures (runs, sessions, session turns, approvals waiting); for operator tokens also the pool's and the server-wide figures")))]
+    responses((status = 200, description = "The caller's own figures (runs, sessions, session turns, approvals waiting); for operator tokens also the pool's and the server-wide figures", body = Stats)))]
 pub(crate) async fn stats(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let inner = &state.inner;
     let db = inner.fleet.db();
     let counts = |rows: Vec<(String, i64)>| {
@@ -975,25 +1017,32 @@ pub(crate) async fn stats(
                 .map(|(_, n)| n)
                 .sum()
         };
-        json!({
-            "active": get(&["claimed", "running"]),
-            "queued": get(&["queued"]),
-            "completed": get(&["succeeded"]),
-            "failed": get(&["failed", "interrupted", "cancelled"]),
-        })
+        RunCounts {
+            active: get(&["claimed", "running"]),
+            queued: get(&["queued"]),
+            completed: get(&["succeeded"]),
+            failed: get(&["failed", "interrupted", "cancelled"]),
+        }
     };
-    let mut body = json!({
-        "runs": counts(db.run_counts(Some(&caller.0)).await?),
-        "sessions": {
-            "open": db.open_sessions(Some(&caller.0)).await?,
-            "turns": db.session_turns(Some(&caller.0)).await?,
-            "max": inner.config.max_sessions,
+    let mut body = Stats {
+        runs: counts(db.run_counts(Some(&caller.0)).await?),
+        sessions: SessionCounts {
+            open: db.open_sessions(Some(&caller.0)).await?,
+            turns: db.session_turns(Some(&caller.0)).await?,
+            max: u64::try_from(inner.config.max_sessions).unwrap_or(u64::MAX),
+            open_all: None,
         },
-        "approvals": {"waiting": db.approvals_waiting(Some(&caller.0)).await?},
-    });
+        approvals: ApprovalCounts {
+            waiting: db.approvals_waiting(Some(&caller.0)).await?,
+            waiting_all: None,
+        },
+        runs_all: None,
+        pool: None,
+        replica: None,
+    };
     if inner.is_operator(&caller) {
         let pool = inner.pool.stats();
-        body["pool"] = json!({
+        body.pool = Some(json!({
             "active": pool.active,
             "queued": pool.queued,
             "warm": pool.warm,
@@ -1010,15 +1059,15 @@ pub(crate) async fn stats(
             "claim_fallbacks": pool.claim_fallbacks,
             "started": pool.started,
             "mean_wait_ms": pool.mean_wait.as_secs_f64() * 1000.0,
-        });
-        body["replica"] = json!({
+        }));
+        body.replica = Some(json!({
             "id": inner.fleet.replica(),
             "running": inner.fleet.running(),
             "draining": inner.fleet.is_draining(),
-        });
-        body["runs_all"] = counts(db.run_counts(None).await?);
-        body["sessions"]["open_all"] = json!(db.open_sessions(None).await?);
-        body["approvals"]["waiting_all"] = json!(db.approvals_waiting(None).await?);
+        }));
+        body.runs_all = Some(counts(db.run_counts(None).await?));
+        body.sessions.open_all = Some(db.open_sessions(None).await?);
+        body.approvals.waiting_all = Some(db.approvals_waiting(None).await?);
     }
     Ok(Json(body))
 }

@@ -803,3 +803,122 @@ async fn a_body_that_never_ends_is_refused_after_the_body_timeout() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(s.mock.requests().is_empty());
 }
+
+/// The binary's flags reach the server: the session cap and lifetime, the body limit,
+/// the turn cap, operator tokens.
+#[tokio::test]
+async fn the_binarys_flags_take_effect() {
+    let mock = MockAnthropic::start().await;
+    let sandbox = Sandbox::new(&mock);
+    let operator = "operator-token";
+    let mut server = Binary::start(
+        &sandbox,
+        &[
+            "--max-sessions",
+            "1",
+            "--session-ttl",
+            "1",
+            "--max-body-bytes",
+            "2048",
+            "--max-turns",
+            "3",
+            "--operator-token",
+            operator,
+            "--max-response-bytes",
+            "65536",
+            "--max-conversations",
+            "100",
+            "--conversation-ttl",
+            "600",
+            "--deny-outside-project",
+            "--home-grace-ms",
+            "500",
+            "--approval-timeout",
+            "5",
+        ],
+    )
+    .await;
+    let url = server.url();
+    let http = reqwest::Client::new();
+
+    let health: Value = http
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["max_turns"], 3, "{health}");
+
+    // --max-body-bytes
+    let big = http
+        .post(format!("{url}/v1/query"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"prompt": "x".repeat(4096)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+
+    // --operator-token: accepted, and shown the pool; other tokens are not.
+    let stats = |token: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let response = http
+                .get(format!("{url}/v1/stats"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let mine = stats(TOKEN).await;
+    assert!(mine.get("pool").is_none(), "{mine}");
+    assert_eq!(mine["sessions"]["max"], 1, "{mine}");
+    assert!(stats(operator).await.get("pool").is_some());
+
+    // --max-sessions 1: a second session waits for the first to end, which
+    // --session-ttl 1 does soon.
+    let start = || {
+        http.post(format!("{url}/v1/sessions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"prompt": "hello"}))
+            .send()
+    };
+    let first = start().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let second = start().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(
+        second.json::<Value>().await.unwrap()["error"]["kind"],
+        "too_many_sessions"
+    );
+    let id = first["session"].as_str().unwrap();
+    let ended = async {
+        loop {
+            let status = http
+                .get(format!("{url}/v1/sessions/{id}"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status == 404 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), ended)
+        .await
+        .expect("the session outlived --session-ttl 1 by a minute");
+    assert_eq!(start().await.unwrap().status(), 201);
+
+    server.signal("TERM");
+    assert_eq!(server.exit_code().await, Some(0));
+}

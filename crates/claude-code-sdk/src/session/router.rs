@@ -121,6 +121,19 @@ impl Closed {
             .with_exit_code(self.exit.and_then(|e| e.code()))
             .with_stderr(self.stderr.clone());
         }
+        // The CLI refused a flag's value (`Error: --json-schema is not a valid JSON
+        // Schema: strict mode: unknown keyword: ""`): the options are wrong, and the same
+        // run would fail again.
+        if let Some(line) = self.stderr.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("Error: --")?;
+            rest.contains(' ').then(|| l.trim().to_owned())
+        }) {
+            return Error::invalid_options(format!(
+                "the Claude Code CLI refused the value of a flag and exited ({how}): {line}"
+            ))
+            .with_exit_code(self.exit.and_then(|e| e.code()))
+            .with_stderr(self.stderr.clone());
+        }
         Error::connection(format!(
             "the Claude Code CLI ended before the run finished ({how})"
         ))
@@ -665,6 +678,14 @@ mod tests {
             err.to_string().contains("--no-such "),
             "the value is left out: {err}"
         );
+        // A flag's value the CLI refuses (2.1.332, an Ajv strict-mode schema check).
+        let err = exit(
+            "Error: --json-schema is not a valid JSON Schema: strict mode: unknown keyword: \"\"\n",
+        )
+        .premature_exit_error();
+        assert!(err.is_invalid_options(), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("--json-schema"), "{err}");
         // Any other early exit stays a connection error.
         let err = exit("fatal: something else\n").premature_exit_error();
         assert!(err.is_connection(), "{err:?}");
