@@ -5,7 +5,10 @@
 //! ```
 //!
 //! Tokens come from `--token-file` (one per line; keeps them out of `ps`),
-//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`. Without any, the server
+//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`, each a tenant of its own; or
+//! from `--tenants-file`, which stores only their SHA-256 (`claude-code-server
+//! hash-token` reads a token on standard input and prints it) with each tenant's
+//! project roots, configuration directory and limits. Without any, the server
 //! refuses to start on an address other than loopback unless `--no-auth` is given, and
 //! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
 //! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
@@ -24,6 +27,19 @@ use claude_code_server::{ServerConfig, TenantLimits, serve};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Tenants with their token hashes, project roots, CLAUDE_CONFIG_DIR and limits
+    /// (TOML, or JSON for a name ending in .json; see the crate docs for the format).
+    #[arg(long, env = "CLAUDE_SERVER_TENANTS_FILE")]
+    tenants_file: Option<PathBuf>,
+    /// Seconds a stop signal (SIGTERM, SIGINT) lets running runs finish, claiming no
+    /// new one and answering /ready with 503; then the rest end interrupted.
+    #[arg(long, default_value_t = 20)]
+    drain_timeout: u64,
+    /// Keep each run's prompt text in the audit log (default: its length and SHA-256).
+    #[arg(long)]
+    audit_prompts: bool,
     /// Address to listen on.
     #[arg(long, env = "CLAUDE_SERVER_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
@@ -152,6 +168,12 @@ struct Args {
     tenant_runs_per_minute: Option<u32>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads a token on standard input and prints its SHA-256, for a tenants file.
+    HashToken,
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -179,6 +201,22 @@ async fn run() -> std::io::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut args = Args::parse();
+    if let Some(Command::HashToken) = args.command {
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(std::io::Error::other(
+                "no token on standard input (e.g. `printf %s \"$TOKEN\" | claude-code-server hash-token`)",
+            ));
+        }
+        println!("{}", claude_code_server::hash_token(token));
+        return Ok(());
+    }
+    let tenants = match &args.tenants_file {
+        Some(file) => claude_code_server::load_tenants(file)?,
+        None => Vec::new(),
+    };
     if let Some(file) = &args.token_file {
         let text = std::fs::read_to_string(file).map_err(|err| {
             std::io::Error::new(
@@ -197,7 +235,7 @@ async fn run() -> std::io::Result<()> {
         *token = token.trim().to_owned();
     }
     args.tokens.retain(|t| !t.is_empty());
-    if args.tokens.is_empty() && !args.bind.ip().is_loopback() {
+    if args.tokens.is_empty() && tenants.is_empty() && !args.bind.ip().is_loopback() {
         if !args.no_auth {
             return Err(std::io::Error::other(format!(
                 "refusing to serve {} without a token: give --token-file (or --token), or \
@@ -233,6 +271,9 @@ async fn run() -> std::io::Result<()> {
         .stream_stall_timeout(Duration::from_secs(args.stream_stall_timeout))
         .lease(Duration::from_secs(args.lease))
         .disconnect_grace(Duration::from_secs(args.disconnect_grace))
+        .tenants(tenants)
+        .drain_timeout(Duration::from_secs(args.drain_timeout))
+        .audit_prompts(args.audit_prompts)
         .tenant_limits({
             let mut limits = TenantLimits::default();
             limits.max_concurrent = args.tenant_max_concurrent;

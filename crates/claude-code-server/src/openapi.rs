@@ -22,6 +22,10 @@ use crate::routes;
         routes::session_history,
         routes::end_session,
         routes::stats,
+        routes::audit_log,
+        routes::metrics,
+        crate::compat::query,
+        crate::compat::stream,
     ),
     components(schemas(
         QueryRequest,
@@ -31,6 +35,9 @@ use crate::routes;
         SessionTurn,
         ApprovalAnswer,
         PermissionRequest,
+        crate::compat::CompatRequest,
+        crate::compat::CompatResponse,
+        crate::compat::CompatMessage,
     )),
     modifiers(&BearerAuth),
 )]

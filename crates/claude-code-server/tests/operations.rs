@@ -1,0 +1,809 @@
+//! Tenants from a tenants file, the audit log, `/metrics`, the drain on `SIGTERM`,
+//! request ids in the run's log lines, and the Python SDK's web shapes: the server
+//! binary, each on a SQLite directory of its own (or a PostgreSQL database of its own),
+//! running the real CLI against the mock model.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, survivors_in};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncBufReadExt;
+
+const ACME_TOKEN: &str = "acme-plaintext-token-3f9c2b7e41d0";
+const BETA_TOKEN: &str = "beta-plaintext-token-8a1d5c0f92e4";
+const OPS_TOKEN: &str = "ops-plaintext-token-c47b19e0d3a5";
+const PLAIN_TOKEN: &str = "plain-plaintext-token-5e2f80a9b1c6";
+
+/// The server binary, logging to a buffer.
+struct Binary {
+    child: tokio::process::Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+    data_dir: tempfile::TempDir,
+}
+
+impl Binary {
+    async fn start(sandbox: &Sandbox, extra: &[&str]) -> Binary {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
+        sandbox.configure(command.as_std_mut());
+        command
+            .env("CLAUDE_CODE_CLI_PATH", cli_path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            // A database of its own: never a DATABASE_URL another test uses.
+            .env_remove("DATABASE_URL")
+            .env_remove("CLAUDE_SERVER_TOKENS")
+            .args(["--bind", "127.0.0.1:0", "--prewarm", "0", "--data-dir"])
+            .arg(data_dir.path())
+            .arg("--project-root")
+            .arg(sandbox.cwd())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening")
+                    && let Some(addr) = line.split("addr=").nth(1)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
+            .await
+            .expect("the server did not say where it listens")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the server exited before listening: {}",
+                    log.lock().unwrap()
+                )
+            });
+        Binary {
+            child,
+            url: format!("http://{addr}"),
+            log,
+            data_dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Option<String>, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        answer(response).await
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = answer(response).await;
+        (status, body)
+    }
+
+    async fn metrics(&self, token: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Option<String>, Value) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Every file under `dir`, as bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// The transcripts the CLIs wrote under a config directory.
+fn transcripts(config_dir: &Path) -> Vec<PathBuf> {
+    if !config_dir.join("projects").exists() {
+        return Vec::new();
+    }
+    files_under(&config_dir.join("projects"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect()
+}
+
+/// A metric's value (the first sample whose line starts with `prefix`).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+struct Tenants {
+    acme_root: PathBuf,
+    beta_root: PathBuf,
+    acme_config: PathBuf,
+    beta_config: PathBuf,
+    file: PathBuf,
+}
+
+/// Two tenants with their own roots and config directories (not created yet: the
+/// server creates them), an operator, in a TOML tenants file.
+fn tenants(sandbox: &Sandbox) -> Tenants {
+    let base = sandbox.root();
+    let acme_root = base.join("acme-root");
+    let beta_root = base.join("beta-root");
+    std::fs::create_dir_all(&acme_root).unwrap();
+    std::fs::create_dir_all(&beta_root).unwrap();
+    let acme_config = base.join("acme-config");
+    let beta_config = base.join("beta-config");
+    let file = base.join("tenants.toml");
+    let hash = claude_code_server::hash_token;
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[tenants]]
+name = "acme"
+token_sha256 = ["{acme}"]
+project_roots = ["{acme_root}"]
+config_dir = "{acme_config}"
+
+[[tenants]]
+name = "beta"
+token_sha256 = ["{beta}"]
+project_roots = ["{beta_root}"]
+config_dir = "{beta_config}"
+[tenants.limits]
+runs_per_minute = 2
+
+[[tenants]]
+name = "ops"
+token_sha256 = ["{ops}"]
+project_roots = ["{beta_root}"]
+operator = true
+"#,
+            acme = hash(ACME_TOKEN),
+            beta = hash(BETA_TOKEN),
+            ops = hash(OPS_TOKEN),
+            acme_root = acme_root.display(),
+            beta_root = beta_root.display(),
+            acme_config = acme_config.display(),
+            beta_config = beta_config.display(),
+        ),
+    )
+    .unwrap();
+    Tenants {
+        acme_root,
+        beta_root,
+        acme_config,
+        beta_config,
+        file,
+    }
+}
+
+#[tokio::test]
+async fn tenants_of_a_tenants_file_stay_apart_and_are_audited() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("acme question").reply(Reply::text("Acme answer.")));
+    mock.on(Rule::prompt_contains("beta question").reply(Reply::text("Beta answer.")));
+    mock.on(Rule::prompt_contains("plain question").reply(Reply::text("Plain answer.")));
+    let sandbox = Sandbox::new(&mock);
+    let t = tenants(&sandbox);
+    let server = Binary::start(
+        &sandbox,
+        &[
+            "--tenants-file",
+            t.file.to_str().unwrap(),
+            "--token",
+            PLAIN_TOKEN,
+        ],
+    )
+    .await;
+    // The metrics before anything ran.
+    let (status, before) = server.metrics(OPS_TOKEN).await;
+    assert_eq!(status, 200, "{before}");
+
+    // acme runs in its own root, with its own config directory.
+    let (status, _, body) = server
+        .post(ACME_TOKEN, "/v1/query", json!({"prompt": "acme question"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["text"], "Acme answer.");
+    let acme_conversation = body["result"]["session_id"].as_str().unwrap().to_owned();
+    let seen = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.mentions("acme question"))
+        .collect::<Vec<_>>();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|r| r.system_text().contains(t.acme_root.to_str().unwrap())),
+        "the model was not told acme's root"
+    );
+    assert!(
+        !transcripts(&t.acme_config).is_empty(),
+        "acme's CLI did not use acme's config directory"
+    );
+    assert!(transcripts(&t.beta_config).is_empty());
+    assert!(transcripts(sandbox.config_dir()).is_empty());
+
+    // acme cannot work in beta's root, however it names it.
+    for cwd in [
+        t.beta_root.to_str().unwrap().to_owned(),
+        "../beta-root".to_owned(),
+    ] {
+        let (status, _, body) = server
+            .post(
+                ACME_TOKEN,
+                "/v1/query",
+                json!({"prompt": "acme question", "cwd": cwd}),
+            )
+            .await;
+        assert_eq!(status, 400, "{cwd}: {body}");
+    }
+
+    // A session of acme's: beta cannot see, continue, interrupt or end it, nor resume
+    // acme's conversation.
+    let (status, _, session) = server
+        .post(
+            ACME_TOKEN,
+            "/v1/sessions",
+            json!({"prompt": "acme question again"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let session = session["session"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .get(BETA_TOKEN, &format!("/v1/sessions/{session}"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = server
+        .post(
+            BETA_TOKEN,
+            &format!("/v1/sessions/{session}/messages"),
+            json!({"prompt": "beta question"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = server
+        .post(
+            BETA_TOKEN,
+            &format!("/v1/sessions/{session}/interrupt"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = server
+        .post(
+            BETA_TOKEN,
+            "/v1/query",
+            json!({"prompt": "beta question", "resume": acme_conversation}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // beta runs in its own root and config directory, within its limit of 2 a minute.
+    let (status, _, body) = server
+        .post(BETA_TOKEN, "/v1/query", json!({"prompt": "beta question"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        mock.requests()
+            .iter()
+            .filter(|r| r.mentions("beta question"))
+            .all(|r| r.system_text().contains(t.beta_root.to_str().unwrap())
+                && !r.system_text().contains(t.acme_root.to_str().unwrap()))
+    );
+    assert!(!transcripts(&t.beta_config).is_empty());
+    // Refused requests (the 404s above) are no runs: one more run, then the next is
+    // over the limit.
+    let (status, _, body) = server
+        .post(
+            BETA_TOKEN,
+            "/v1/query",
+            json!({"prompt": "beta question 2"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, retry_after, body) = server
+        .post(
+            BETA_TOKEN,
+            "/v1/query",
+            json!({"prompt": "beta question 3"}),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some());
+    // acme has no such limit.
+    let (status, _, body) = server
+        .post(
+            ACME_TOKEN,
+            "/v1/query",
+            json!({"prompt": "acme question 3"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A --token token is a tenant of its own, in the server's project root.
+    let (status, _, body) = server
+        .post(
+            PLAIN_TOKEN,
+            "/v1/query",
+            json!({"prompt": "plain question"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The audit log: acme sees its own runs only; the operator sees every tenant's.
+    let (status, own) = server.get(ACME_TOKEN, "/v1/audit").await;
+    assert_eq!(status, 200, "{own}");
+    let own = own["entries"].as_array().unwrap().clone();
+    assert_eq!(own.len(), 3, "{own:?}");
+    assert!(own.iter().all(|e| e["tenant"] == "acme"));
+    let (status, all) = server.get(OPS_TOKEN, "/v1/audit?limit=1000").await;
+    assert_eq!(status, 200, "{all}");
+    let all = all["entries"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 6, "{all:?}");
+    let first = all
+        .iter()
+        .find(|e| e["endpoint"] == "query" && e["tenant"] == "acme" && e["prompt_chars"] == 13)
+        .expect("acme's first run is audited");
+    let sha = Sha256::digest(b"acme question")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    assert_eq!(first["prompt_sha256"], sha);
+    assert_eq!(
+        first["prompt"],
+        Value::Null,
+        "the prompt is kept without opt-in"
+    );
+    assert_eq!(first["cwd"], t.acme_root.to_str().unwrap());
+    assert_eq!(first["mode"], "readOnly");
+    assert_eq!(first["outcome"], "succeeded");
+    assert!(first["cost_usd"].is_number(), "{first}");
+    let (_, filtered) = server.get(OPS_TOKEN, "/v1/audit?tenant=beta").await;
+    assert_eq!(filtered["entries"].as_array().unwrap().len(), 2);
+    // acme cannot read beta's run through the run routes either.
+    let beta_run = filtered["entries"][0]["run"].as_str().unwrap();
+    let (status, _) = server
+        .get(ACME_TOKEN, &format!("/v1/runs/{beta_run}"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .get(ACME_TOKEN, &format!("/v1/runs/{beta_run}/events"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = server
+        .post(
+            ACME_TOKEN,
+            &format!("/v1/runs/{beta_run}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // /metrics: for operators only; the names are there, and they moved.
+    let (status, _) = server.metrics(ACME_TOKEN).await;
+    assert_eq!(status, 404);
+    let (status, after) = server.metrics(OPS_TOKEN).await;
+    assert_eq!(status, 200, "{after}");
+    for name in [
+        "ccs_runs{state=\"succeeded\"}",
+        "ccs_queue_depth",
+        "ccs_leases_held{",
+        "ccs_takeovers_total{",
+        "ccs_pool_processes{",
+        "ccs_approvals_waiting",
+        "ccs_event_lag_seconds_count{",
+        "ccs_cost_usd{tenant=\"acme\"}",
+        "ccs_cost_usd{tenant=\"beta\"}",
+        "ccs_draining{",
+    ] {
+        assert!(after.contains(name), "no {name} in\n{after}");
+    }
+    assert!(
+        after.contains(&format!(
+            "ccs_cost_usd{{tenant=\"token-{}\"}}",
+            &claude_code_server::hash_token(PLAIN_TOKEN)[..12]
+        )),
+        "{after}"
+    );
+    assert_eq!(sample(&before, "ccs_runs{state=\"succeeded\"}"), Some(0.0));
+    assert_eq!(sample(&after, "ccs_runs{state=\"succeeded\"}"), Some(6.0));
+    assert!(sample(&after, "ccs_event_lag_seconds_count").unwrap() > 0.0);
+
+    // No plaintext token anywhere in the database files or the log.
+    let files = files_under(server.data_dir.path());
+    assert!(!files.is_empty());
+    let log = server.log();
+    for token in [ACME_TOKEN, BETA_TOKEN, OPS_TOKEN, PLAIN_TOKEN] {
+        for (path, bytes) in &files {
+            assert!(!contains(bytes, token), "{token} in {}", path.display());
+        }
+        assert!(!log.contains(token), "{token} in the log");
+    }
+}
+
+#[tokio::test]
+async fn prompts_are_audited_only_when_the_operator_opts_in() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("capital").reply(Reply::text("Paris.")));
+    let sandbox = Sandbox::new(&mock);
+    let server = Binary::start(&sandbox, &["--token", PLAIN_TOKEN, "--audit-prompts"]).await;
+    let (status, _, body) = server
+        .post(
+            PLAIN_TOKEN,
+            "/v1/query",
+            json!({"prompt": "The capital of France?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, audit) = server.get(PLAIN_TOKEN, "/v1/audit").await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["entries"][0]["prompt"], "The capital of France?");
+    assert_eq!(
+        audit["entries"][0]["tenant"],
+        claude_code_server::hash_token(PLAIN_TOKEN)
+    );
+}
+
+#[tokio::test]
+async fn hash_token_prints_the_sha256_of_standard_input() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"))
+        .arg("hash-token")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my token\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let expected: String = Sha256::digest(b"my token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected);
+}
+
+/// The `data:` payloads of an SSE body.
+async fn data_lines(response: reqwest::Response) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    out.push(data.trim().to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_python_sdk_web_shapes_are_served() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("capital").reply(Reply::text("Paris.")));
+    let sandbox = Sandbox::new(&mock);
+    let server = Binary::start(&sandbox, &["--token", PLAIN_TOKEN]).await;
+
+    let (status, _, body) = server
+        .post(
+            PLAIN_TOKEN,
+            "/api/claude/query",
+            json!({"prompt": "The capital of France?", "max_turns": 2, "system_prompt": "Answer tersely."}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["error"], Value::Null);
+    let messages = body["messages"].as_array().unwrap();
+    let answer = messages
+        .iter()
+        .find(|m| m["role"] == "assistant" && m["content"] == "Paris.")
+        .unwrap_or_else(|| panic!("no answer in {body}"));
+    assert!(answer["timestamp"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(answer["tools_used"].is_array());
+    for m in messages {
+        let mut keys: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["content", "role", "timestamp", "tools_used"]);
+    }
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|r| r.mentions("capital") && r.system_text().contains("Answer tersely.")),
+        "the system prompt did not reach the model"
+    );
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/claude/stream", server.url))
+        .bearer_auth(PLAIN_TOKEN)
+        .json(&json!({"prompt": "The capital of France?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let lines = data_lines(response).await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("[DONE]"),
+        "{lines:?}"
+    );
+    let messages: Vec<Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["content"] == "Paris." && m["role"] == "assistant"),
+        "{lines:?}"
+    );
+    for m in &messages {
+        let mut keys: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["content", "role", "timestamp"]);
+    }
+
+    // Same auth and validation as /v1, in the same shape.
+    let (status, _, body) = server
+        .post("wrong", "/api/claude/query", json!({"prompt": "hi"}))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["success"], false);
+    assert!(body["error"].is_string());
+    let (status, _, body) = server
+        .post(PLAIN_TOKEN, "/api/claude/stream", json!({"prompt": 5}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["success"], false);
+    // Both are audited.
+    let (_, audit) = server.get(PLAIN_TOKEN, "/v1/audit").await;
+    let endpoints: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpoint"].as_str().unwrap())
+        .collect();
+    assert!(endpoints.contains(&"compat_query") && endpoints.contains(&"compat_stream"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_running_run_then_exits() {
+    let mock = MockAnthropic::start().await;
+    // Slow enough for the test to see the drain while the run is in progress.
+    mock.on(Rule::prompt_contains("slow question")
+        .reply(Reply::text("Finally.").delay(Duration::from_secs(8))));
+    let sandbox = Sandbox::new(&mock);
+    let mut server = Binary::start(
+        &sandbox,
+        &["--token", PLAIN_TOKEN, "--drain-timeout", "120"],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    let query = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{url}/v1/query"))
+                .bearer_auth(PLAIN_TOKEN)
+                .header("x-request-id", "drain-req-7731")
+                .json(&json!({"prompt": "slow question"}))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    });
+    // The run is at the model.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !mock.requests().iter().any(|r| r.mentions("slow question")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the run never reached the model");
+    server.signal("TERM");
+    // Draining: not ready, still serving.
+    let (status, body) = server.get(PLAIN_TOKEN, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "draining");
+    // The run finishes, and its client gets the answer.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(120), query)
+        .await
+        .expect("the drained run never answered")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["text"], "Finally.");
+    let exit = tokio::time::timeout(Duration::from_secs(60), server.child.wait())
+        .await
+        .expect("the server did not exit after draining")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let log = server.log();
+    assert!(log.contains("draining"), "{log}");
+    // The request id is on the line of the replica that ran the run, with the run id.
+    assert!(
+        log.lines().any(|l| l.contains("running a claimed run")
+            && l.contains("drain-req-7731")
+            && l.contains("run=")),
+        "{log}"
+    );
+    assert!(
+        survivors_in(sandbox.cwd(), Duration::from_secs(15))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_drain_that_times_out_ends_the_run_interrupted() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("endless question")
+        .reply(Reply::text("Too late.").delay(Duration::from_secs(300))));
+    let sandbox = Sandbox::new(&mock);
+    let mut server =
+        Binary::start(&sandbox, &["--token", PLAIN_TOKEN, "--drain-timeout", "1"]).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/query/stream", server.url))
+        .bearer_auth(PLAIN_TOKEN)
+        .json(&json!({"prompt": "endless question"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !mock
+            .requests()
+            .iter()
+            .any(|r| r.mentions("endless question"))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the run never reached the model");
+    server.signal("TERM");
+    let lines = tokio::time::timeout(Duration::from_secs(60), data_lines(response))
+        .await
+        .expect("the stream did not end");
+    let last: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let kind = last["error"]["kind"].as_str().unwrap_or_default();
+    assert!(
+        kind == "interrupted" || kind == "shutting_down",
+        "{lines:?}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(60), server.child.wait())
+        .await
+        .expect("the server did not exit")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        server.log().contains("drain timeout passed"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        survivors_in(sandbox.cwd(), Duration::from_secs(15))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_is_kept_on_postgres() {
+    let Some(db) = claude_code_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("capital").reply(Reply::text("Paris.")));
+    let sandbox = Sandbox::new(&mock);
+    let server = Binary::start(
+        &sandbox,
+        &["--token", PLAIN_TOKEN, "--database-url", db.url()],
+    )
+    .await;
+    let (status, _, body) = server
+        .post(
+            PLAIN_TOKEN,
+            "/v1/query",
+            json!({"prompt": "The capital of France?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, audit) = server.get(PLAIN_TOKEN, "/v1/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["outcome"], "succeeded", "{audit}");
+    assert_eq!(entry["prompt_chars"], 22);
+    assert_eq!(entry["prompt"], Value::Null);
+    let (status, metrics) = server.metrics(PLAIN_TOKEN).await;
+    // A --token token is no operator.
+    assert_eq!(status, 404, "{metrics}");
+}
