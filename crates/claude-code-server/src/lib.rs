@@ -51,7 +51,7 @@
 //! | 422 | max turns, budget, or an interrupted run |
 //! | 429 | the model API is rate limited |
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
-//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or shutting down |
+//! | 503 | no process slot (`pool_busy`), or the caller holds its maximum of sessions (`too_many_sessions`), or the replica drains (`draining`) or shuts down |
 //! | 504 | the run timed out |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
@@ -203,7 +203,8 @@
 //!
 //! `SIGINT` or `SIGTERM` first drains the replica for up to `drain_timeout` (20 s,
 //! `--drain-timeout`; 0 skips it): it claims no new run (other replicas take the queued
-//! ones), `/ready` answers `503`, and it keeps serving until its own runs have ended
+//! ones), `/ready` answers `503`, a request for a new run is answered `503 draining`
+//! (`Retry-After: 1`: send it to another replica), and it keeps serving until its own runs have ended
 //! and no client is reading a run's events from it. Then it stops accepting connections, ends running streams with an
 //! `error` event (`shutting_down`), refuses pending approvals, closes connections with
 //! no request in progress, waits for the others, and kills every CLI the server

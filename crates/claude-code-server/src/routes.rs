@@ -723,10 +723,18 @@ impl StateInner {
         Ok(())
     }
 
-    /// Whether `caller` may start a run now: the fleet has a free slot or room in its
-    /// queue (503 otherwise), and the caller is within its concurrent, queued and
+    /// Whether `caller` may start a run now: this replica is not draining, the fleet
+    /// has a free slot or room in its queue (503 otherwise), and the caller is within its concurrent, queued and
     /// per-minute limits (429 with `Retry-After` otherwise).
     pub(crate) async fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.fleet.is_draining() {
+            // Its runs finish here; new ones go to another replica (its /ready says so).
+            return Err(ApiError::unavailable(
+                "draining",
+                "this replica is draining: send the request to another",
+                1,
+            ));
+        }
         if !self.fleet.has_room().await? {
             return Err(ApiError::unavailable(
                 "pool_busy",

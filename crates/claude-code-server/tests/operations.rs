@@ -694,6 +694,13 @@ async fn sigterm_drains_a_running_run_then_exits() {
     let (status, body) = server.get(PLAIN_TOKEN, "/ready").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["kind"], "draining");
+    // New runs go elsewhere.
+    let (status, retry_after, body) = server
+        .post(PLAIN_TOKEN, "/v1/query", json!({"prompt": "slow question"}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "draining");
+    assert!(retry_after.is_some());
     // The run finishes, and its client gets the answer.
     let (status, body) = tokio::time::timeout(Duration::from_secs(120), query)
         .await
