@@ -178,6 +178,14 @@ fn transcripts(config_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A metric's value: the first sample of metric `name` with `label` (`k="v"`).
+fn sample_where(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A metric's value (the first sample whose line starts with `prefix`).
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -547,8 +555,9 @@ async fn data_lines(response: reqwest::Response) -> Vec<String> {
     let mut out = Vec::new();
     let mut buffer = String::new();
     let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    // A body cut off (its server killed) ends the lines.
+    while let Some(Ok(chunk)) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
             for line in block.lines() {
@@ -650,6 +659,23 @@ async fn the_python_sdk_web_shapes_are_served() {
     assert!(endpoints.contains(&"compat_query") && endpoints.contains(&"compat_stream"));
 }
 
+/// A tenants file with one operator tenant (token [`OPS_TOKEN`]) in `root`.
+fn operator_file(sandbox: &Sandbox, root: &Path) -> PathBuf {
+    let file = sandbox.root().join("operators.json");
+    std::fs::write(
+        &file,
+        json!({"tenants": [{
+            "name": "ops",
+            "token_sha256": [claude_code_server::hash_token(OPS_TOKEN)],
+            "project_roots": [root],
+            "operator": true,
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    file
+}
+
 #[tokio::test]
 async fn sigterm_drains_a_running_run_then_exits() {
     let mock = MockAnthropic::start().await;
@@ -657,11 +683,20 @@ async fn sigterm_drains_a_running_run_then_exits() {
     mock.on(Rule::prompt_contains("slow question")
         .reply(Reply::text("Finally.").delay(Duration::from_secs(8))));
     let sandbox = Sandbox::new(&mock);
+    let operators = operator_file(&sandbox, sandbox.cwd());
     let mut server = Binary::start(
         &sandbox,
-        &["--token", PLAIN_TOKEN, "--drain-timeout", "120"],
+        &[
+            "--token",
+            PLAIN_TOKEN,
+            "--tenants-file",
+            operators.to_str().unwrap(),
+            "--drain-timeout",
+            "120",
+        ],
     )
     .await;
+    let (_, idle) = server.metrics(OPS_TOKEN).await;
     let http = reqwest::Client::new();
     let url = server.url.clone();
     let query = tokio::spawn({
@@ -689,7 +724,22 @@ async fn sigterm_drains_a_running_run_then_exits() {
     })
     .await
     .expect("the run never reached the model");
+    // The run shows in the metrics: a lease held, a process busy.
+    let (_, busy) = server.metrics(OPS_TOKEN).await;
+    for (prefix, idle_value, busy_value) in [
+        ("ccs_leases_held{", 0.0, 1.0),
+        ("ccs_runs{state=\"running\"}", 0.0, 1.0),
+    ] {
+        assert_eq!(sample(&idle, prefix), Some(idle_value), "{prefix}\n{idle}");
+        assert_eq!(sample(&busy, prefix), Some(busy_value), "{prefix}\n{busy}");
+    }
+    let processes = |text: &str| sample_where(text, "ccs_pool_processes", "state=\"busy\"");
+    assert_eq!(processes(&idle), Some(0.0), "{idle}");
+    assert_eq!(processes(&busy), Some(1.0), "{busy}");
+    assert_eq!(sample(&busy, "ccs_draining{"), Some(0.0));
     server.signal("TERM");
+    let (_, draining) = server.metrics(OPS_TOKEN).await;
+    assert_eq!(sample(&draining, "ccs_draining{"), Some(1.0), "{draining}");
     // Draining: not ready, still serving.
     let (status, body) = server.get(PLAIN_TOKEN, "/ready").await;
     assert_eq!(status, 503, "{body}");
@@ -813,4 +863,99 @@ async fn the_audit_log_is_kept_on_postgres() {
     let (status, metrics) = server.metrics(PLAIN_TOKEN).await;
     // A --token token is no operator.
     assert_eq!(status, 404, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_replica_that_takes_over_a_dead_ones_run_counts_it() {
+    let Some(db) = claude_code_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("long question")
+        .reply(Reply::text("Never.").delay(Duration::from_secs(300))));
+    let sandbox = Sandbox::new(&mock);
+    let operators = operator_file(&sandbox, sandbox.cwd());
+    let args = |replica: &'static str| {
+        vec![
+            "--tenants-file".to_owned(),
+            operators.to_str().unwrap().to_owned(),
+            "--database-url".to_owned(),
+            db.url().to_owned(),
+            "--lease".to_owned(),
+            "2".to_owned(),
+            "--replica-id".to_owned(),
+            replica.to_owned(),
+        ]
+    };
+    let a_args = args("replica-a");
+    let mut a = Binary::start(
+        &sandbox,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let url = a.url.clone();
+    let stream = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/query/stream"))
+            .bearer_auth(OPS_TOKEN)
+            .json(&json!({"prompt": "long question"}))
+            .send()
+            .await
+            .unwrap();
+        let run = response.headers()["x-run-id"].to_str().unwrap().to_owned();
+        // Read until A dies.
+        let _ = data_lines(response).await;
+        run
+    });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !mock.requests().iter().any(|r| r.mentions("long question")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the run never reached the model");
+    // Only A was there to claim it; now B joins, and A dies.
+    let b_args = args("replica-b");
+    let b = Binary::start(
+        &sandbox,
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let (status, before) = b.metrics(OPS_TOKEN).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(
+        sample(&before, "ccs_takeovers_total{"),
+        Some(0.0),
+        "{before}"
+    );
+    a.signal("KILL");
+    let _ = a.child.wait().await;
+    let run = tokio::time::timeout(Duration::from_secs(30), stream)
+        .await
+        .expect("the stream did not end with A")
+        .unwrap();
+    // B takes the run over when its lease runs out.
+    let after = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (_, text) = b.metrics(OPS_TOKEN).await;
+            if sample(&text, "ccs_takeovers_total{") == Some(1.0) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("B never counted the takeover");
+    assert_eq!(
+        sample(&after, "ccs_runs{state=\"interrupted\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(after.contains("replica=\"replica-b\""), "{after}");
+    let (_, status) = b.get(OPS_TOKEN, &format!("/v1/runs/{run}")).await;
+    assert_eq!(status["state"], "interrupted");
+    // The audit log, read through B, has the run A started, ended by the takeover.
+    let (_, audit) = b.get(OPS_TOKEN, "/v1/audit").await;
+    assert_eq!(audit["entries"][0]["run"], run.as_str());
+    assert_eq!(audit["entries"][0]["outcome"], "interrupted");
 }
