@@ -959,3 +959,93 @@ async fn a_replica_that_takes_over_a_dead_ones_run_counts_it() {
     assert_eq!(audit["entries"][0]["run"], run.as_str());
     assert_eq!(audit["entries"][0]["outcome"], "interrupted");
 }
+
+#[tokio::test]
+async fn a_tenants_approvals_stay_in_its_own_root() {
+    let mock = MockAnthropic::start().await;
+    let sandbox = Sandbox::new(&mock);
+    let t = tenants(&sandbox);
+    let inside = t.acme_root.join("inside.txt").display().to_string();
+    mock.on(Rule::prompt_contains("write a file").steps([
+        Reply::tool_use("Write", json!({"file_path": inside, "content": "ok"})),
+        Reply::text("written"),
+    ]));
+    let server = Binary::start(&sandbox, &["--tenants-file", t.file.to_str().unwrap()]).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/v1/query/stream", server.url))
+        .bearer_auth(ACME_TOKEN)
+        .json(
+            &json!({"prompt": "write a file", "permission_mode": "askForEdits", "approvals": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut last = String::new();
+    let mut asked = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let name = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .unwrap_or("message")
+                .trim()
+                .to_owned();
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .unwrap_or("null")
+                .trim()
+                .to_owned();
+            last.clone_from(&name);
+            if name != "permission_request" {
+                continue;
+            }
+            asked += 1;
+            let request: Value = serde_json::from_str(&data).unwrap();
+            let id = request["approval_id"].as_str().unwrap();
+            let answer = |token: &'static str, body: Value| {
+                let http = http.clone();
+                let url = format!("{}/v1/approvals/{id}", server.url);
+                async move {
+                    let r = http
+                        .post(url)
+                        .bearer_auth(token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    r.status().as_u16()
+                }
+            };
+            // Another tenant cannot answer it.
+            assert_eq!(answer(BETA_TOKEN, json!({"allow": true})).await, 404);
+            // Nor may the answer move the write to the server's root or beta's.
+            for path in [
+                sandbox.cwd().join("stolen.txt"),
+                t.beta_root.join("stolen.txt"),
+            ] {
+                let rewrite =
+                    json!({"allow": true, "updated_input": {"file_path": path, "content": "x"}});
+                assert_eq!(answer(ACME_TOKEN, rewrite).await, 400, "{}", path.display());
+            }
+            let moved = t.acme_root.join("moved.txt");
+            let rewrite =
+                json!({"allow": true, "updated_input": {"file_path": moved, "content": "moved"}});
+            assert_eq!(answer(ACME_TOKEN, rewrite).await, 204);
+        }
+    }
+    assert_eq!(asked, 1);
+    assert_eq!(last, "done");
+    assert_eq!(
+        std::fs::read_to_string(t.acme_root.join("moved.txt")).unwrap(),
+        "moved"
+    );
+    assert!(!sandbox.cwd().join("stolen.txt").exists());
+    assert!(!t.beta_root.join("stolen.txt").exists());
+}
