@@ -289,8 +289,9 @@ pub struct ServerConfig {
     /// project root (the tool input's path fields or the CLI's `blocked_path`). Default:
     /// on unless `bind` is a loopback address (set when [`ServerConfig::new`] runs).
     pub deny_outside_project: bool,
-    /// Tokens whose callers also see the server-wide figures of `/v1/stats`. Each
-    /// must also be an accepted token ([`ServerConfig::operator_token`] adds it to
+    /// Tokens whose callers are operators: they also see the server-wide figures of
+    /// `/v1/stats`, `/metrics` and every tenant's `/v1/audit`. Each must also be an
+    /// accepted token ([`ServerConfig::operator_token`] adds it to
     /// both lists).
     pub operator_tokens: Vec<String>,
     /// The most a `POST /v1/query` collects (the CLI's output lines, in bytes) before
@@ -547,8 +548,9 @@ impl ServerConfig {
         self
     }
 
-    /// Accepts this bearer token, and shows its callers the server-wide figures of
-    /// `/v1/stats` (call again for more).
+    /// Accepts this bearer token, and makes its callers operators (see
+    /// [`ServerConfig::operator_tokens`](ServerConfig#structfield.operator_tokens);
+    /// call again for more).
     #[must_use]
     pub fn operator_token(mut self, token: impl Into<String>) -> Self {
         let token = token.into();

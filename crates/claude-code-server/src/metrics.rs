@@ -13,7 +13,7 @@
 //! | `ccs_takeovers_total` | counter | `replica` | expired leases this replica took over (runs ended `interrupted`) |
 //! | `ccs_pool_processes` | gauge | `replica`, `state` (`busy`, `warm`, `spare`, `hot`, `alive`) | this replica's CLI processes |
 //! | `ccs_approvals_waiting` | gauge | | approvals waiting for an answer, fleet-wide |
-//! | `ccs_event_lag_seconds` | histogram | `replica` | from an event's append to the log to its delivery to a client by this replica |
+//! | `ccs_event_lag_seconds` | histogram | `replica` | from an event's append to the log to its delivery to a client by this replica (a client reading older events, after a reconnect, counts their age) |
 //! | `ccs_cost_usd` | gauge | `tenant` | the cost of each tenant's ended runs (the audit log) |
 //! | `ccs_draining` | gauge | `replica` | 1 while this replica drains |
 //!

@@ -131,7 +131,8 @@ struct TenantsFile {
     tenants: Vec<Tenant>,
 }
 
-/// The hex SHA-256 of a token, as a tenants file stores it.
+/// The hex SHA-256 of a token (without surrounding whitespace, as the server reads
+/// tokens), as a tenants file stores it.
 pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.trim().as_bytes()))
 }
