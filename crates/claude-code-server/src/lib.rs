@@ -171,7 +171,9 @@
 //! (its text only with [`ServerConfig::audit_prompts`], `--audit-prompts`), the working
 //! directory, the permission mode, the model, the outcome, the cost and the tools
 //! used. `GET /v1/audit?tenant=&before=&limit=` reads it, newest first (at most 1000
-//! rows a page; page with the last row's `at_ms` as `before`).
+//! rows a page; page with the last row's `at_ms` as `before`); without a server,
+//! `claude-code-server --data-dir DIR audit [--tenant NAME] [--limit N]` (or
+//! `--database-url URL audit`) prints the same rows as JSON lines ([`read_audit`]).
 //!
 //! # Metrics
 //!
@@ -1018,6 +1020,41 @@ impl AppState {
     pub fn replica_id(&self) -> &str {
         self.inner.fleet.replica()
     }
+}
+
+/// The newest `limit` rows of the audit log (of `tenant`, when given), newest first,
+/// read straight from the database of a server: the fleet's PostgreSQL database, or
+/// the SQLite one under `data_dir` of a server alone. What `claude-code-server audit`
+/// prints; the same rows as `GET /v1/audit`.
+///
+/// # Errors
+///
+/// When the database cannot be reached (a `data_dir` without a server's database
+/// included).
+pub async fn read_audit(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    tenant: Option<&str>,
+    limit: u32,
+) -> std::io::Result<Vec<serde_json::Value>> {
+    let url = match database_url {
+        Some(url) => url.to_owned(),
+        None => {
+            let file = data_dir.join("server.db");
+            if !file.is_file() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no server database at {}", file.display()),
+                ));
+            }
+            format!("sqlite://{}?mode=rw", file.display())
+        }
+    };
+    let db = fleet::db::Db::connect(&url, 2).await.map_err(io_err)?;
+    audit::migrate(&db).await.map_err(io_err)?;
+    audit::list(&db, tenant, None, i64::from(limit.max(1)))
+        .await
+        .map_err(io_err)
 }
 
 /// Ends sessions unused for the session TTL.

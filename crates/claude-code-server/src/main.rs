@@ -172,6 +172,17 @@ struct Args {
 enum Command {
     /// Reads a token on standard input and prints its SHA-256, for a tenants file.
     HashToken,
+    /// Prints the newest rows of the audit log, one JSON object a line, newest first,
+    /// from the database given before the subcommand (--database-url, or the SQLite
+    /// database under --data-dir): `claude-code-server --data-dir DIR audit`.
+    Audit {
+        /// Only this tenant's runs (its name, or a --token tenant's token SHA-256).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -211,6 +222,18 @@ async fn run() -> std::io::Result<()> {
             ));
         }
         println!("{}", claude_code_server::hash_token(token));
+        return Ok(());
+    }
+    if let Some(Command::Audit { tenant, limit }) = &args.command {
+        let url = args
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty());
+        let rows =
+            claude_code_server::read_audit(url, &args.data_dir, tenant.as_deref(), *limit).await?;
+        for row in rows {
+            println!("{row}");
+        }
         return Ok(());
     }
     let tenants = match &args.tenants_file {

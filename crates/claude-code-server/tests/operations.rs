@@ -525,6 +525,57 @@ async fn prompts_are_audited_only_when_the_operator_opts_in() {
 }
 
 #[tokio::test]
+async fn the_audit_subcommand_reads_a_stopped_servers_log() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("capital").reply(Reply::text("Paris.")));
+    let sandbox = Sandbox::new(&mock);
+    let mut server = Binary::start(&sandbox, &["--token", PLAIN_TOKEN]).await;
+    let (status, _, body) = server
+        .post(
+            PLAIN_TOKEN,
+            "/v1/query",
+            json!({"prompt": "The capital of France?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.signal("TERM");
+    assert!(server.child.wait().await.unwrap().success());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"))
+        .env_remove("DATABASE_URL")
+        .arg("--data-dir")
+        .arg(server.data_dir.path())
+        .args(["audit", "--limit", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "succeeded");
+    assert_eq!(
+        rows[0]["tenant"],
+        claude_code_server::hash_token(PLAIN_TOKEN)
+    );
+    // A directory without a server's database is an error, not an empty log.
+    let empty = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"))
+        .env_remove("DATABASE_URL")
+        .arg("--data-dir")
+        .arg(empty.path())
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!empty.path().join("server.db").exists());
+}
+
+#[tokio::test]
 async fn hash_token_prints_the_sha256_of_standard_input() {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"))
@@ -938,7 +989,11 @@ async fn a_replica_that_takes_over_a_dead_ones_run_counts_it() {
     let after = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let (_, text) = b.metrics(OPS_TOKEN).await;
-            if sample(&text, "ccs_takeovers_total{") == Some(1.0) {
+            // The counter moves once the run is ended; a scrape reads the runs before
+            // the counter: wait for a scrape that shows both.
+            if sample(&text, "ccs_takeovers_total{") == Some(1.0)
+                && sample(&text, "ccs_runs{state=\"interrupted\"}") == Some(1.0)
+            {
                 return text;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -947,8 +1002,8 @@ async fn a_replica_that_takes_over_a_dead_ones_run_counts_it() {
     .await
     .expect("B never counted the takeover");
     assert_eq!(
-        sample(&after, "ccs_runs{state=\"interrupted\"}"),
-        Some(1.0),
+        sample(&after, "ccs_runs{state=\"running\"}"),
+        Some(0.0),
         "{after}"
     );
     assert!(after.contains("replica=\"replica-b\""), "{after}");
