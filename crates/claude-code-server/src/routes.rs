@@ -18,8 +18,8 @@ use crate::{AppState, StateInner};
 
 const PAGE: &str = include_str!("page.html");
 
-/// Who is calling: a digest of the bearer token (or `local` without auth). Sessions
-/// and approvals belong to it.
+/// Who is calling: the tenant's name for a tenants file's token, the hex SHA-256 of a
+/// `--token` token, or `local` without auth. Sessions, runs and approvals belong to it.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub(crate) String);
 
