@@ -64,6 +64,15 @@ pub(crate) async fn migrate(db: &Db) -> DbResult<()> {
         "CREATE INDEX IF NOT EXISTS ccs_audit_log_tenant ON ccs_audit_log (tenant_id, at)"
             .to_owned(),
         "CREATE INDEX IF NOT EXISTS ccs_audit_log_at ON ccs_audit_log (at)".to_owned(),
+        // Each tenant's total, kept as runs end: a scrape of /metrics reads one row a
+        // tenant, not the whole log.
+        format!(
+            "CREATE TABLE IF NOT EXISTS ccs_tenant_costs (
+                tenant_id TEXT PRIMARY KEY,
+                cost_usd {float} NOT NULL DEFAULT 0,
+                runs BIGINT NOT NULL DEFAULT 0
+            )"
+        ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
@@ -110,7 +119,8 @@ pub(crate) async fn submitted(
     Ok(())
 }
 
-/// Records how a run ended, on the replica that ran it.
+/// Records how a run of `tenant` ended, on the replica that ran it, and adds its cost
+/// to the tenant's total (once: a run already recorded as ended is left as it is).
 ///
 /// # Errors
 ///
@@ -118,21 +128,37 @@ pub(crate) async fn submitted(
 pub(crate) async fn ended(
     db: &Db,
     run: &str,
+    tenant: &str,
     outcome: &str,
     cost_usd: f64,
     tools: &[String],
 ) -> DbResult<()> {
-    sqlx::query(db.q(
+    let mut tx = db.pool().begin().await?;
+    let updated = sqlx::query(db.q(
         "UPDATE ccs_audit_log SET outcome = $2, cost_usd = $3, tools = $4, ended_at = $5
-         WHERE run_id = $1",
+         WHERE run_id = $1 AND outcome IS NULL",
     ))
     .bind(run)
     .bind(outcome)
     .bind(cost_usd)
     .bind(Value::from(tools.to_vec()).to_string())
     .bind(now_ms())
-    .execute(db.pool())
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        sqlx::query(db.q(
+            "INSERT INTO ccs_tenant_costs (tenant_id, cost_usd, runs) VALUES ($1, $2, 1)
+             ON CONFLICT (tenant_id) DO UPDATE
+             SET cost_usd = ccs_tenant_costs.cost_usd + excluded.cost_usd,
+                 runs = ccs_tenant_costs.runs + 1",
+        ))
+        .bind(tenant)
+        .bind(cost_usd)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -189,24 +215,17 @@ pub(crate) async fn list(
         .collect()
 }
 
-/// The cost of each tenant's ended runs, in USD.
+/// The cost of each tenant's ended runs, in USD (those whose replica recorded
+/// their end).
 ///
 /// # Errors
 ///
 /// Database errors.
 pub(crate) async fn cost_by_tenant(db: &Db) -> DbResult<Vec<(String, f64)>> {
-    let rows = sqlx::query(
-        "SELECT tenant_id, SUM(cost_usd) AS cost FROM ccs_audit_log
-         WHERE cost_usd IS NOT NULL GROUP BY tenant_id",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let rows = sqlx::query("SELECT tenant_id, cost_usd FROM ccs_tenant_costs")
+        .fetch_all(db.pool())
+        .await?;
     rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("tenant_id")?,
-                row.try_get::<Option<f64>, _>("cost")?.unwrap_or(0.0),
-            ))
-        })
+        .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("cost_usd")?)))
         .collect()
 }

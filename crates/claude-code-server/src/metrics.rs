@@ -20,7 +20,11 @@
 //! A `tenant` label is the tenant's name; for a `--token` tenant, `token-` and the
 //! first 12 hex digits of its token's SHA-256 (never the token).
 //! Fleet-wide figures are the same on every replica: aggregate them with `max`, not
-//! `sum`.
+//! `sum`. A scrape reads the database: `ccs_runs` counts every run kept (an index
+//! scan), the costs come from a table of one row a tenant kept as runs end. Measured
+//! on SQLite on a loaded 2-core machine: 6 to 13 ms a scrape with no run, 60 to 115 ms
+//! with 200 000 runs and audit rows. Nothing purges old runs yet: scrape every 15 s or
+//! more.
 
 use std::sync::atomic::AtomicU64;
 
@@ -30,6 +34,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use sqlx::Row;
 
 use crate::StateInner;
 use crate::fleet::db::DbResult;
@@ -88,7 +94,14 @@ pub(crate) async fn render(inner: &StateInner) -> DbResult<String> {
     let db = inner.fleet.db();
     let mut registry = Registry::default();
 
-    let by_state = db.run_counts(None).await?;
+    // Counted on the (state, created_at) index alone, never the rows.
+    let by_state: Vec<(String, i64)> =
+        sqlx::query("SELECT state, COUNT(*) AS n FROM ccs_runs GROUP BY state")
+            .fetch_all(db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+            .collect::<DbResult<_>>()?;
     let runs = Family::<Labels, Gauge>::default();
     for name in [
         "queued",

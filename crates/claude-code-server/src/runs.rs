@@ -234,7 +234,9 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         }
     };
     let cost = summary.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
-    if let Err(err) = crate::audit::ended(fleet.db(), &row.id, final_state, cost, &tools).await {
+    if let Err(err) =
+        crate::audit::ended(fleet.db(), &row.id, &row.tenant, final_state, cost, &tools).await
+    {
         tracing::warn!(%err, "could not complete the audit log");
     }
     if final_state == state::CANCELLED
