@@ -1104,3 +1104,45 @@ async fn a_tenants_approvals_stay_in_its_own_root() {
     assert!(!sandbox.cwd().join("stolen.txt").exists());
     assert!(!t.beta_root.join("stolen.txt").exists());
 }
+
+#[tokio::test]
+async fn a_tenants_session_continues_from_its_own_config_dir() {
+    let mock = MockAnthropic::start().await;
+    mock.on(Rule::prompt_contains("remember").reply(Reply::text("Remembered.")));
+    mock.on(Rule::prompt_contains("which word").reply(Reply::text("Apricot.")));
+    let sandbox = Sandbox::new(&mock);
+    let t = tenants(&sandbox);
+    // No hot process: the second turn resumes from the session store.
+    let server = Binary::start(
+        &sandbox,
+        &["--tenants-file", t.file.to_str().unwrap(), "--max-hot", "0"],
+    )
+    .await;
+    let (status, _, body) = server
+        .post(
+            ACME_TOKEN,
+            "/v1/sessions",
+            json!({"prompt": "remember the word apricot-7d1e"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["session"].as_str().unwrap().to_owned();
+    let (status, _, body) = server
+        .post(
+            ACME_TOKEN,
+            &format!("/v1/sessions/{session}/messages"),
+            json!({"prompt": "which word did I ask you to remember?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The model saw the first turn with the second.
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|r| r.mentions("which word") && r.mentions("apricot-7d1e")),
+        "the second turn did not carry the first"
+    );
+    assert!(!transcripts(&t.acme_config).is_empty());
+    assert!(transcripts(&t.beta_config).is_empty());
+    assert!(transcripts(sandbox.config_dir()).is_empty());
+}
