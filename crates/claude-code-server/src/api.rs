@@ -29,7 +29,8 @@ pub struct QueryRequest {
     #[serde(default)]
     #[schema(schema_with = permission_mode_schema)]
     pub permission_mode: Option<PermissionMode>,
-    /// A working directory relative to the server's project root.
+    /// A working directory: relative to the caller's project root (its first, for a
+    /// tenant with several), or absolute inside one of its roots.
     #[serde(default)]
     pub cwd: Option<String>,
     /// A JSON Schema for structured output (an object valid against the meta-schema
@@ -402,7 +403,8 @@ impl QueryResponse {
 pub struct NewSession {
     /// The first prompt.
     pub prompt: String,
-    /// A working directory relative to the server's project root.
+    /// A working directory: relative to the caller's project root (its first, for a
+    /// tenant with several), or absolute inside one of its roots.
     #[serde(default)]
     pub cwd: Option<String>,
 }

@@ -36,6 +36,11 @@
 //! | `GET /v1/runs/{id}/events` | a run's events as server-sent events, after `Last-Event-ID` (from any replica) |
 //! | `POST /v1/runs/{id}/cancel` | cancels a run |
 //! | `GET /v1/stats` | the caller's own figures; the pool's and the server-wide ones for operator tokens |
+//! | `GET /v1/audit` | the audit log (see below): every tenant's for operator tokens, the caller's own otherwise |
+//! | `GET /metrics` | Prometheus metrics, for operator tokens only (see [`metrics`](#metrics)) |
+//! | `GET /ready` | `200` when the database answers and the replica is not draining, else `503` |
+//! | `POST /api/claude/query` | the Python SDK's web pattern: `{prompt, max_turns, system_prompt}` → `{messages: [{content, role, timestamp, tools_used}], success, error}` |
+//! | `POST /api/claude/stream` | the same as `data: {content, role, timestamp}` lines, ending with `data: [DONE]` |
 //!
 //! Errors are `{"error": {"kind", "message", "transient", ...}, "messages": [...]}` with a
 //! status that follows the SDK's [`ErrorKind`](claude_code_sdk::ErrorKind):
@@ -51,7 +56,7 @@
 //! | 422 | max turns, budget, or an interrupted run |
 //! | 429 | the model API is rate limited, or the caller is over one of its [`TenantLimits`] |
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
-//! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, or shutting down |
+//! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, the replica drains (`draining`) or shuts down |
 //! | 504 | the run timed out |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
@@ -127,8 +132,63 @@
 //! server listens on loopback), a request about a path outside the project root (in
 //! the tool's input or the CLI's `blocked_path`) is denied without asking.
 //!
-//! The project root is shared by every caller: the tools of one run can see the files
-//! of another. Run one server per tenant when that matters.
+//! The tenants of `--token` tokens share the project root: the tools of one run can
+//! see the files of another. Tenants of a tenants file ([`ServerConfig::tenants`],
+//! `--tenants-file`) have their own project roots, `CLAUDE_CONFIG_DIR` and limits, and
+//! their tokens are stored as SHA-256 hashes only; the file's format is below. A
+//! tenant's runs work in its roots only (a `cwd` may be relative to its first root, or
+//! absolute inside any of them). The CLI's tools are confined to a root by the
+//! permission mode and approvals, not by the kernel: a mode that lets the model run
+//! any command (`bypassPermissions`, or approving `Bash`) can reach anything the
+//! server's user can.
+//!
+//! ## The tenants file
+//!
+//! TOML, or JSON when the name ends in `.json`, with the same fields:
+//!
+//! ```toml
+//! [[tenants]]
+//! name = "acme"                           # 1 to 64 of A-Z a-z 0-9 . _ -
+//! token_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+//! project_roots = ["/srv/acme"]           # the first: runs without a cwd work there
+//! config_dir = "/srv/claude-config/acme"  # its CLIs' CLAUDE_CONFIG_DIR (created 0700)
+//! operator = false                        # sees /metrics, every tenant's /v1/audit
+//!
+//! [tenants.limits]                        # each optional: no limit
+//! max_concurrent = 2                      # runs in progress; beyond, they queue
+//! max_queued = 8                          # runs waiting; beyond, 429
+//! runs_per_minute = 30                    # runs started in any minute; beyond, 429
+//! ```
+//!
+//! `printf %s "$TOKEN" | claude-code-server hash-token` prints a token's hash. A
+//! presented token is hashed and compared with every known hash in constant time.
+//! Runs, sessions and the audit log carry the tenant's name (a `--token` tenant's id is
+//! its token's SHA-256); no plaintext token is written to the database or the log.
+//! Every replica of a fleet must read the same tenants file. Spares (`prewarm`) are
+//! started with the server's environment, so a tenant with its own `config_dir` starts
+//! its CLIs cold.
+//!
+//! ## The audit log
+//!
+//! One row per run in the fleet's database (table `ccs_audit_log`, PostgreSQL or
+//! SQLite), written before the run is queued and completed when it ends: the tenant,
+//! the run and session, the request id, the endpoint, the prompt's SHA-256 and length
+//! (its text only with [`ServerConfig::audit_prompts`], `--audit-prompts`), the working
+//! directory, the permission mode, the model, the outcome, the cost and the tools
+//! used. `GET /v1/audit?tenant=&before=&limit=` reads it, newest first (at most 1000
+//! rows a page; page with the last row's `at_ms` as `before`); without a server,
+//! `claude-code-server --data-dir DIR audit [--tenant NAME] [--limit N]` (or
+//! `--database-url URL audit`) prints the same rows as JSON lines ([`read_audit`]).
+//!
+//! # Metrics
+//!
+//! `GET /metrics` answers in the Prometheus text format, to operator tokens only (give
+//! Prometheus one as its bearer token): `ccs_runs{state}`, `ccs_queue_depth`,
+//! `ccs_leases_held`, `ccs_takeovers_total`, `ccs_pool_processes{state}`,
+//! `ccs_approvals_waiting`, `ccs_event_lag_seconds` (from an event's append to its
+//! delivery to a client), `ccs_cost_usd{tenant}`, `ccs_draining`. Fleet-wide figures
+//! (runs, queue, approvals, cost) read the database at each scrape and are the same on
+//! every replica; the others are this replica's, labelled `replica`.
 //!
 //! # What a CLI inherits, and what outlives the server
 //!
@@ -148,20 +208,30 @@
 //!
 //! # Shutdown
 //!
-//! `SIGINT` or `SIGTERM` stops accepting connections, ends running streams with an
+//! `SIGINT` or `SIGTERM` first drains the replica for up to `drain_timeout` (20 s,
+//! `--drain-timeout`; 0 skips it): it claims no new run (other replicas take the queued
+//! ones), `/ready` answers `503`, a request for a new run is answered `503 draining`
+//! (`Retry-After: 1`: send it to another replica), and it keeps serving until its own runs have ended
+//! and no client is reading a run's events from it. Then it stops accepting connections, ends running streams with an
 //! `error` event (`shutting_down`), refuses pending approvals, closes connections with
 //! no request in progress, waits for the others, and kills every CLI the server
-//! started; a second signal kills every CLI run and exits at once (status 130).
+//! started: a run still in progress ends `interrupted` and its lease is released. A
+//! second signal ends the drain; a third kills every CLI run and exits at once
+//! (status 130).
 
 mod api;
+mod audit;
+mod compat;
 mod confine;
 mod error;
 mod fleet;
 mod listen;
+mod metrics;
 pub mod openapi;
 mod request_id;
 mod routes;
 mod runs;
+mod tenants;
 mod workspace;
 
 use std::net::SocketAddr;
@@ -183,6 +253,7 @@ pub use api::{
 };
 pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail};
 pub use listen::serve_on;
+pub use tenants::{Tenant, check_tenants, hash_token, load_tenants};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -226,8 +297,9 @@ pub struct ServerConfig {
     /// project root (the tool input's path fields or the CLI's `blocked_path`). Default:
     /// on unless `bind` is a loopback address (set when [`ServerConfig::new`] runs).
     pub deny_outside_project: bool,
-    /// Tokens whose callers also see the server-wide figures of `/v1/stats`. Each
-    /// must also be an accepted token ([`ServerConfig::operator_token`] adds it to
+    /// Tokens whose callers are operators: they also see the server-wide figures of
+    /// `/v1/stats`, `/metrics` and every tenant's `/v1/audit`. Each must also be an
+    /// accepted token ([`ServerConfig::operator_token`] adds it to
     /// both lists).
     pub operator_tokens: Vec<String>,
     /// The most a `POST /v1/query` collects (the CLI's output lines, in bytes) before
@@ -286,12 +358,26 @@ pub struct ServerConfig {
     /// How long a session's turn waits for its home replica (the one with its hot
     /// process) before another replica takes it (default 2 s).
     pub home_grace: Duration,
-    /// Per-tenant limits on runs (429 with `Retry-After` beyond them).
+    /// Per-tenant limits on runs (429 with `Retry-After` beyond them): those of the
+    /// tenants of `api_tokens`; each of `tenants` has its own.
     pub tenant_limits: TenantLimits,
+    /// Tenants with their own token hashes, project roots, `CLAUDE_CONFIG_DIR` and
+    /// limits (see [`Tenant`] and the tenants file format in [`load_tenants`]'s
+    /// module docs), beside the tenants of `api_tokens`.
+    pub tenants: Vec<Tenant>,
+    /// On `SIGTERM` (or `SIGINT`), how long [`serve`] lets this replica's runs finish
+    /// before it ends the rest `interrupted` (default 20 s, under the 30 s a
+    /// Kubernetes pod is given by default before it is killed; zero: at once). While it
+    /// drains it claims no run and `/ready` answers `503`.
+    pub drain_timeout: Duration,
+    /// Whether the audit log keeps each run's prompt text (default: only its length
+    /// and SHA-256).
+    pub audit_prompts: bool,
 }
 
 /// Per-tenant limits on runs. `None`: no limit of that kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TenantLimits {
     /// Runs in progress at once; beyond it runs queue (up to `max_queued`).
@@ -346,6 +432,9 @@ impl ServerConfig {
             disconnect_grace: Duration::from_secs(30),
             home_grace: Duration::from_secs(2),
             tenant_limits: TenantLimits::default(),
+            tenants: Vec::new(),
+            drain_timeout: Duration::from_secs(20),
+            audit_prompts: false,
         }
     }
 
@@ -381,6 +470,36 @@ impl ServerConfig {
     #[must_use]
     pub fn disconnect_grace(mut self, grace: Duration) -> Self {
         self.disconnect_grace = grace;
+        self
+    }
+
+    /// A tenant of its own token hashes, project roots, config directory and limits
+    /// (call again for more).
+    #[must_use]
+    pub fn tenant(mut self, tenant: Tenant) -> Self {
+        self.tenants.push(tenant);
+        self
+    }
+
+    /// These tenants too (e.g. from [`load_tenants`]).
+    #[must_use]
+    pub fn tenants(mut self, tenants: impl IntoIterator<Item = Tenant>) -> Self {
+        self.tenants.extend(tenants);
+        self
+    }
+
+    /// How long a stop signal lets running runs finish (see
+    /// [`ServerConfig::drain_timeout`](ServerConfig#structfield.drain_timeout)).
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Keeps prompts' text in the audit log.
+    #[must_use]
+    pub fn audit_prompts(mut self, keep: bool) -> Self {
+        self.audit_prompts = keep;
         self
     }
 
@@ -437,8 +556,9 @@ impl ServerConfig {
         self
     }
 
-    /// Accepts this bearer token, and shows its callers the server-wide figures of
-    /// `/v1/stats` (call again for more).
+    /// Accepts this bearer token, and makes its callers operators (see
+    /// [`ServerConfig::operator_tokens`](ServerConfig#structfield.operator_tokens);
+    /// call again for more).
     #[must_use]
     pub fn operator_token(mut self, token: impl Into<String>) -> Self {
         let token = token.into();
@@ -605,6 +725,7 @@ impl ServerConfig {
                 ));
             }
         }
+        tenants::check_tenants(&self.tenants)?;
         self.check_limits()
     }
 
@@ -648,12 +769,38 @@ struct StateInner {
     fleet: fleet::Fleet,
     /// What identifies the project root's storage.
     workspace: workspace::Workspace,
+    /// The tenants of the tenants file.
+    tenants: Vec<Arc<tenants::Resolved>>,
+    /// What identifies each tenant project root's storage.
+    workspaces: Vec<(PathBuf, workspace::Workspace)>,
+    /// How many clients read a run's events now (a drain waits for them).
+    readers: Arc<std::sync::atomic::AtomicUsize>,
+    /// What `/metrics` counts besides what the database and the pool say.
+    metrics: metrics::Metrics,
     /// The callers of operator tokens.
     operators: Vec<String>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
     /// The temporary directory of a server given no database and no data directory.
     _temp_dir: Option<tempfile::TempDir>,
+}
+
+/// Counts a client reading a run's events while it lives.
+pub(crate) struct Reading(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StateInner {
+    /// A client starts reading a run's events.
+    pub(crate) fn reading(&self) -> Reading {
+        self.readers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reading(Arc::clone(&self.readers))
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Drop for StateInner {
@@ -727,6 +874,7 @@ impl AppState {
             }
         };
         let db = fleet::db::Db::connect(&url, 16).await.map_err(io_err)?;
+        audit::migrate(&db).await.map_err(io_err)?;
         config.base_options = config
             .base_options
             .to_builder()
@@ -776,12 +924,33 @@ impl AppState {
                 max_queued: config.pool.max_queued,
                 queue_timeout: config.pool.queue_timeout,
                 tenant_max_active: {
-                    let max = config.tenant_limits.max_concurrent;
-                    fleet::TenantMaxActive(Arc::new(move |_| max))
+                    // A tenants file's tenant by its name; every other caller (a token
+                    // given with --token) by the server-wide tenant limits.
+                    let default = config.tenant_limits.max_concurrent;
+                    let named: std::collections::HashMap<String, Option<u32>> = config
+                        .tenants
+                        .iter()
+                        .map(|t| (t.name.clone(), t.limits.max_concurrent))
+                        .collect();
+                    fleet::TenantMaxActive(Arc::new(move |tenant: &str| {
+                        named.get(tenant).copied().unwrap_or(default)
+                    }))
                 },
             },
         );
         let workspace = workspace::Workspace::load(&project_root)?;
+        tenants::check_tenants(&config.tenants)?;
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| tenants::Resolved::new(t).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut workspaces: Vec<(PathBuf, workspace::Workspace)> = Vec::new();
+        for root in tenants.iter().flat_map(|t| t.roots.iter()) {
+            if *root != project_root && !workspaces.iter().any(|(r, _)| r == root) {
+                workspaces.push((root.clone(), workspace::Workspace::load(root)?));
+            }
+        }
         let operators = config
             .operator_tokens
             .iter()
@@ -794,6 +963,10 @@ impl AppState {
                 pool,
                 fleet: fleet.clone(),
                 workspace,
+                tenants,
+                workspaces,
+                readers: Arc::default(),
+                metrics: metrics::Metrics::default(),
                 operators,
                 shutdown: CancellationToken::new(),
                 _temp_dir: temp_dir,
@@ -826,9 +999,35 @@ impl AppState {
         tokio::spawn(async move { fleet.shut_down().await });
     }
 
-    /// Stops claiming new runs; runs in progress go on (a graceful drain).
+    /// Stops claiming new runs; runs in progress go on (a graceful drain), and
+    /// `/ready` answers `503`.
     pub fn drain(&self) {
         self.inner.fleet.drain();
+    }
+
+    /// Waits until this replica runs no run and no client reads a run's events from
+    /// it, or `timeout` passed: `true` when it is idle.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let readers = self.inner.readers.load(std::sync::atomic::Ordering::SeqCst);
+            if self.inner.fleet.running() == 0 && readers == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    running = self.inner.fleet.running(),
+                    readers,
+                    "the drain timeout passed: ending what is left"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The process pool.
@@ -840,6 +1039,41 @@ impl AppState {
     pub fn replica_id(&self) -> &str {
         self.inner.fleet.replica()
     }
+}
+
+/// The newest `limit` rows of the audit log (of `tenant`, when given), newest first,
+/// read straight from the database of a server: the fleet's PostgreSQL database, or
+/// the SQLite one under `data_dir` of a server alone. What `claude-code-server audit`
+/// prints; the same rows as `GET /v1/audit`.
+///
+/// # Errors
+///
+/// When the database cannot be reached (a `data_dir` without a server's database
+/// included).
+pub async fn read_audit(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    tenant: Option<&str>,
+    limit: u32,
+) -> std::io::Result<Vec<serde_json::Value>> {
+    let url = match database_url {
+        Some(url) => url.to_owned(),
+        None => {
+            let file = data_dir.join("server.db");
+            if !file.is_file() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no server database at {}", file.display()),
+                ));
+            }
+            format!("sqlite://{}?mode=rw", file.display())
+        }
+    };
+    let db = fleet::db::Db::connect(&url, 2).await.map_err(io_err)?;
+    audit::migrate(&db).await.map_err(io_err)?;
+    audit::list(&db, tenant, None, i64::from(limit.max(1)))
+        .await
+        .map_err(io_err)
 }
 
 /// Ends sessions unused for the session TTL.
@@ -961,13 +1195,29 @@ pub async fn serve(config: ServerConfig) -> std::io::Result<()> {
         }
     });
     let bind = config.bind;
+    let drain_timeout = config.drain_timeout;
     let state = AppState::new(config).await?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|err| {
         std::io::Error::new(err.kind(), format!("cannot listen on {bind}: {err}"))
     })?;
     tracing::info!(addr = %listener.local_addr()?, "claude-code-server listening");
-    let stop = async {
+    let draining = state.clone();
+    let stop = async move {
         stop_signal().await;
+        if !drain_timeout.is_zero() {
+            // Stop claiming; let the runs here finish and their clients read them
+            // (others may take the queued runs), up to the drain timeout.
+            tracing::info!(
+                timeout_secs = drain_timeout.as_secs(),
+                "draining: claiming no new run, letting running ones finish (a second signal stops at once)"
+            );
+            draining.drain();
+            tokio::select! {
+                _ = draining.drained(drain_timeout) => {}
+                () = stop_signal() => {}
+            }
+        }
+        drop(draining);
         tracing::info!("shutting down: ending streams and runs (a second signal exits at once)");
         tokio::spawn(async {
             stop_signal().await;

@@ -5,9 +5,13 @@
 //! ```
 //!
 //! Tokens come from `--token-file` (one per line; keeps them out of `ps`),
-//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`; operator tokens, whose callers
-//! also see the server-wide figures of `/v1/stats`, from `--operator-token-file`,
-//! `CLAUDE_SERVER_OPERATOR_TOKENS` or `--operator-token`. Without any, the server
+//! `CLAUDE_SERVER_TOKENS` (comma-separated) or `--token`, each a tenant of its own; or
+//! from `--tenants-file`, which stores only their SHA-256 (`claude-code-server
+//! hash-token` reads a token on standard input and prints it) with each tenant's
+//! project roots, configuration directory and limits. Operator tokens, whose callers
+//! also see the server-wide figures of `/v1/stats`, come from `--operator-token-file`,
+//! `CLAUDE_SERVER_OPERATOR_TOKENS` or `--operator-token` (or a tenant marked `operator`
+//! in the tenants file). Without any, the server
 //! refuses to start on an address other than loopback unless `--no-auth` is given, and
 //! on loopback it answers only requests for `localhost`. The CLI is found as the SDK
 //! finds it (`CLAUDE_CODE_CLI_PATH`, `PATH`, ...) and uses the credentials of the
@@ -26,6 +30,19 @@ use claude_code_server::{ServerConfig, TenantLimits, serve};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Tenants with their token hashes, project roots, CLAUDE_CONFIG_DIR and limits
+    /// (TOML, or JSON for a name ending in .json; see the crate docs for the format).
+    #[arg(long, env = "CLAUDE_SERVER_TENANTS_FILE")]
+    tenants_file: Option<PathBuf>,
+    /// Seconds a stop signal (SIGTERM, SIGINT) lets running runs finish, claiming no
+    /// new one and answering /ready with 503; then the rest end interrupted.
+    #[arg(long, default_value_t = 20)]
+    drain_timeout: u64,
+    /// Keep each run's prompt text in the audit log (default: its length and SHA-256).
+    #[arg(long)]
+    audit_prompts: bool,
     /// Address to listen on.
     #[arg(long, env = "CLAUDE_SERVER_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
@@ -188,6 +205,23 @@ struct Args {
     tenant_runs_per_minute: Option<u32>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads a token on standard input and prints its SHA-256, for a tenants file.
+    HashToken,
+    /// Prints the newest rows of the audit log, one JSON object a line, newest first,
+    /// from the database given before the subcommand (--database-url, or the SQLite
+    /// database under --data-dir): `claude-code-server --data-dir DIR audit`.
+    Audit {
+        /// Only this tenant's runs (its name, or a --token tenant's token SHA-256).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -215,6 +249,34 @@ async fn run() -> std::io::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut args = Args::parse();
+    if let Some(Command::HashToken) = args.command {
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(std::io::Error::other(
+                "no token on standard input (e.g. `printf %s \"$TOKEN\" | claude-code-server hash-token`)",
+            ));
+        }
+        println!("{}", claude_code_server::hash_token(token));
+        return Ok(());
+    }
+    if let Some(Command::Audit { tenant, limit }) = &args.command {
+        let url = args
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty());
+        let rows =
+            claude_code_server::read_audit(url, &args.data_dir, tenant.as_deref(), *limit).await?;
+        for row in rows {
+            println!("{row}");
+        }
+        return Ok(());
+    }
+    let tenants = match &args.tenants_file {
+        Some(file) => claude_code_server::load_tenants(file)?,
+        None => Vec::new(),
+    };
     if let Some(file) = &args.token_file {
         args.tokens.extend(read_tokens(file)?);
     }
@@ -226,7 +288,11 @@ async fn run() -> std::io::Result<()> {
     }
     args.tokens.retain(|t| !t.is_empty());
     args.operator_tokens.retain(|t| !t.is_empty());
-    if args.tokens.is_empty() && args.operator_tokens.is_empty() && !args.bind.ip().is_loopback() {
+    if args.tokens.is_empty()
+        && args.operator_tokens.is_empty()
+        && tenants.is_empty()
+        && !args.bind.ip().is_loopback()
+    {
         if !args.no_auth {
             return Err(std::io::Error::other(format!(
                 "refusing to serve {} without a token: give --token-file (or --token), or \
@@ -262,6 +328,9 @@ async fn run() -> std::io::Result<()> {
         .stream_stall_timeout(Duration::from_secs(args.stream_stall_timeout))
         .lease(Duration::from_secs(args.lease))
         .disconnect_grace(Duration::from_secs(args.disconnect_grace))
+        .tenants(tenants)
+        .drain_timeout(Duration::from_secs(args.drain_timeout))
+        .audit_prompts(args.audit_prompts)
         .tenant_limits({
             let mut limits = TenantLimits::default();
             limits.max_concurrent = args.tenant_max_concurrent;

@@ -48,6 +48,10 @@ use crate::routes;
         routes::run_events,
         routes::cancel_run,
         routes::stats,
+        routes::audit_log,
+        routes::metrics,
+        crate::compat::query,
+        crate::compat::stream,
     ),
     components(schemas(
         QueryRequest,
@@ -71,6 +75,9 @@ use crate::routes;
         ApprovalCounts,
         StreamEvent,
         StreamEventKind,
+        crate::compat::CompatRequest,
+        crate::compat::CompatResponse,
+        crate::compat::CompatMessage,
     )),
     modifiers(&BearerAuth, &CommonAnswers),
 )]

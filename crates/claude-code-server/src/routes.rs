@@ -22,10 +22,10 @@ use crate::{AppState, StateInner};
 
 const PAGE: &str = include_str!("page.html");
 
-/// Who is calling: a digest of the bearer token (or `local` without auth). Sessions
-/// and approvals belong to it.
+/// Who is calling: the tenant's name for a tenants file's token, the hex SHA-256 of a
+/// `--token` token, or `local` without auth. Sessions, runs and approvals belong to it.
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(String);
+pub(crate) struct Caller(pub(crate) String);
 
 pub(crate) fn router(state: AppState) -> Router {
     let limit = state.inner.config.max_body_bytes;
@@ -44,13 +44,22 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/stats", get(stats))
+        .route("/v1/audit", get(audit_log))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    // The Python SDK's web shapes: their failures (auth's included) in their shape.
+    let compat = Router::new()
+        .route("/api/claude/query", post(crate::compat::query))
+        .route("/api/claude/stream", post(crate::compat::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::map_response(crate::compat::shape_failure));
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
         .merge(api)
+        .merge(compat)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -144,7 +153,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, 
 /// Bearer-token check for the API routes; without tokens, only loopback `Host`s.
 async fn auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let tokens = &state.inner.config.api_tokens;
-    if tokens.is_empty() {
+    let tenants = &state.inner.tenants;
+    if tokens.is_empty() && tenants.is_empty() {
         // No auth on loopback: refuse requests for another host name, so a web page
         // elsewhere cannot reach this server by rebinding a name of its own to
         // 127.0.0.1. (Without auth elsewhere, the operator chose to serve anyone.)
@@ -160,13 +170,27 @@ async fn auth(State(state): State<AppState>, mut request: Request, next: Next) -
         return next.run(request).await;
     }
     let presented = bearer(request.headers()).map(digest);
-    let known = presented.as_ref().is_some_and(|p| {
-        tokens
+    // Every hash is compared, in constant time: no early exit tells which matched.
+    let mut caller = None;
+    if let Some(p) = &presented {
+        if tokens
             .iter()
             .fold(false, |found, t| found | same(&digest(t), p))
-    });
-    if let (true, Some(caller)) = (known, presented) {
-        request.extensions_mut().insert(Caller(hex(&caller)));
+        {
+            caller = Some(hex(p));
+        }
+        for tenant in tenants {
+            if tenant
+                .hashes
+                .iter()
+                .fold(false, |found, h| found | same(h, p))
+            {
+                caller = Some(tenant.name.clone());
+            }
+        }
+    }
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(Caller(caller));
         return next.run(request).await;
     }
     // Who tried and where; never what they presented.
@@ -277,10 +301,55 @@ fn check_schema(schema: &Value) -> Result<(), ApiError> {
 }
 
 impl StateInner {
-    /// The working directory for a request: under the project root, existing.
-    fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf, ApiError> {
+    /// The tenant of the tenants file `tenant` names, if it is one.
+    pub(crate) fn tenant(&self, tenant: &str) -> Option<&std::sync::Arc<crate::tenants::Resolved>> {
+        self.tenants.iter().find(|t| t.name == tenant)
+    }
+
+    /// The project roots of `tenant`: its own, or the server's.
+    pub(crate) fn roots(&self, tenant: &str) -> &[PathBuf] {
+        match self.tenant(tenant) {
+            Some(t) => &t.roots,
+            None => std::slice::from_ref(&self.project_root),
+        }
+    }
+
+    /// The project root of `tenant` that holds `cwd` (its first when none does).
+    pub(crate) fn root_for(&self, tenant: &str, cwd: &Path) -> PathBuf {
+        let roots = self.roots(tenant);
+        roots
+            .iter()
+            .find(|r| cwd.starts_with(r))
+            .or(roots.first())
+            .cloned()
+            .unwrap_or_else(|| self.project_root.clone())
+    }
+
+    /// The storage identity of the project root that holds `cwd`.
+    pub(crate) fn workspace_for(&self, cwd: &Path) -> &crate::workspace::Workspace {
+        self.workspaces
+            .iter()
+            .filter(|(root, _)| cwd.starts_with(root))
+            .max_by_key(|(root, _)| root.as_os_str().len())
+            .map_or(&self.workspace, |(_, w)| w)
+    }
+
+    /// The limits of `tenant`: its own, or the server-wide ones.
+    fn limits(&self, tenant: &str) -> &crate::TenantLimits {
+        match self.tenant(tenant) {
+            Some(t) => &t.limits,
+            None => &self.config.tenant_limits,
+        }
+    }
+
+    /// The working directory for a request: in one of the caller's project roots,
+    /// existing. A relative `cwd` is resolved under the first root; an absolute one
+    /// must be in one of them.
+    fn resolve_cwd(&self, cwd: Option<&str>, caller: &Caller) -> Result<PathBuf, ApiError> {
+        let roots = self.roots(&caller.0);
+        let first = roots.first().unwrap_or(&self.project_root);
         let Some(relative) = cwd.filter(|c| !c.is_empty()) else {
-            return Ok(self.project_root.clone());
+            return Ok(first.clone());
         };
         let bad = |why: &str| {
             ApiError::new(
@@ -290,19 +359,20 @@ impl StateInner {
             )
         };
         let path = Path::new(relative);
-        if path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(bad("must be a relative path inside the project root"));
+        let absolute = path.is_absolute();
+        if path.components().any(|c| {
+            let allowed = matches!(c, Component::Normal(_) | Component::CurDir)
+                || (absolute && c == Component::RootDir);
+            !allowed
+        }) {
+            return Err(bad("must be a path inside the project root"));
         }
         // Canonical: symlinks are followed before the check.
-        let full = self
-            .project_root
+        let full = first
             .join(path)
             .canonicalize()
             .map_err(|_| bad("does not exist under the project root"))?;
-        if !full.starts_with(&self.project_root) || !full.is_dir() {
+        if !roots.iter().any(|root| full.starts_with(root)) || !full.is_dir() {
             return Err(bad("must be a directory inside the project root"));
         }
         Ok(full)
@@ -310,7 +380,7 @@ impl StateInner {
 
     /// What a request asks, within the server's limits: a [`RunRequest`] any replica
     /// can execute.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         request: &QueryRequest,
         caller: &Caller,
@@ -377,7 +447,7 @@ impl StateInner {
             .clamp(1, config.max_turns);
         Ok(RunRequest {
             prompt: request.prompt.clone(),
-            cwd: self.resolve_cwd(request.cwd.as_deref())?,
+            cwd: self.resolve_cwd(request.cwd.as_deref(), caller)?,
             mode,
             max_turns: turns,
             model: request.model.clone(),
@@ -394,8 +464,10 @@ impl StateInner {
 
     /// Whether `caller` sees the server-wide figures: an operator token's caller, or
     /// everyone when the server has no tokens.
-    fn is_operator(&self, caller: &Caller) -> bool {
-        self.config.api_tokens.is_empty() || self.operators.contains(&caller.0)
+    pub(crate) fn is_operator(&self, caller: &Caller) -> bool {
+        (self.config.api_tokens.is_empty() && self.tenants.is_empty())
+            || self.operators.contains(&caller.0)
+            || self.tenant(&caller.0).is_some_and(|t| t.operator)
     }
 }
 
@@ -434,6 +506,9 @@ pub(crate) async fn query_json(
     let id = uuid::Uuid::new_v4().to_string();
     inner.admit(&caller).await?;
     inner
+        .audit_submitted(&id, &caller, "query", None, &run)
+        .await?;
+    inner
         .fleet
         .submit(&id, &caller.0, None, &json!(run), false)
         .await?;
@@ -465,6 +540,9 @@ pub(crate) async fn query_stream(
     let run = inner.resolve(&request, &caller).await?;
     let id = uuid::Uuid::new_v4().to_string();
     inner.admit(&caller).await?;
+    inner
+        .audit_submitted(&id, &caller, "stream", None, &run)
+        .await?;
     inner
         .fleet
         .submit(&id, &caller.0, None, &json!(run), true)
@@ -611,9 +689,9 @@ pub(crate) async fn approve(
         let cwd = request["cwd"]
             .as_str()
             .map(PathBuf::from)
-            .unwrap_or_else(|| inner.project_root.clone());
+            .unwrap_or_else(|| inner.root_for(&caller.0, &inner.project_root));
         crate::confine::check_rewrite(
-            &inner.project_root,
+            &inner.root_for(&caller.0, &cwd),
             &cwd,
             tool,
             &request["input"],
@@ -652,10 +730,41 @@ impl StateInner {
         }
     }
 
-    /// Whether `caller` may start a run now: the fleet has a free slot or room in its
-    /// queue (503 otherwise), and the caller is within its concurrent, queued and
+    /// Writes the audit log's row of a run about to be submitted: no run goes
+    /// unrecorded.
+    pub(crate) async fn audit_submitted(
+        &self,
+        run: &str,
+        caller: &Caller,
+        endpoint: &str,
+        session: Option<&str>,
+        request: &RunRequest,
+    ) -> Result<(), ApiError> {
+        crate::audit::submitted(
+            self.fleet.db(),
+            run,
+            &caller.0,
+            endpoint,
+            session,
+            request,
+            self.config.audit_prompts,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `caller` may start a run now: this replica is not draining, the fleet
+    /// has a free slot or room in its queue (503 otherwise), and the caller is within its concurrent, queued and
     /// per-minute limits (429 with `Retry-After` otherwise).
-    async fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+    pub(crate) async fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.fleet.is_draining() {
+            // Its runs finish here; new ones go to another replica (its /ready says so).
+            return Err(ApiError::unavailable(
+                "draining",
+                "this replica is draining: send the request to another",
+                1,
+            ));
+        }
         if !self.fleet.has_room().await? {
             return Err(ApiError::unavailable(
                 "pool_busy",
@@ -663,7 +772,7 @@ impl StateInner {
                 1,
             ));
         }
-        let limits = &self.config.tenant_limits;
+        let limits = self.limits(&caller.0);
         let (active, queued, recent) = self
             .fleet
             .db()
@@ -722,7 +831,7 @@ pub(crate) async fn start_session(
     ApiJson(request): ApiJson<NewSession>,
 ) -> Result<(StatusCode, Json<QueryResponse>), ApiError> {
     let inner = &state.inner;
-    let cwd = inner.resolve_cwd(request.cwd.as_deref())?;
+    let cwd = inner.resolve_cwd(request.cwd.as_deref(), &caller)?;
     let open = inner.fleet.db().open_sessions(Some(&caller.0)).await?;
     if open >= i64::try_from(inner.config.max_sessions).unwrap_or(i64::MAX) {
         return Err(ApiError::unavailable(
@@ -752,7 +861,7 @@ pub(crate) async fn start_session(
             state: "starting".into(),
             cli_session: None,
             home: None,
-            workspace: Some(inner.workspace.id().to_owned()),
+            workspace: Some(inner.workspace_for(&cwd).id().to_owned()),
             turns: 0,
             total_cost: 0.0,
             created_at: now,
@@ -764,6 +873,9 @@ pub(crate) async fn start_session(
     let forget = ForgetSession::new(&state, &id);
     let run = session_run(inner, &request.prompt, &cwd);
     let run_id = uuid::Uuid::new_v4().to_string();
+    inner
+        .audit_submitted(&run_id, &caller, "session", Some(&id), &run)
+        .await?;
     inner
         .fleet
         .db()
@@ -876,6 +988,9 @@ pub(crate) async fn continue_session(
     inner.admit(&caller).await?;
     let run = session_run(inner, &request.prompt, Path::new(&session.cwd));
     let run_id = uuid::Uuid::new_v4().to_string();
+    inner
+        .audit_submitted(&run_id, &caller, "session", Some(&id), &run)
+        .await?;
     if !inner
         .fleet
         .db()
@@ -1070,6 +1185,72 @@ pub(crate) async fn stats(
         body.approvals.waiting_all = Some(db.approvals_waiting(None).await?);
     }
     Ok(Json(body))
+}
+
+/// The filters of `GET /v1/audit`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only this tenant's runs (operators; everyone else sees only their own).
+    tenant: Option<String>,
+    /// Only runs submitted before this time (Unix ms): page with the last row's `at_ms`.
+    before: Option<i64>,
+    /// At most this many rows (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "server",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "`{\"entries\": [...]}`, newest first: who (`tenant`), what (`run`, `session`, `endpoint`, `prompt_sha256`, `prompt_chars`, `prompt` only with --audit-prompts), where (`cwd`), `mode`, `model`, `outcome`, `cost_usd`, `tools`, `request_id`; an operator's token sees every tenant's, any other token only its own"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+    ))]
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let inner = &state.inner;
+    let tenant = if inner.is_operator(&caller) {
+        query.tenant
+    } else {
+        Some(caller.0.clone())
+    };
+    let limit = i64::from(query.limit.unwrap_or(100).clamp(1, 1000));
+    let entries =
+        crate::audit::list(inner.fleet.db(), tenant.as_deref(), query.before, limit).await?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", description = "The Prometheus text format: runs by state, queue depth, leases held, takeovers, pool processes, approvals waiting, event lag, cost by tenant (operator tokens only)"),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "Not an operator's token", body = ErrorBody),
+    ))]
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    if !inner.is_operator(&caller) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
+    }
+    let text = crate::metrics::render(inner).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

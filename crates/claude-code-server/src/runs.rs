@@ -103,13 +103,23 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         Ok(true) => {}
         _ => return,
     }
+    // With the span's run id and request id: one request id follows a run to
+    // whichever replica runs it.
+    tracing::info!(
+        tenant = %crate::metrics::tenant_label(&row.tenant),
+        replica = fleet.replica(),
+        "running a claimed run"
+    );
     // A session's run continues the session's conversation where its last run left it.
     let mut request = request;
     let mut session = None;
     if let Some(id) = &row.session {
         match fleet.db().session(id, Some(&row.tenant)).await {
             Ok(Some(s)) => {
-                if let Some(why) = inner.workspace.refuses(&s) {
+                if let Some(why) = inner
+                    .workspace_for(std::path::Path::new(&s.cwd))
+                    .refuses(&s)
+                {
                     let data = json!({"error": {"kind": "workspace_moved", "message": why, "transient": false}, "status": 409});
                     ctx.finish(state::FAILED, "error", &data, false).await;
                     return;
@@ -232,23 +242,11 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         }
     };
     let cost = summary.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
-    let _ = fleet
-        .db()
-        .audit(
-            &row.tenant,
-            Some(&row.id),
-            "run",
-            &json!({
-                "state": final_state,
-                "mode": request.mode,
-                "cwd": request.cwd,
-                "model": request.model,
-                "session": row.session,
-                "cost_usd": cost,
-                "tools": tools,
-            }),
-        )
-        .await;
+    if let Err(err) =
+        crate::audit::ended(fleet.db(), &row.id, &row.tenant, final_state, cost, &tools).await
+    {
+        tracing::warn!(%err, "could not complete the audit log");
+    }
     if final_state == state::CANCELLED
         && let Some(s) = &session
         && s.turns == 0
@@ -290,12 +288,21 @@ fn options_for_run(
     if let Some(limit) = request.max_line_bytes {
         builder = builder.max_line_bytes(limit);
     }
+    // A tenant's CLIs keep their transcripts, settings and memory in its own
+    // configuration directory.
+    if let Some(dir) = state
+        .inner
+        .tenant(tenant)
+        .and_then(|t| t.config_dir.as_ref())
+    {
+        builder = builder.env("CLAUDE_CONFIG_DIR", dir.to_string_lossy());
+    }
     if request.approvals {
         let ask = Asker {
             writer: writer.clone(),
             tenant: tenant.into(),
             cwd: request.cwd.clone(),
-            root: state.inner.project_root.clone(),
+            root: state.inner.root_for(tenant, &request.cwd),
             timeout: config.approval_timeout,
             deny_outside_project: config.deny_outside_project,
         };
@@ -439,6 +446,7 @@ pub(crate) async fn collect(
     limit: usize,
 ) -> Result<QueryResponse, ApiError> {
     let fleet = &state.inner.fleet;
+    let _reading = state.inner.reading();
     let mut after = 0;
     let mut messages: Vec<Value> = Vec::new();
     let mut collected = 0usize;
@@ -451,6 +459,7 @@ pub(crate) async fn collect(
         };
         for event in events {
             after = event.seq;
+            state.inner.metrics.delivered(event.at);
             match event.kind.as_str() {
                 "message" => {
                     collected = collected.saturating_add(event.data.to_string().len());
@@ -500,8 +509,10 @@ pub(crate) fn sse(
         first: Option<Event>,
         ended: bool,
         touched: i64,
+        _reading: crate::Reading,
     }
     let reading = Reading {
+        _reading: state.inner.reading(),
         state,
         run,
         after,
@@ -520,6 +531,7 @@ pub(crate) fn sse(
             }
             if let Some(event) = r.pending.pop_front() {
                 r.after = event.seq;
+                r.state.inner.metrics.delivered(event.at);
                 r.ended = is_final_event(&event.kind);
                 let sse = Event::default()
                     .id(event.seq.to_string())

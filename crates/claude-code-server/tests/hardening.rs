@@ -730,8 +730,9 @@ async fn a_signal_ends_streams_and_the_server_and_a_second_one_exits_at_once() {
     mock.on(Rule::any().reply(Reply::text("never mind").delay(Duration::from_secs(60))));
     let sandbox = Sandbox::new(&mock);
 
-    // First signal: the stream ends with `shutting_down`, the server exits cleanly.
-    let mut server = Binary::start(&sandbox, &[]).await;
+    // First signal: the stream ends with `shutting_down`, the server exits cleanly (no
+    // drain: tests/operations.rs has those).
+    let mut server = Binary::start(&sandbox, &["--drain-timeout", "0"]).await;
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{}/v1/query/stream", server.url()))

@@ -128,6 +128,8 @@ pub(crate) struct EventRow {
     pub(crate) seq: i64,
     pub(crate) kind: String,
     pub(crate) data: Value,
+    /// When it was appended (Unix ms).
+    pub(crate) at: i64,
 }
 
 /// A server session (`/v1/sessions`).
@@ -235,6 +237,11 @@ impl Db {
         &self.url
     }
 
+    /// The connection pool (for the audit log, which keeps its own table).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Whether the database answers.
     pub(crate) async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
@@ -243,7 +250,7 @@ impl Db {
     /// `sql` in this database's placeholder syntax. Every statement of this module is
     /// a constant or built from constants: values only ever travel as bound
     /// parameters.
-    fn q(&self, sql: &str) -> AssertSqlSafe<String> {
+    pub(crate) fn q(&self, sql: &str) -> AssertSqlSafe<String> {
         AssertSqlSafe(match self.kind {
             Kind::Postgres => sql.to_owned(),
             Kind::Sqlite => sql.replace('$', "?"),
@@ -251,10 +258,6 @@ impl Db {
     }
 
     async fn migrate(&self) -> DbResult<()> {
-        let serial = match self.kind {
-            Kind::Postgres => "BIGSERIAL PRIMARY KEY",
-            Kind::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        };
         let float = match self.kind {
             Kind::Postgres => "DOUBLE PRECISION",
             Kind::Sqlite => "REAL",
@@ -348,16 +351,6 @@ impl Db {
                 tenant_id TEXT NOT NULL,
                 total_cost {float} NOT NULL DEFAULT 0,
                 updated_at BIGINT NOT NULL
-            )"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS ccs_audit (
-                id {serial},
-                at BIGINT NOT NULL,
-                tenant_id TEXT NOT NULL,
-                run_id TEXT,
-                action TEXT NOT NULL,
-                detail TEXT NOT NULL
             )"
             ),
         ];
@@ -864,7 +857,7 @@ impl Db {
         limit: i64,
     ) -> DbResult<Vec<EventRow>> {
         let rows = sqlx::query(self.q(
-            "SELECT seq, kind, data FROM ccs_events WHERE run_id = $1 AND seq > $2
+            "SELECT seq, kind, data, at FROM ccs_events WHERE run_id = $1 AND seq > $2
              ORDER BY seq LIMIT $3",
         ))
         .bind(run)
@@ -878,6 +871,7 @@ impl Db {
                     seq: row.try_get("seq")?,
                     kind: row.try_get("kind")?,
                     data: json_col(row, "data")?,
+                    at: row.try_get("at")?,
                 })
             })
             .collect()
@@ -1260,29 +1254,6 @@ impl Db {
             ))
         })
         .transpose()
-    }
-
-    // --- audit ------------------------------------------------------------------------
-
-    /// Records who did what.
-    pub(crate) async fn audit(
-        &self,
-        tenant: &str,
-        run: Option<&str>,
-        action: &str,
-        detail: &Value,
-    ) -> DbResult<()> {
-        sqlx::query(self.q(
-            "INSERT INTO ccs_audit (at, tenant_id, run_id, action, detail) VALUES ($1, $2, $3, $4, $5)",
-        ))
-        .bind(now_ms())
-        .bind(tenant)
-        .bind(run)
-        .bind(action)
-        .bind(detail.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Raw access for `NOTIFY` on PostgreSQL.

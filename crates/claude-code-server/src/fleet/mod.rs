@@ -108,6 +108,8 @@ struct Inner {
     config: FleetConfig,
     local: Mutex<HashMap<String, Local>>,
     draining: AtomicBool,
+    /// Expired leases this replica took over (for `/metrics`).
+    takeovers: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
     executor: Mutex<Option<Executor>>,
 }
@@ -136,6 +138,7 @@ impl Fleet {
                 config,
                 local: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                takeovers: std::sync::atomic::AtomicU64::new(0),
                 stop,
                 executor: Mutex::new(None),
             }),
@@ -205,6 +208,11 @@ impl Fleet {
     /// Stops claiming new runs (the first step of a graceful drain).
     pub(crate) fn drain(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// How many expired leases this replica took over.
+    pub(crate) fn takeovers(&self) -> u64 {
+        self.inner.takeovers.load(Ordering::Relaxed)
     }
 
     /// Whether the replica drains.
@@ -724,6 +732,7 @@ async fn sweeper(fleet: Fleet) {
                         .await;
                     match ended {
                         Ok(true) => {
+                            inner.takeovers.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(run = run.id, replica = ?run.replica, "took over a run whose lease ran out: interrupted");
                             inner.notifier.publish(Channel::Events, &run.id).await;
                         }
