@@ -178,11 +178,27 @@ impl Modify for CommonAnswers {
                 ),
             ),
         ];
+        // The compat routes answer a body they cannot take in their own shape.
+        let compat = [
+            (
+                "CompatBadRequest",
+                compat_answer("The body is not the JSON this route takes (`success: false`)"),
+            ),
+            (
+                "CompatPayloadTooLarge",
+                compat_answer("The body is over the server's limit (`success: false`)"),
+            ),
+            (
+                "CompatUnsupportedMediaType",
+                compat_answer("The body is not `application/json` (`success: false`)"),
+            ),
+        ];
         let components = openapi.components.get_or_insert_with(Default::default);
-        for (name, answer) in common {
+        for (name, answer) in common.into_iter().chain(compat) {
             components.responses.insert(name.to_owned(), answer.into());
         }
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let compat = path.starts_with("/api/claude/");
             for operation in [
                 &mut item.get,
                 &mut item.post,
@@ -193,13 +209,26 @@ impl Modify for CommonAnswers {
             .into_iter()
             .flatten()
             {
-                add_common(operation);
+                add_common(operation, compat);
             }
         }
     }
 }
 
-fn add_common(operation: &mut Operation) {
+/// An answer of the compat routes: a `CompatResponse` as JSON.
+fn compat_answer(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("CompatResponse")))
+                .build(),
+        )
+        .build()
+}
+
+fn add_common(operation: &mut Operation, compat: bool) {
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let with_body = operation.request_body.is_some();
     let mut add = |status: &str, name: &str| {
@@ -213,7 +242,11 @@ fn add_common(operation: &mut Operation) {
         add("401", "Unauthorized");
         add("403", "ForbiddenHost");
     }
-    if with_body {
+    if with_body && compat {
+        add("400", "CompatBadRequest");
+        add("413", "CompatPayloadTooLarge");
+        add("415", "CompatUnsupportedMediaType");
+    } else if with_body {
         add("400", "BadRequest");
         add("413", "PayloadTooLarge");
         add("415", "UnsupportedMediaType");

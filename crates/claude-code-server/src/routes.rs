@@ -1204,13 +1204,16 @@ pub(crate) struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "`{\"entries\": [...]}`, newest first: who (`tenant`), what (`run`, `session`, `endpoint`, `prompt_sha256`, `prompt_chars`, `prompt` only with --audit-prompts), where (`cwd`), `mode`, `model`, `outcome`, `cost_usd`, `tools`, `request_id`; an operator's token sees every tenant's, any other token only its own"),
+        (status = 400, description = "A filter that is not of its type (`invalid_request`)", body = ErrorBody),
         (status = 401, description = "No or bad token", body = ErrorBody),
     ))]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(query) = query
+        .map_err(|rejection| ApiError::bad_request("invalid_request", rejection.body_text()))?;
     let inner = &state.inner;
     let tenant = if inner.is_operator(&caller) {
         query.tenant

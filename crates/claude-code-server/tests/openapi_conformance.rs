@@ -205,6 +205,10 @@ include-path-regex = '^/v1/query'
 phases.coverage.generation.mode = "negative"
 
 [[operations]]
+include-path-regex = '^/api/claude/'
+phases.coverage.generation.mode = "negative"
+
+[[operations]]
 include-path-regex = '^/v1/sessions$'
 phases.coverage.generation.mode = "negative"
 
