@@ -7,7 +7,6 @@ mod rule;
 mod schema;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,8 +19,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use reply::StreamCut;
 
 pub use demo::{DEMO_FILE, demo_rules};
 pub use reply::{DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, Reply};
@@ -414,12 +416,33 @@ async fn respond(
             retry_after,
             body,
         } => return error_response(status, retry_after, &body, id),
-        Rendered::Json { body, fingerprint } => {
+        Rendered::Json {
+            body,
+            cut: None,
+            fingerprint,
+        } => {
             remember(fingerprint);
             axum::Json(body).into_response()
         }
+        Rendered::Json {
+            body,
+            cut: Some(cut),
+            fingerprint,
+        } => {
+            remember(fingerprint);
+            let bytes = Bytes::from(body.to_string());
+            let half = bytes.slice(..bytes.len() / 2);
+            let stream = futures::stream::once(async move { Ok(half) }).chain(broken(cut));
+            let mut response = Body::from_stream(stream).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Rendered::Stream {
             frames,
+            cut,
             chunk_delay,
             fingerprint,
         } => {
@@ -430,8 +453,12 @@ async fn respond(
                     if frame.paced && !chunk_delay.is_zero() {
                         tokio::time::sleep(chunk_delay).await;
                     }
-                    Some((Ok::<_, Infallible>(frame.bytes), frames))
+                    Some((Ok::<_, io::Error>(frame.bytes), frames))
                 });
+            let stream = match cut {
+                Some(cut) => stream.chain(broken(cut)).boxed(),
+                None => stream.boxed(),
+            };
             let mut response = Body::from_stream(stream).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -444,6 +471,21 @@ async fn respond(
     };
     set_request_id(&mut response, id);
     response
+}
+
+/// The end of a broken response: nothing, ever (a stall), or an error that makes the
+/// server drop the connection without ending the response (a reset).
+fn broken(cut: StreamCut) -> futures::stream::BoxStream<'static, Result<Bytes, io::Error>> {
+    match cut {
+        StreamCut::Stall => futures::stream::pending().boxed(),
+        StreamCut::Reset => futures::stream::once(async {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "mock: connection reset mid-stream",
+            ))
+        })
+        .boxed(),
+    }
 }
 
 fn error_response(status: u16, retry_after: Option<u64>, body: &Value, id: usize) -> Response {
