@@ -12,7 +12,7 @@ CARGO ?= cargo
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run serve test bench cli cli-oldest check lint clean
+.PHONY: run serve test bench soak cli cli-oldest check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
@@ -35,6 +35,12 @@ test: cli cli-oldest
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli
 	$(CARGO) bench -p claude-code-sdk --bench latency
+
+## make soak: the fault tests in rounds, 1,000 queries through the pool (bounded), the
+## fuzzers (cargo fuzz on nightly, else a stable harness); rewrites RELIABILITY.md.
+## About 20 minutes; tools/soak.sh names the knobs (SOAK_N, SOAK_SECONDS, FUZZ_SECONDS, ...)
+soak: cli
+	tools/soak.sh
 
 ## make lint: formatting, clippy and rustdoc, warnings are errors
 lint:
