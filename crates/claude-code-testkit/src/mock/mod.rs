@@ -86,10 +86,18 @@ struct Shared {
     counters: Counters,
 }
 
+/// Requests a mock keeps for [`MockAnthropic::requests`]: the most recent ones. A
+/// long-running mock (the `mock-anthropic` binary, a soak) would otherwise grow by
+/// every request the CLI sends (tens of KiB each).
+pub const MAX_RECORDED_REQUESTS: usize = 1000;
+
 #[derive(Default)]
 struct MockState {
     rules: Vec<Slot>,
+    /// The last [`MAX_RECORDED_REQUESTS`] requests.
     requests: Vec<RecordedRequest>,
+    /// Requests received, all told.
+    received: usize,
     /// Turn fingerprint (see `request::turn_fingerprint`) -> index of the rule that
     /// started the turn, `None` for the default reply.
     turns: HashMap<String, Option<usize>>,
@@ -206,7 +214,8 @@ impl MockAnthropic {
         state.turns.clear();
     }
 
-    /// The model-turn requests ([`RequestKind::Turn`]), in arrival order.
+    /// The model-turn requests ([`RequestKind::Turn`]), in arrival order (of the last
+    /// [`MAX_RECORDED_REQUESTS`] requests).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared
             .state()
@@ -215,6 +224,11 @@ impl MockAnthropic {
             .filter(|request| request.kind() == RequestKind::Turn)
             .cloned()
             .collect()
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_requests(&self) {
+        self.shared.state().requests.clear();
     }
 
     /// Every request, housekeeping and unknown endpoints included, in arrival order.
@@ -346,8 +360,12 @@ fn model_of(request: &RecordedRequest) -> String {
 /// Records a request and returns its number (1-based), used as its `request-id`.
 fn record(shared: &Shared, request: RecordedRequest) -> usize {
     let mut state = shared.state();
+    if state.requests.len() >= MAX_RECORDED_REQUESTS {
+        state.requests.remove(0);
+    }
     state.requests.push(request);
-    state.requests.len()
+    state.received += 1;
+    state.received
 }
 
 /// Picks the rule for a turn request (see [`Rule`]) and computes its reply.
@@ -503,5 +521,32 @@ fn error_response(status: u16, retry_after: Option<u64>, body: &Value, id: usize
 fn set_request_id(response: &mut Response, id: usize) {
     if let Ok(value) = HeaderValue::from_str(&format!("req_mock_{id}")) {
         response.headers_mut().insert("request-id", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_log_keeps_the_last_requests_and_numbers_them_all() {
+        let shared = Shared::default();
+        let total = MAX_RECORDED_REQUESTS + 5;
+        let mut last = 0;
+        for i in 0..total {
+            let request = RecordedRequest::new(
+                "POST".into(),
+                "/v1/messages".into(),
+                None,
+                Vec::new(),
+                json!({"n": i}),
+                RequestKind::Turn,
+            );
+            last = record(&shared, request);
+        }
+        assert_eq!(last, total, "request ids keep counting");
+        let state = shared.state();
+        assert_eq!(state.requests.len(), MAX_RECORDED_REQUESTS);
+        assert_eq!(state.requests[0].body["n"], 5, "the oldest went first");
     }
 }
