@@ -179,7 +179,10 @@ async fn run_one(
             Err(err) => (kind(&err), false),
             Ok(run) => match run.collect_all().await {
                 Ok(_) => ("completed (unexpected)".to_owned(), false),
-                Err(err) => (format!("{} ({:?})", kind(&err), err.api_status()), false),
+                Err(err) => match err.api_status() {
+                    Some(status) => (format!("{} ({status})", kind(&err)), false),
+                    None => (kind(&err), false),
+                },
             },
         },
     }
