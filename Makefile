@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run serve test bench cli cli-oldest browser check lint clean
+.PHONY: run serve test bench soak cli cli-oldest browser check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
@@ -40,6 +40,12 @@ test: cli cli-oldest browser
 ## make bench: measurements written up in BENCHMARKS.md
 bench: cli
 	$(CARGO) bench -p claude-code-sdk --bench latency
+
+## make soak: the fault tests in rounds, 1,000 queries through the pool (bounded), the
+## fuzzers (cargo fuzz on nightly, else a stable harness); rewrites RELIABILITY.md.
+## About 20 minutes; tools/soak.sh names the knobs (SOAK_N, SOAK_SECONDS, FUZZ_SECONDS, ...)
+soak: cli
+	tools/soak.sh
 
 ## make lint: formatting, clippy and rustdoc, warnings are errors
 lint:

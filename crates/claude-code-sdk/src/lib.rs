@@ -181,6 +181,9 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod message;
 pub mod options;

@@ -38,11 +38,17 @@
 //! Dropping a [`Query`] at any point kills the CLI's whole process group. Nothing
 //! is left running.
 //!
-//! # Caveats
+//! # Timeouts
 //!
-//! The timeout (`ClaudeCodeOptions::timeout`) is checked while the stream is polled;
-//! a stream nobody polls keeps its CLI until it is dropped. Read the stream to its end,
-//! or drop it.
+//! - `ClaudeCodeOptions::timeout` bounds the whole run. A timer task kills the CLI's
+//!   process group when it expires, whether or not anyone polls the stream; the
+//!   stream yields the [`Timeout`](ErrorKind::Timeout) error when it is next polled.
+//! - `ClaudeCodeOptions::idle_timeout` (the idle watchdog) bounds the CLI's silence
+//!   while a turn runs: no output line for that long, with none of the CLI's requests
+//!   being served by the SDK, kills the CLI and ends the stream with a
+//!   [`Timeout`](ErrorKind::Timeout) error. Silence is noticed while the stream is
+//!   polled: a consumer that does not poll is not waiting for the CLI. Lines the
+//!   SDK has buffered but the consumer has not read yet never count as silence.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -76,13 +82,14 @@ pub fn query(prompt: impl Into<Prompt>, options: ClaudeCodeOptions) -> Query {
     let slot = ProcessSlot::default();
     let publish = Arc::clone(&slot);
     let timeout = options.timeout;
+    let idle_timeout = options.idle_timeout;
     let requested_tools = options.requested_tool_names();
     let start = async move {
         let session = CliSession::connect(&options, &publish).await?;
         session.link.send_prompt(&prompt).await?;
         Ok(session)
     };
-    Query::new(Box::pin(start), slot, timeout, requested_tools)
+    Query::new(Box::pin(start), slot, timeout, requested_tools).with_idle_timeout(idle_timeout)
 }
 
 /// The stream of messages of one run. See [`query()`].
@@ -93,12 +100,86 @@ pub struct Query {
     process: ProcessSlot,
     deadline: Option<Pin<Box<Sleep>>>,
     timeout: Option<Duration>,
+    timers: Timers,
     requested_tools: Vec<String>,
     unknown_tools: Vec<String>,
     keep_alive: bool,
     pending_after_idle: Option<Error>,
     /// How the run's result ended it: `Some(true)` when it stands for an error.
     result_failed: Option<bool>,
+}
+
+/// The run's watchdogs besides the polled deadline.
+#[derive(Default)]
+struct Timers {
+    /// Kills the process at the deadline even if nobody polls; aborted once the run
+    /// has its result or ends.
+    deadline_killer: Option<tokio::task::AbortHandle>,
+    /// The idle watchdog's limit and timer (armed while a turn runs).
+    idle_timeout: Option<Duration>,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timers {
+    /// The run no longer needs its timers: it has its result, or it ended.
+    fn disarm(&mut self) {
+        if let Some(killer) = self.deadline_killer.take() {
+            killer.abort();
+        }
+        self.idle = None;
+    }
+
+    /// Restarts the idle watchdog's timer from now (a line arrived).
+    fn rearm_idle(&mut self) {
+        if let Some(limit) = self.idle_timeout {
+            let at = tokio::time::Instant::now() + limit;
+            match &mut self.idle {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => self.idle = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+    }
+
+    /// Nothing came from the CLI just now: whether it has been silent for longer than
+    /// the idle timeout (registering for a wake-up if not).
+    fn idle_expired(&mut self, running: &Running, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.idle_timeout else {
+            return false;
+        };
+        if running.result_seen || running.failed {
+            return false;
+        }
+        if self.idle.is_none() {
+            self.rearm_idle();
+        }
+        let Some(sleep) = &mut self.idle else {
+            return false;
+        };
+        let activity = running.session.link.activity();
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = tokio::time::Instant::now();
+            // The reader saw a line (or handed one over) since the timer was set, or
+            // the SDK is answering one of the CLI's requests: not idle.
+            let from = if activity.serving() {
+                now
+            } else {
+                activity.last().max(sleep.deadline() - limit)
+            };
+            if from + limit <= now {
+                return true;
+            }
+            sleep.as_mut().reset(from + limit);
+        }
+    }
+}
+
+impl Drop for Query {
+    fn drop(&mut self) {
+        self.timers.disarm();
+    }
 }
 
 enum State {
@@ -127,17 +208,41 @@ impl Query {
         timeout: Option<Duration>,
         requested_tools: Vec<String>,
     ) -> Query {
+        let deadline_killer = timeout.map(|limit| {
+            let process = Arc::clone(&process);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Some(process) = lock(&process).clone() {
+                    tracing::debug!(
+                        pid = process.pid(),
+                        "the run's timeout expired: killing the CLI"
+                    );
+                    process.kill();
+                }
+            })
+            .abort_handle()
+        });
         Query {
             state: State::Starting(start),
             process,
             deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
             timeout,
+            timers: Timers {
+                deadline_killer,
+                ..Timers::default()
+            },
             requested_tools,
             unknown_tools: Vec::new(),
             keep_alive: false,
             pending_after_idle: None,
             result_failed: None,
         }
+    }
+
+    /// Arms the idle watchdog (see [`ClaudeCodeOptions::idle_timeout`]).
+    pub(crate) fn with_idle_timeout(mut self, idle: Option<Duration>) -> Query {
+        self.timers.idle_timeout = idle;
+        self
     }
 
     /// Keeps the CLI running after the result instead of closing it: the stream ends
@@ -252,6 +357,24 @@ impl Query {
         }
     }
 
+    fn idle_timed_out(&mut self) -> Error {
+        let stderr = match &self.state {
+            State::Running(r) => {
+                r.session.link.kill();
+                r.session.link.stderr_tail()
+            }
+            _ => String::new(),
+        };
+        self.state = State::Done;
+        self.timers.disarm();
+        let limit = self.timers.idle_timeout.unwrap_or_default();
+        Error::timeout(format!(
+            "the CLI wrote nothing for {limit:?} while the turn ran (idle_timeout); the CLI \
+             was killed"
+        ))
+        .with_stderr(stderr)
+    }
+
     fn timed_out(&mut self) -> Error {
         let stderr = match &self.state {
             State::Running(r) => {
@@ -261,6 +384,7 @@ impl Query {
             _ => String::new(),
         };
         self.state = State::Done;
+        self.timers.disarm();
         let limit = self.timeout.unwrap_or_default();
         Error::timeout(format!(
             "the run did not finish within the timeout of {limit:?}; the CLI was killed"
@@ -294,6 +418,7 @@ impl Stream for Query {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(err)) => {
                         this.state = State::Done;
+                        this.timers.disarm();
                         return Poll::Ready(Some(Err(err)));
                     }
                     Poll::Ready(Ok(session)) => {
@@ -303,14 +428,21 @@ impl Stream for Query {
                             pending_error: None,
                             failed: false,
                         }));
+                        this.timers.rearm_idle();
                     }
                 },
                 State::Running(running) => match running.session.poll_step(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if this.timers.idle_expired(running, cx) {
+                            return Poll::Ready(Some(Err(this.idle_timed_out())));
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Step::Message(message)) => {
                         if running.failed {
                             continue;
                         }
+                        this.timers.rearm_idle();
                         this.check_tools(&message);
                         return Poll::Ready(Some(Ok(message)));
                     }
@@ -319,6 +451,7 @@ impl Stream for Query {
                             continue;
                         }
                         running.result_seen = true;
+                        this.timers.disarm();
                         this.result_failed = Some(error.is_some());
                         let interrupted = error
                             .as_ref()
@@ -348,6 +481,7 @@ impl Stream for Query {
                             continue;
                         }
                         running.failed = true;
+                        this.timers.disarm();
                         return Poll::Ready(Some(Err(err)));
                     }
                     Poll::Ready(Step::Exited(closed)) => {
@@ -359,11 +493,13 @@ impl Stream for Query {
                             Some(Err(closed.premature_exit_error()))
                         };
                         this.state = State::Done;
+                        this.timers.disarm();
                         return Poll::Ready(outcome);
                     }
                     Poll::Ready(Step::Gone) => {
                         let outcome = running.pending_error.take().map(Err);
                         this.state = State::Done;
+                        this.timers.disarm();
                         return Poll::Ready(outcome);
                     }
                 },

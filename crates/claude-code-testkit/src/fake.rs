@@ -93,11 +93,14 @@ pub enum FakeMode {
     /// the n-th turn of [`captured_turns`], every line exactly as the real CLI wrote it
     /// (no `init` of its own). A prompt past the last captured turn gets an error result.
     Replay,
+    /// Reads stdin and answers nothing: not `initialize`, not a prompt. Exits when
+    /// stdin closes.
+    NoInitialize,
 }
 
 impl FakeMode {
     /// Every mode.
-    pub const ALL: [FakeMode; 12] = [
+    pub const ALL: [FakeMode; 13] = [
         FakeMode::Ok,
         FakeMode::Crash,
         FakeMode::Garbage,
@@ -110,6 +113,7 @@ impl FakeMode {
         FakeMode::Slow,
         FakeMode::UnknownRequest,
         FakeMode::Replay,
+        FakeMode::NoInitialize,
     ];
 
     /// The value for [`MODE_ENV`], e.g. `ignore-sigterm`.
@@ -127,6 +131,7 @@ impl FakeMode {
             FakeMode::Slow => "slow",
             FakeMode::UnknownRequest => "unknown-request",
             FakeMode::Replay => "replay",
+            FakeMode::NoInitialize => "no-initialize",
         }
     }
 }

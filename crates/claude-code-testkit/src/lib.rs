@@ -61,8 +61,9 @@ mod version;
 
 pub use fake::{FakeMode, Invocation, read_record};
 pub use mock::{
-    DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, DEMO_FILE, MockAnthropic, RecordedRequest, Reply,
-    RequestKind, Rule, STRUCTURED_OUTPUT_TOOL, ToolResult, ToolUse, conforming_value, demo_rules,
+    DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, DEMO_FILE, MAX_RECORDED_REQUESTS, MockAnthropic,
+    RecordedRequest, Reply, RequestKind, Rule, STRUCTURED_OUTPUT_TOOL, ToolResult, ToolUse,
+    conforming_value, demo_rules,
 };
 pub use paths::{CLI_PATH_ENV, cli_path, fake_claude_path, mock_anthropic_path, workspace_root};
 pub use process::{

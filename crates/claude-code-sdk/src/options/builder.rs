@@ -135,6 +135,13 @@ impl ClaudeCodeOptionsBuilder {
         self
     }
 
+    /// The idle watchdog: the longest the CLI may stay silent while a turn runs (see
+    /// [`ClaudeCodeOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.options.idle_timeout = Some(idle);
+        self
+    }
+
     /// Continue the most recent conversation in `cwd`.
     pub fn continue_conversation(mut self, yes: bool) -> Self {
         self.options.continue_conversation = yes;

@@ -26,7 +26,7 @@ impl ClaudeCodeOptions {
     /// environment, settings, the CLI, extra flags, and the identity of callbacks,
     /// hooks and in-process tools (two different closures never share a key).
     ///
-    /// Left out, because they do not change the answer: `timeout`, `verbose`,
+    /// Left out, because they do not change the answer: `timeout`, `idle_timeout`, `verbose`,
     /// `max_line_bytes`, `max_api_retries` and the stderr callback.
     ///
     /// Used as the cache key (with the prompt). It is stable within a build of this
@@ -52,6 +52,7 @@ impl ClaudeCodeOptions {
             output_format,
             verbose: _,
             timeout: _,
+            idle_timeout: _,
             continue_conversation,
             resume,
             fork_session,

@@ -98,8 +98,23 @@ pub struct ClaudeCodeOptions {
     /// at `debug` level. The SDK always passes `--verbose`, which stream-json needs.
     pub verbose: bool,
     /// A deadline for the whole run, start-up included. On expiry the CLI's process
-    /// group is killed and the stream ends with a [`Timeout`](crate::ErrorKind::Timeout) error.
+    /// group is killed (by a timer task, whether or not the stream is being polled) and
+    /// the stream ends with a [`Timeout`](crate::ErrorKind::Timeout) error when it is
+    /// next polled. A [`ClaudeClient`](crate::ClaudeClient) applies it to its start and
+    /// to each turn instead.
     pub timeout: Option<Duration>,
+    /// The idle watchdog: the longest the CLI may stay silent (no output line, no
+    /// request of its own being served) while a run's turn is in progress. On expiry
+    /// the CLI's process group is killed and the stream ends with a
+    /// [`Timeout`](crate::ErrorKind::Timeout) error. `None` (the default) has no
+    /// watchdog. Applies to [`query()`](crate::query()) and the pool's runs.
+    ///
+    /// The CLI writes nothing while the model composes a message (without
+    /// `include_partial_messages`) or while a tool runs, so choose it above the longest
+    /// silent stretch you expect: a long `Bash` command or a long answer. Time spent
+    /// in your permission callback, hooks or in-process tools does not count. Silence
+    /// is noticed while the stream is polled.
+    pub idle_timeout: Option<Duration>,
     /// Continue the most recent conversation in `cwd` (`--continue`).
     pub continue_conversation: bool,
     /// Resume the conversation with this session id (`--resume`).
@@ -219,6 +234,7 @@ impl fmt::Debug for ClaudeCodeOptions {
             output_format,
             verbose,
             timeout,
+            idle_timeout,
             continue_conversation,
             resume,
             fork_session,
@@ -271,6 +287,7 @@ impl fmt::Debug for ClaudeCodeOptions {
             .field("output_format", output_format)
             .field("verbose", verbose)
             .field("timeout", timeout)
+            .field("idle_timeout", idle_timeout)
             .field("continue_conversation", continue_conversation)
             .field("resume", resume)
             .field("fork_session", fork_session)

@@ -56,6 +56,13 @@ impl ClaudeCodeOptions {
         {
             return Err(Error::invalid_options("timeout must be longer than zero"));
         }
+        if let Some(idle) = self.idle_timeout
+            && idle.is_zero()
+        {
+            return Err(Error::invalid_options(
+                "idle_timeout must be longer than zero",
+            ));
+        }
         if let Some(budget) = self.max_budget_usd
             && !(budget.is_finite() && budget > 0.0)
         {

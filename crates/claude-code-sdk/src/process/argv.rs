@@ -340,6 +340,7 @@ pub(crate) fn cli_args(options: &ClaudeCodeOptions, version: &CliVersion) -> Vec
         verbose,
         // Enforced by the SDK.
         timeout: _,
+        idle_timeout: _,
         continue_conversation,
         resume,
         fork_session,

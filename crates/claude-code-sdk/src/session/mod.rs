@@ -214,6 +214,11 @@ impl Link {
         self.router.kill();
     }
 
+    /// The CLI's signs of life, for the idle watchdog.
+    pub(crate) fn activity(&self) -> &Arc<router::Activity> {
+        self.router.activity()
+    }
+
     /// Closes the CLI's stdin: it finishes what it is doing and exits.
     pub(crate) fn close_stdin(&self) {
         self.router.close_stdin();

@@ -20,7 +20,7 @@
 //! stream while a run is in progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,6 +142,60 @@ impl Closed {
     }
 }
 
+/// Signs of life of the CLI, for the idle watchdog: when it last wrote a line (or the
+/// reader last handed one over), and how many of its requests are being served by
+/// the SDK (during which the CLI waits, silent, for the answer).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    origin: tokio::time::Instant,
+    /// Milliseconds after `origin`.
+    last_ms: AtomicU64,
+    serving: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            serving: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When the CLI last showed a sign of life.
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether one of the CLI's requests is being served (a permission callback, a
+    /// hook, an in-process tool): the CLI is waiting for the SDK, not idle.
+    pub(crate) fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts one request being served while it lives.
+struct Serving(Arc<Activity>);
+
+impl Serving {
+    fn start(activity: &Arc<Activity>) -> Serving {
+        activity.serving.fetch_add(1, Ordering::Relaxed);
+        Serving(Arc::clone(activity))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<std::result::Result<Value, String>>>>>;
 
 /// State the reader keeps current for anyone holding the session.
@@ -163,6 +217,7 @@ pub(crate) struct Router {
     tasks: Vec<AbortHandle>,
     /// Cancelled by the reader when the CLI's output has ended: no answer can come.
     closed: CancellationToken,
+    activity: Arc<Activity>,
 }
 
 impl Router {
@@ -182,6 +237,7 @@ impl Router {
         let shared: Arc<Mutex<Shared>> = Arc::default();
         let process = pipes.process.map(Arc::new);
         let closed = CancellationToken::new();
+        let activity = Arc::new(Activity::new());
 
         let writer = tokio::spawn(write_loop(
             pipes.stdin,
@@ -205,6 +261,7 @@ impl Router {
                 closed: closed.clone(),
                 log_wire,
                 mirror,
+                activity: activity.clone(),
             }
             .run(pipes.stdout, line_limit),
         );
@@ -218,6 +275,7 @@ impl Router {
             next_id: AtomicU64::new(1),
             tasks: vec![writer.abort_handle(), reader.abort_handle()],
             closed,
+            activity,
         };
         (session, ev_rx)
     }
@@ -305,6 +363,11 @@ impl Router {
     /// The process, when there is one.
     pub(crate) fn process(&self) -> Option<&Arc<ProcessGuard>> {
         self.process.as_ref()
+    }
+
+    /// The CLI's signs of life, for the idle watchdog.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     /// Kills the process group now.
@@ -437,6 +500,7 @@ struct Reader {
     /// Takes the CLI's `transcript_mirror` lines to a session store (they never reach
     /// the consumer); its failures become `mirror_error` system messages.
     mirror: Option<MirrorSink>,
+    activity: Arc<Activity>,
 }
 
 impl Reader {
@@ -445,6 +509,7 @@ impl Reader {
         while let Some(next) = lines.next().await {
             match next {
                 Ok(bytes) => {
+                    self.activity.touch();
                     if bytes.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
@@ -454,6 +519,9 @@ impl Reader {
                     };
                     drop(bytes);
                     self.route(line).await;
+                    // A consumer that was slow to take the line: the wait was not the
+                    // CLI's silence.
+                    self.activity.touch();
                 }
                 Err(LineError::TooLong { limit, seen, head }) => {
                     let err = Error::protocol(format!(
@@ -563,7 +631,9 @@ impl Reader {
         let handler = self.handler.clone();
         let outbound = self.outbound.clone();
         let id = request_id.clone();
+        let serving = Serving::start(&self.activity);
         let task = self.tasks.spawn(async move {
+            let _serving = serving;
             let answer = match handler {
                 Some(handler) => handler(subtype.clone(), request).await,
                 None => Err(format!("Unsupported control request subtype: {subtype}")),

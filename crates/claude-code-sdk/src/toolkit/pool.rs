@@ -560,7 +560,8 @@ impl QueryPool {
             }
         }
         *lock(&served_cell) = served;
-        let mut run = Query::new(start, slot, options.timeout, options.requested_tool_names());
+        let mut run = Query::new(start, slot, options.timeout, options.requested_tool_names())
+            .with_idle_timeout(options.idle_timeout);
         if keep_hot || reuse {
             run = run.keep_alive();
         }

@@ -116,6 +116,9 @@ impl Session {
     }
 
     fn handle(&mut self, line: &str) -> io::Result<()> {
+        if self.mode == FakeMode::NoInitialize {
+            return Ok(());
+        }
         let Ok(value) = serde_json::from_str::<Value>(line) else {
             eprintln!("fake-claude: ignoring a stdin line that is not JSON");
             return Ok(());

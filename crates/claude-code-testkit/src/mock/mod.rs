@@ -7,7 +7,6 @@ mod rule;
 mod schema;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,8 +19,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use reply::StreamCut;
 
 pub use demo::{DEMO_FILE, demo_rules};
 pub use reply::{DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS, Reply};
@@ -84,10 +86,18 @@ struct Shared {
     counters: Counters,
 }
 
+/// Requests a mock keeps for [`MockAnthropic::requests`]: the most recent ones. A
+/// long-running mock (the `mock-anthropic` binary, a soak) would otherwise grow by
+/// every request the CLI sends (tens of KiB each).
+pub const MAX_RECORDED_REQUESTS: usize = 1000;
+
 #[derive(Default)]
 struct MockState {
     rules: Vec<Slot>,
+    /// The last [`MAX_RECORDED_REQUESTS`] requests.
     requests: Vec<RecordedRequest>,
+    /// Requests received, all told.
+    received: usize,
     /// Turn fingerprint (see `request::turn_fingerprint`) -> index of the rule that
     /// started the turn, `None` for the default reply.
     turns: HashMap<String, Option<usize>>,
@@ -204,7 +214,8 @@ impl MockAnthropic {
         state.turns.clear();
     }
 
-    /// The model-turn requests ([`RequestKind::Turn`]), in arrival order.
+    /// The model-turn requests ([`RequestKind::Turn`]), in arrival order (of the last
+    /// [`MAX_RECORDED_REQUESTS`] requests).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared
             .state()
@@ -213,6 +224,11 @@ impl MockAnthropic {
             .filter(|request| request.kind() == RequestKind::Turn)
             .cloned()
             .collect()
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_requests(&self) {
+        self.shared.state().requests.clear();
     }
 
     /// Every request, housekeeping and unknown endpoints included, in arrival order.
@@ -344,8 +360,12 @@ fn model_of(request: &RecordedRequest) -> String {
 /// Records a request and returns its number (1-based), used as its `request-id`.
 fn record(shared: &Shared, request: RecordedRequest) -> usize {
     let mut state = shared.state();
+    if state.requests.len() >= MAX_RECORDED_REQUESTS {
+        state.requests.remove(0);
+    }
     state.requests.push(request);
-    state.requests.len()
+    state.received += 1;
+    state.received
 }
 
 /// Picks the rule for a turn request (see [`Rule`]) and computes its reply.
@@ -414,12 +434,33 @@ async fn respond(
             retry_after,
             body,
         } => return error_response(status, retry_after, &body, id),
-        Rendered::Json { body, fingerprint } => {
+        Rendered::Json {
+            body,
+            cut: None,
+            fingerprint,
+        } => {
             remember(fingerprint);
             axum::Json(body).into_response()
         }
+        Rendered::Json {
+            body,
+            cut: Some(cut),
+            fingerprint,
+        } => {
+            remember(fingerprint);
+            let bytes = Bytes::from(body.to_string());
+            let half = bytes.slice(..bytes.len() / 2);
+            let stream = futures::stream::once(async move { Ok(half) }).chain(broken(cut));
+            let mut response = Body::from_stream(stream).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Rendered::Stream {
             frames,
+            cut,
             chunk_delay,
             fingerprint,
         } => {
@@ -430,8 +471,12 @@ async fn respond(
                     if frame.paced && !chunk_delay.is_zero() {
                         tokio::time::sleep(chunk_delay).await;
                     }
-                    Some((Ok::<_, Infallible>(frame.bytes), frames))
+                    Some((Ok::<_, io::Error>(frame.bytes), frames))
                 });
+            let stream = match cut {
+                Some(cut) => stream.chain(broken(cut)).boxed(),
+                None => stream.boxed(),
+            };
             let mut response = Body::from_stream(stream).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -444,6 +489,21 @@ async fn respond(
     };
     set_request_id(&mut response, id);
     response
+}
+
+/// The end of a broken response: nothing, ever (a stall), or an error that makes the
+/// server drop the connection without ending the response (a reset).
+fn broken(cut: StreamCut) -> futures::stream::BoxStream<'static, Result<Bytes, io::Error>> {
+    match cut {
+        StreamCut::Stall => futures::stream::pending().boxed(),
+        StreamCut::Reset => futures::stream::once(async {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "mock: connection reset mid-stream",
+            ))
+        })
+        .boxed(),
+    }
 }
 
 fn error_response(status: u16, retry_after: Option<u64>, body: &Value, id: usize) -> Response {
@@ -461,5 +521,32 @@ fn error_response(status: u16, retry_after: Option<u64>, body: &Value, id: usize
 fn set_request_id(response: &mut Response, id: usize) {
     if let Ok(value) = HeaderValue::from_str(&format!("req_mock_{id}")) {
         response.headers_mut().insert("request-id", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_log_keeps_the_last_requests_and_numbers_them_all() {
+        let shared = Shared::default();
+        let total = MAX_RECORDED_REQUESTS + 5;
+        let mut last = 0;
+        for i in 0..total {
+            let request = RecordedRequest::new(
+                "POST".into(),
+                "/v1/messages".into(),
+                None,
+                Vec::new(),
+                json!({"n": i}),
+                RequestKind::Turn,
+            );
+            last = record(&shared, request);
+        }
+        assert_eq!(last, total, "request ids keep counting");
+        let state = shared.state();
+        assert_eq!(state.requests.len(), MAX_RECORDED_REQUESTS);
+        assert_eq!(state.requests[0].body["n"], 5, "the oldest went first");
     }
 }

@@ -35,7 +35,18 @@ pub struct Reply {
     usage: Option<(u64, u64)>,
     retry_after: Option<u64>,
     mid_stream_error: Option<String>,
+    cut: Option<StreamCut>,
     auto_structured_output: bool,
+}
+
+/// How [`Reply::stall_mid_stream`] and [`Reply::reset_mid_stream`] break an answer
+/// after its first delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamCut {
+    /// The connection stays open and no byte follows.
+    Stall,
+    /// The connection is closed without the rest of the response.
+    Reset,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +76,7 @@ impl Reply {
             usage: None,
             retry_after: None,
             mid_stream_error: None,
+            cut: None,
             auto_structured_output: true,
         }
     }
@@ -214,6 +226,22 @@ impl Reply {
         self
     }
 
+    /// A stream that stops sending bytes: after the first delta of the first block
+    /// nothing more comes, and the connection stays open. A non-streaming request gets
+    /// the status line and half its body, then nothing.
+    pub fn stall_mid_stream(mut self) -> Self {
+        self.cut = Some(StreamCut::Stall);
+        self
+    }
+
+    /// A connection reset mid-stream: after the first delta of the first block the
+    /// server closes the connection without ending the response (no final chunk). A
+    /// non-streaming request gets half its body, then the same.
+    pub fn reset_mid_stream(mut self) -> Self {
+        self.cut = Some(StreamCut::Reset);
+        self
+    }
+
     /// Sends the reply exactly as built. By default, when a request offers the
     /// `StructuredOutput` tool (a `--json-schema` run) and a reply calls no tool, the
     /// mock appends a `StructuredOutput` call with a value conforming to the tool's
@@ -295,14 +323,22 @@ impl Reply {
             blocks: resolved,
         };
         if streaming {
+            let mut frames = message.sse_frames(self.mid_stream_error.as_deref());
+            if self.cut.is_some()
+                && let Some(first_delta) = frames.iter().position(|frame| frame.paced)
+            {
+                frames.truncate(first_delta + 1);
+            }
             Rendered::Stream {
-                frames: message.sse_frames(self.mid_stream_error.as_deref()),
+                frames,
+                cut: self.cut,
                 chunk_delay: self.chunk_delay,
                 fingerprint: message.fingerprint,
             }
         } else {
             Rendered::Json {
                 body: message.json(),
+                cut: self.cut,
                 fingerprint: message.fingerprint,
             }
         }
@@ -339,11 +375,13 @@ pub(crate) enum Rendered {
     },
     Stream {
         frames: Vec<Frame>,
+        cut: Option<StreamCut>,
         chunk_delay: Duration,
         fingerprint: String,
     },
     Json {
         body: Value,
+        cut: Option<StreamCut>,
         fingerprint: String,
     },
 }
@@ -599,6 +637,24 @@ mod tests {
             .iter()
             .map(|f| String::from_utf8(f.bytes.to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_broken_stream_ends_after_its_first_delta() {
+        let counters = Counters::default();
+        for reply in [
+            Reply::text("one two three").stall_mid_stream(),
+            Reply::text("one two three").reset_mid_stream(),
+        ] {
+            let Rendered::Stream { frames, cut, .. } = reply.render(&counters, "m", true) else {
+                panic!("expected a stream");
+            };
+            assert!(cut.is_some());
+            let text = frames_text(&frames);
+            assert!(text.ends_with("\n\n"), "{text}");
+            assert_eq!(text.matches("content_block_delta").count(), 2, "{text}");
+            assert!(!text.contains("message_stop"), "{text}");
+        }
     }
 
     #[test]

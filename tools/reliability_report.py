@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Writes RELIABILITY.md (to stdout) from what tools/soak.sh measured in its output dir."""
+import datetime
+import glob
+import json
+import os
+import re
+import sys
+
+out = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+rounds = sorted(glob.glob(os.path.join(out, "tests-*.txt")))
+
+def test_file(name):
+    """The test file (without .rs) that defines test `name` (cargo --quiet hides it)."""
+    for path in glob.glob("crates/claude-code-sdk/tests/*.rs"):
+        if re.search(r"fn " + re.escape(name) + r"\(", open(path, errors="replace").read()):
+            return os.path.basename(path)[:-3]
+    return "?"
+
+
+# Per-test results of every round: name -> [ok count, failed count]
+tests = {}
+for path in rounds:
+    binary = None
+    for line in open(path, errors="replace"):
+        m = re.match(r"\s*Running tests/(\w+)\.rs", line)
+        if m:
+            binary = m.group(1)
+        m = re.match(r"test (\S+) \.\.\. (ok|FAILED)$", line.strip())
+        if m:
+            entry = tests.setdefault((binary or test_file(m.group(1)), m.group(1)), [0, 0])
+            entry[0 if m.group(2) == "ok" else 1] += 1
+
+# The cases reliability.rs logged: case -> tried, outcomes, max seconds, left
+cases = {}
+log = os.path.join(out, "faults.jsonl")
+if os.path.exists(log):
+    for line in open(log):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        c = cases.setdefault(r["case"], {"tried": 0, "outcomes": set(), "max": 0.0, "left": 0})
+        c["tried"] += 1
+        c["outcomes"].add(r["outcome"])
+        c["max"] = max(c["max"], r["seconds"])
+        c["left"] += r["left"]
+
+p = print
+p("# Reliability, measured")
+p()
+p(f"Written by `make soak` (`tools/soak.sh`) on {now}; every figure below comes from that run.")
+p("Each case ends in a typed error (or a whole answer) within the bound shown, loses")
+p("nothing, and leaves no CLI process (counted: the processes whose working directory")
+p("is the test's sandbox, or the pids fake-claude wrote, after the run).")
+p("Bounds are the longest time a try took on this 2-core machine shared with other")
+p("builds; the tests' hang guards are far above them and no test asserts a time.")
+p()
+p("## Faults")
+p()
+p(f"`cargo test -p claude-code-sdk --test reliability --test faults --test errors`, {len(rounds)} round(s).")
+p()
+p("Rows from reliability.rs carry the figures that test logged; rows from faults.rs and")
+p("errors.rs (older tests, which assert their own outcome) say whether they passed.")
+p()
+p("| case | times tried | outcome | bound | data lost | processes left | how |")
+p("|---|---|---|---|---|---|---|")
+for name, c in sorted(cases.items()):
+    outcome = ", ".join(sorted(c["outcomes"]))
+    lost = "none (answer whole)" if outcome.startswith("completed") else "none (typed error; no partial answer passed off)"
+    p(f"| {name} | {c['tried']} | {outcome} | {c['max']:.1f} s | {lost} | {c['left']} | reliability.rs |")
+for (binary, name), (ok, failed) in sorted(tests.items()):
+    if binary == "reliability":
+        continue
+    outcome = "pass" if failed == 0 else f"FAILED {failed}×"
+    left = "none (the test waits for its pids to be gone)" if binary == "faults" else "not counted here (see the HTTP rows above)"
+    p(f"| {name.replace('_', ' ')} | {ok + failed} | {outcome} | the test's hang guard | none | {left} | {binary}.rs |")
+failed_reliability = [n for (b, n), (ok, f) in tests.items() if b == "reliability" and f]
+if failed_reliability:
+    p()
+    p("Failed in reliability.rs: " + ", ".join(failed_reliability))
+p()
+
+soak_path = os.path.join(out, "soak.json")
+p("## Soak")
+p()
+if os.path.exists(soak_path):
+    s = json.load(open(soak_path))
+    p(f"`SOAK_N={s['n']} SOAK_CONCURRENCY={s['concurrency']} SOAK_SEED={s['seed']} "
+      f"target/debug/examples/soak` (crates/claude-code-sdk/examples/soak.rs): one `QueryPool`, "
+      f"the real CLI against the mock model. **{s['ran']} of {s['n']} queries ran** in "
+      f"{s['seconds']:.0f} s (no query starts after {s['budget_seconds']} s, to keep `make soak` bounded).")
+    p()
+    p("| case | times tried | outcome | bound | data lost | processes left |")
+    p("|---|---|---|---|---|---|")
+    for c in s["cases"]:
+        outcomes = ", ".join(f"{k} ×{v}" for k, v in sorted(c["outcomes"].items()))
+        p(f"| {c['case']} | {c['tried']} | {outcomes} | {c['max_seconds']:.1f} s | {c['lost']} | — |")
+    p(f"| **all** | {s['ran']} | | | {s['lost']} | **{s['cli_processes_left']}** after the pool was dropped |")
+    p()
+    g = s["growth"]
+    p("Resources of the soak process, sampled as it ran (warm-up = the first "
+      f"{s['warm_up_samples']} samples; max during warm-up → max after):")
+    p()
+    p("| resource | warm-up max | later max | after the pool was dropped | no growth |")
+    p("|---|---|---|---|---|")
+    a = s["after"]
+    p(f"| open file descriptors | {g['fds'][0]} | {g['fds'][1]} | {a['fds']} | {g['fds'][2]} |")
+    p(f"| threads | {g['threads'][0]} | {g['threads'][1]} | {a['threads']} | {g['threads'][2]} |")
+    p(f"| RSS (KiB) | {g['rss_kib'][0]} | {g['rss_kib'][1]} | {a['rss_kib']} | {g['rss_kib'][2]} |")
+    p()
+    p("Samples (queries done: fds / threads / RSS KiB / CLI processes alive): " + "; ".join(
+        f"{x['done']}: {x['fds']}/{x['threads']}/{x['rss_kib']}/{x['clis']}" for x in s["samples"]))
+else:
+    p("The soak did not write a summary: see target/soak/soak.log.")
+p()
+
+p("## Fuzzing")
+p()
+engine_path = os.path.join(out, "fuzz-engine")
+engine = open(engine_path).read().strip() if os.path.exists(engine_path) else "?"
+if engine == "libfuzzer":
+    p("`cargo +nightly fuzz run -O --features libfuzzer <target> corpus/<target> -- -max_total_time=N "
+      "-rss_limit_mb=2048 -malloc_limit_mb=512 -max_len=65536` (libFuzzer with AddressSanitizer), "
+      "corpus seeded by `fuzz/seed.sh` from the CLI captures.")
+else:
+    p("`fuzz/target/release/stable-fuzz <target> corpus/<target> N` (the stable, libFuzzer-free "
+      "harness: random mutations, no coverage feedback), corpus seeded by `fuzz/seed.sh`; "
+      "`cargo fuzz` on nightly was not available or did not build.")
+p()
+p("| target | what it reads | runs | time | peak RSS | outcome |")
+p("|---|---|---|---|---|---|")
+what = {"wire_lines": "the CLI's stdout: line framing (4 KiB limit, reads cut anywhere) and classification of each line",
+        "transcript": "a session transcript file, through `Sessions::list_sessions`, `get_session_info`, `get_session_messages`"}
+for target in ["wire_lines", "transcript"]:
+    path = os.path.join(out, f"fuzz-{target}.log")
+    text = open(path, errors="replace").read() if os.path.exists(path) else ""
+    runs = secs = rss = "?"
+    crashed = "crash-" in text or "==ERROR" in text or "panicked" in text
+    m = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
+    if m:
+        runs = m.group(1)
+        t = re.search(r"stat::average_exec_per_sec:\s*(\d+)", text)
+        r = re.search(r"stat::peak_rss_mb:\s*(\d+)", text)
+        secs = f"{int(runs) // max(1, int(t.group(1)))} s" if t else "?"
+        rss = f"{r.group(1)} MB" if r else "?"
+    else:
+        for line in text.splitlines():
+            if line.startswith("{"):
+                j = json.loads(line)
+                runs, secs, rss = j["runs"], f"{j['seconds']} s", f"{j['peak_rss_kib'] // 1024} MB"
+    p(f"| {target} | {what[target]} | {runs} | {secs} | {rss} | {'CRASH: see target/soak' if crashed else 'no panic, no allocation past the limit'} |")
+p()
+p("## Defects found, fixed with a regression test")
+p()
+p("- The whole-run `timeout` fired only while the stream was polled: an unpolled run kept")
+p("  its CLI past the deadline. A timer task now kills it (reliability.rs:")
+p("  `the_whole_run_timeout_kills_the_cli_even_when_nobody_polls`).")
+p("- No idle watchdog: a model stream that stopped sending bytes held a run until the")
+p("  whole-run timeout. `idle_timeout` ends it (reliability.rs: the stalled-stream and")
+p("  silent-CLI cases; a slow permission callback does not count as silence).")
+p("- The soak's first run showed RSS growing ~100 KB a query: the mock model kept every")
+p("  request of the CLI (unbounded in the long-running `mock-anthropic` too). It keeps the")
+p("  last 1000 now (testkit: `the_request_log_keeps_the_last_requests_and_numbers_them_all`).")
+p()
+p("## Not covered here")
+p()
+p("Host faults (a replica killed, the database restarted, a full disk, a clock jump), the")
+p("3-replica fleet soak, overload of the HTTP server, schemathesis and the security cases")
+p("of issue 12 belong to the server side and are not measured in this file yet.")

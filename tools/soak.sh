@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make soak: the fault tests (several rounds), the pool soak, then the fuzzers, each
+# bounded; rewrites RELIABILITY.md from what they measured. About 18 minutes at the
+# defaults on a 2-core machine once the fuzz targets are built (a first, cold build of
+# the libFuzzer targets takes ~15 minutes there: it gets 5, then the stable harness
+# is used instead):
+#   SOAK_ROUNDS=1         rounds of the fault tests (tests/reliability.rs, faults.rs, errors.rs)
+#   SOAK_N=1000           pool queries; SOAK_SECONDS=600 stops starting new ones after that
+#   SOAK_CONCURRENCY=4
+#   FUZZ_SECONDS=90       per fuzz target (cargo fuzz on nightly when it works, else stable-fuzz)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+out=target/soak
+rm -rf "$out" && mkdir -p "$out"
+rounds=${SOAK_ROUNDS:-1}
+export SOAK_N=${SOAK_N:-1000} SOAK_SECONDS=${SOAK_SECONDS:-600} SOAK_CONCURRENCY=${SOAK_CONCURRENCY:-4}
+fuzz_seconds=${FUZZ_SECONDS:-90}
+status=0
+
+echo "== build"
+$CARGO build --quiet -p claude-code-testkit --bins || exit 1
+$CARGO build --quiet -p claude-code-sdk --example soak || exit 1
+$CARGO test --quiet -p claude-code-sdk --test reliability --test faults --test errors --no-run || exit 1
+
+echo "== fault tests, $rounds rounds"
+for round in $(seq 1 "$rounds"); do
+  RELIABILITY_LOG="$PWD/$out/faults.jsonl" timeout 900 $CARGO test --quiet -p claude-code-sdk \
+    --test reliability --test faults --test errors -- --test-threads=2 --format pretty \
+    > "$out/tests-$round.txt" 2>&1 || status=1
+  echo "  round $round: $(grep -c ' ... ok$' "$out/tests-$round.txt") passed, $(grep -c ' ... FAILED$' "$out/tests-$round.txt") failed"
+done
+
+echo "== pool soak: $SOAK_N queries (at most ${SOAK_SECONDS}s of starts), $SOAK_CONCURRENCY at once"
+SOAK_OUT="$out/soak.json" timeout $((SOAK_SECONDS + 300)) target/debug/examples/soak 2> "$out/soak.log" || status=1
+tail -3 "$out/soak.log"
+
+echo "== fuzzers, ${fuzz_seconds}s each"
+fuzz/seed.sh
+engine=stable
+if $CARGO +nightly fuzz --version >/dev/null 2>&1 \
+   && (cd fuzz && timeout 300 $CARGO +nightly fuzz build -O --features libfuzzer >"../$out/fuzz-build.log" 2>&1); then
+  engine=libfuzzer
+fi
+for target in wire_lines transcript; do
+  if [ "$engine" = libfuzzer ]; then
+    (cd fuzz && timeout $((fuzz_seconds + 120)) $CARGO +nightly fuzz run -O --features libfuzzer "$target" \
+      "corpus/$target" -- -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 \
+      -max_len=65536 -print_final_stats=1) > "$out/fuzz-$target.log" 2>&1 || status=1
+  else
+    (cd fuzz && $CARGO build --quiet --release --bin stable-fuzz \
+      && timeout $((fuzz_seconds + 60)) target/release/stable-fuzz "$target" "corpus/$target" "$fuzz_seconds") \
+      > "$out/fuzz-$target.log" 2>&1 || status=1
+  fi
+  echo "  $target ($engine): $(tail -1 "$out/fuzz-$target.log")"
+done
+echo "$engine" > "$out/fuzz-engine"
+
+python3 tools/reliability_report.py "$out" > RELIABILITY.md || status=1
+echo "== RELIABILITY.md rewritten (status $status)"
+exit $status
