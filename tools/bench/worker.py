@@ -173,7 +173,9 @@ class Worker:
             cpu_before, _ = cpu_seconds()
             start = time.perf_counter()
             got = 0
-            async for message in query(prompt=f"BIG_ANSWER:{size}", options=options()):
+            # Its line limit defaults to 1 MiB: raise it above the answer.
+            big_options = options(max_buffer_size=4 * size + (1 << 20))
+            async for message in query(prompt=f"BIG_ANSWER:{size}", options=big_options):
                 if isinstance(message, AssistantMessage):
                     got += len(text_of(message))
                 if isinstance(message, ResultMessage):
