@@ -83,7 +83,7 @@ fn lines_of(input: &[u8]) -> Vec<String> {
 }
 
 #[divan::bench(sample_count = 20)]
-fn frame_session(bencher: Bencher) {
+fn frame_session(bencher: Bencher<'_, '_>) {
     let input = session();
     bencher
         .counter(BytesCount::of_slice(input))
@@ -91,7 +91,7 @@ fn frame_session(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 20)]
-fn memchr_session(bencher: Bencher) {
+fn memchr_session(bencher: Bencher<'_, '_>) {
     let input = session();
     bencher
         .counter(BytesCount::of_slice(input))
@@ -99,7 +99,7 @@ fn memchr_session(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn frame_50mib_line(bencher: Bencher) {
+fn frame_50mib_line(bencher: Bencher<'_, '_>) {
     let input = big_line();
     bencher
         .counter(BytesCount::of_slice(input))
@@ -107,7 +107,7 @@ fn frame_50mib_line(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn memchr_50mib_line(bencher: Bencher) {
+fn memchr_50mib_line(bencher: Bencher<'_, '_>) {
     let input = big_line();
     bencher
         .counter(BytesCount::of_slice(input))
@@ -115,7 +115,7 @@ fn memchr_50mib_line(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn decode_session(bencher: Bencher) {
+fn decode_session(bencher: Bencher<'_, '_>) {
     let input = session();
     let lines = lines_of(input);
     bencher
@@ -131,7 +131,7 @@ fn decode_session(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn from_slice_session(bencher: Bencher) {
+fn from_slice_session(bencher: Bencher<'_, '_>) {
     let input = session();
     let lines = lines_of(input);
     bencher.counter(BytesCount::of_slice(input)).bench(|| {
@@ -143,7 +143,7 @@ fn from_slice_session(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn decode_50mib_line(bencher: Bencher) {
+fn decode_50mib_line(bencher: Bencher<'_, '_>) {
     let input = big_line();
     let line = String::from_utf8(input[..input.len() - 1].to_vec()).expect("UTF-8");
     bencher
@@ -153,7 +153,7 @@ fn decode_50mib_line(bencher: Bencher) {
 }
 
 #[divan::bench(sample_count = 10)]
-fn from_slice_50mib_line(bencher: Bencher) {
+fn from_slice_50mib_line(bencher: Bencher<'_, '_>) {
     let input = big_line();
     bencher.counter(BytesCount::of_slice(input)).bench(|| {
         serde_json::from_slice::<serde::de::IgnoredAny>(&input[..input.len() - 1]).is_ok()
