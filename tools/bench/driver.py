@@ -64,9 +64,15 @@ class Worker:
                 return json.loads(line)
 
     def run(self, command):
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        answer = self._read()
+        # A worker that died is a missing sample from then on, not a lost run.
+        if self.proc.poll() is not None:
+            return {"error": f"{self.name} worker is gone"}
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+            answer = self._read()
+        except (RuntimeError, OSError, ValueError) as error:
+            answer = {"error": str(error)}
         if "error" in answer:
             log(f"  {self.name} {command['op']}: {answer['error']}")
         return answer

@@ -131,7 +131,7 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
             .args(["--bind", "127.0.0.1:0", "--prewarm", "1", "--max-concurrent", "8"])
-            .args(["--max-queued", "200", "--project-root"])
+            .args(["--max-queued", "200", "--queue-timeout", "600", "--project-root"])
             .arg(root)
             .arg("--data-dir")
             .arg(data.path())
@@ -383,6 +383,7 @@ impl Worker {
                     PoolConfig {
                         max_concurrent: 8,
                         max_queued: 200,
+                        queue_timeout: Duration::from_secs(600),
                         ..PoolConfig::default()
                     }
                     .prewarm(self.options.clone(), 1),
@@ -420,6 +421,7 @@ impl Worker {
                     PoolConfig {
                         max_concurrent: 4,
                         max_queued: n,
+                        queue_timeout: Duration::from_secs(600),
                         ..PoolConfig::default()
                     }
                     .reuse_processes(true),
