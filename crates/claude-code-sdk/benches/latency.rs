@@ -109,6 +109,11 @@ impl Server {
     async fn start(binary: &Path, sandbox: &Sandbox) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut command = tokio::process::Command::new(binary);
+        // First what must not leak in (it names CLAUDE_CODE_CLI_PATH too), then the
+        // sandbox's environment and the CLI.
+        for key in sandbox.inherited_env_to_remove() {
+            command.env_remove(key);
+        }
         command
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
@@ -126,9 +131,6 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for key in sandbox.inherited_env_to_remove() {
-            command.env_remove(key);
-        }
         let mut child = command.spawn().expect("the server binary starts");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let url = tokio::time::timeout(Duration::from_secs(60), async {
