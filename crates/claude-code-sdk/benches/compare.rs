@@ -356,9 +356,8 @@ impl Worker {
                 let clients = command["n"].as_u64().unwrap_or(100) as usize;
                 let start = Instant::now();
                 let runs = futures::future::join_all(
-                    (0..clients).map(|i| async move {
-                        server.stream(&format!("sse client {i}")).await
-                    }),
+                    (0..clients)
+                        .map(|i| async move { server.stream(&format!("sse client {i}")).await }),
                 )
                 .await;
                 let wall = start.elapsed();
