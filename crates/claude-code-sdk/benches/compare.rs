@@ -306,7 +306,7 @@ impl Worker {
                 let start = Instant::now();
                 client.query(prompt.as_str()).await.expect("query");
                 let (first, result, _) = time_stream(start, client.receive_response()).await;
-                if self.turns % 20 == 0
+                if self.turns.is_multiple_of(20)
                     && let Some(client) = self.client.take()
                 {
                     client.close().await.expect("close");
