@@ -37,9 +37,11 @@ test: cli cli-oldest browser
 	@echo "== compatibility run: the SDK's integration tests on Claude Code CLI $(OLDEST_CLI_VERSION)"
 	CLAUDE_CODE_CLI_PATH=$(CURDIR)/$(OLDEST_CLI_BIN) CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test -p claude-code-sdk --all-features --test '*' --quiet -- --test-threads=4
 
-## make bench: measurements written up in BENCHMARKS.md
+## make bench: this SDK side by side with the official Python and TypeScript SDKs (pinned,
+## installed under target/bench), the SDK's latency table and the codec micro-benchmark,
+## written into BENCHMARKS.md; about 20 minutes (BENCH_RUNS / BENCH_HEAVY_RUNS scale it)
 bench: cli
-	$(CARGO) bench -p claude-code-sdk --bench latency
+	CARGO=$(CARGO) tools/bench/run
 
 ## make soak: the fault tests in rounds, 1,000 queries through the pool (bounded), the
 ## fuzzers (cargo fuzz on nightly, else a stable harness); rewrites RELIABILITY.md.

@@ -11,9 +11,27 @@
 //!   started after the default `refill_delay` (250 ms), and the same with the
 //!   replacement started at once (`refill_delay` zero);
 //! - `QueryPool` reuse: one process reset with `/clear` between prompts;
-//! - `ClaudeClient` turn: the next turn on an open client;
+//! - `QueryPool` claimed spare in a new working directory: a spare parked with
+//!   `--await-claim`, bound by `claim_session` to a directory no run used before (the
+//!   pool's path for "any working directory of a tenant");
+//! - the claim itself: `QueryPool::client` on a spare in a new working directory, to
+//!   the connected client (no prompt);
+//! - `ClaudeClient` turn: the next turn on an open client (a hot process);
+//! - a cold `--resume` turn: `query()` resuming the previous round's conversation in a
+//!   new process (what a server session's follow-up turn cost before it ran on the
+//!   pool's hot processes);
+//! - a server session's second turn: `POST /v1/sessions/{id}/messages` on the server
+//!   binary (its own temporary SQLite directory, `DATABASE_URL` removed), whose first
+//!   turn left the conversation hot. That endpoint answers with the whole turn as JSON,
+//!   so both columns are the time to the answer;
 //! - `ResponseCache` hit: no process at all.
+//!
+//! The server row needs the server binary: `BENCH_SERVER_BIN`, else
+//! `target/release/claude-code-server` (`make bench` builds it); without it the row is
+//! left out.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use claude_code_sdk::{
@@ -22,6 +40,8 @@ use claude_code_sdk::{
 };
 use claude_code_testkit::{MockAnthropic, Sandbox, cli_path};
 use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Default)]
 struct Samples {
@@ -66,6 +86,109 @@ where
     panic!("no result");
 }
 
+/// The server binary, if built.
+fn server_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/claude-code-server")
+        });
+    path.is_file().then_some(path)
+}
+
+/// The server binary on a free loopback port, its own SQLite directory, no database
+/// URL, the sandbox's CLI environment, one spare per run shape, sessions kept hot.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(binary: &Path, sandbox: &Sandbox) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
+        let mut command = tokio::process::Command::new(binary);
+        // First what must not leak in (it names CLAUDE_CODE_CLI_PATH too), then the
+        // sandbox's environment and the CLI.
+        for key in sandbox.inherited_env_to_remove() {
+            command.env_remove(key);
+        }
+        command
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .envs(sandbox.env())
+            .env("CLAUDE_CODE_CLI_PATH", cli_path())
+            .args(["--bind", "127.0.0.1:0", "--prewarm", "1", "--project-root"])
+            .arg(sandbox.cwd())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args([
+                "--pass-env",
+                "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
+            ])
+            .current_dir(sandbox.root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the server binary starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("listening")
+                    && let Some(at) = line.find("127.0.0.1:")
+                {
+                    let port: String = line[at + 10..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    return format!("http://127.0.0.1:{port}");
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server listens within a minute");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server {
+            child,
+            url,
+            http: reqwest::Client::new(),
+            _data: data,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON answer");
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn delete(&self, path: &str) {
+        let _ = self.http.delete(format!("{}{path}", self.url)).send().await;
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A directory no run used before, under the sandbox's working directory.
+fn fresh_dir(sandbox: &Sandbox, name: &str) -> PathBuf {
+    let dir = sandbox.cwd().join(name);
+    std::fs::create_dir_all(&dir).expect("new working directory");
+    dir
+}
+
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -90,6 +213,25 @@ async fn main() {
     let mut reuse = Samples::default();
     let mut client_turn = Samples::default();
     let mut cache_hit = Samples::default();
+    let mut claimed_new_cwd = Samples::default();
+    let mut claim = Samples::default();
+    let mut cold_resume = Samples::default();
+    let mut server_turn = Samples::default();
+
+    // Spares parked with `--await-claim`, claimed for a new working directory each run.
+    let spare_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
+    let client_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
+    let server = match server_binary() {
+        Some(binary) => Some(Server::start(&binary, &sandbox).await),
+        None => {
+            eprintln!(
+                "no server binary (BENCH_SERVER_BIN or target/release/claude-code-server): \
+                 the server row is left out"
+            );
+            None
+        }
+    };
+    let mut last_session: Option<String> = None;
 
     let warm_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
     let eager_pool = QueryPool::new(
@@ -163,12 +305,95 @@ async fn main() {
         let at = start.elapsed();
         assert!(messages.iter().any(Message::is_result));
         cache_hit.push(at, at);
+
+        let here = options
+            .to_builder()
+            .cwd(fresh_dir(&sandbox, &format!("query-{round}")))
+            .build()
+            .expect("valid options");
+        assert!(spare_pool.wait_warm(1, Duration::from_secs(60)).await);
+        let start = Instant::now();
+        let run = spare_pool
+            .query(prompt.as_str(), here)
+            .await
+            .expect("claimed");
+        assert_eq!(run.served(), claude_code_sdk::Served::Claimed);
+        let (first, result) = time_stream(start, run).await;
+        claimed_new_cwd.push(first, result);
+
+        let here = options
+            .to_builder()
+            .cwd(fresh_dir(&sandbox, &format!("client-{round}")))
+            .build()
+            .expect("valid options");
+        assert!(client_pool.wait_warm(1, Duration::from_secs(60)).await);
+        let start = Instant::now();
+        let claimed = client_pool.client(here).await.expect("claimed client");
+        let at = start.elapsed();
+        claim.push(at, at);
+        claimed.close().await.expect("close");
+
+        if let Some(session) = last_session.take() {
+            let resumed = options.to_builder().resume(session).build().expect("valid");
+            let start = Instant::now();
+            let (first, result) = time_stream(start, query(prompt.as_str(), resumed)).await;
+            cold_resume.push(first, result);
+        }
+        let messages = query(prompt.as_str(), options.clone())
+            .collect_all()
+            .await
+            .expect("a conversation to resume");
+        last_session = messages
+            .iter()
+            .find_map(|m| m.session_id().map(str::to_owned));
+
+        if let Some(server) = &server {
+            let started = server
+                .post(
+                    "/v1/sessions",
+                    json!({"prompt": format!("first turn {round}")}),
+                )
+                .await;
+            let id = started["session"]
+                .as_str()
+                .expect("a session id")
+                .to_owned();
+            let start = Instant::now();
+            let answer = server
+                .post(
+                    &format!("/v1/sessions/{id}/messages"),
+                    json!({"prompt": prompt}),
+                )
+                .await;
+            let at = start.elapsed();
+            assert!(answer["result"].is_object(), "{answer}");
+            server_turn.push(at, at);
+            server.delete(&format!("/v1/sessions/{id}")).await;
+        }
     }
     table.push(("`query()` cold (new process)", cold));
     table.push(("`QueryPool` warm process (refill after 250 ms)", warm));
     table.push(("`QueryPool` warm process (refill at once)", warm_eager));
     table.push(("`QueryPool` reused process (after `/clear`)", reuse));
-    table.push(("`ClaudeClient` next turn", client_turn));
+    table.push((
+        "`QueryPool` claimed spare, new working directory",
+        claimed_new_cwd,
+    ));
+    table.push((
+        "the claim itself (`QueryPool::client`, new working directory, no prompt)",
+        claim,
+    ));
+    table.push(("`ClaudeClient` next turn (hot process)", client_turn));
+    table.push((
+        "`query()` cold `--resume` turn (a server follow-up before the pool)",
+        cold_resume,
+    ));
+    if server.is_some() {
+        table.push((
+            "server session's second turn (`POST /v1/sessions/{id}/messages`, whole answer)",
+            server_turn,
+        ));
+    }
     table.push(("`ResponseCache` hit", cache_hit));
 
     println!("Runs per row: {runs} (interleaved round by round)\n");
@@ -190,5 +415,9 @@ async fn main() {
         warm_pool.stats(),
         reuse_pool.stats()
     );
+    println!("pools: claimed spares {:?}", spare_pool.stats());
     client.close().await.expect("close");
+    if let Some(server) = server {
+        server.stop().await;
+    }
 }

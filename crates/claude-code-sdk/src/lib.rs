@@ -181,7 +181,7 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod error;
-#[cfg(feature = "fuzzing")]
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
@@ -200,6 +200,38 @@ mod process;
 mod session;
 mod util;
 mod wire;
+
+/// Internals for the codec micro-benchmark (`benches/codec.rs`); not an API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod __bench {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    /// Splits `buf` into lines with the SDK's line framing, `chunk` bytes arriving at a
+    /// time (as reads from the CLI's pipe do); returns the number of lines.
+    pub fn frame(input: &[u8], chunk: usize, max: usize) -> usize {
+        let mut codec = crate::process::codec::LineCodec::new(max);
+        let mut buf = BytesMut::with_capacity(chunk.max(1));
+        let mut lines = 0;
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Ok(Some(line)) = codec.decode(&mut buf) {
+                std::hint::black_box(&line);
+                lines += 1;
+            }
+        }
+        if let Ok(Some(_)) = codec.decode_eof(&mut buf) {
+            lines += 1;
+        }
+        lines
+    }
+
+    /// Decodes one line as the SDK does (framing done); whether it parsed.
+    pub fn decode(line: String) -> bool {
+        crate::wire::parse_line(line).is_ok()
+    }
+}
 
 pub use client::{ClaudeClient, ServerInfo, SessionTotals};
 pub use control::{

@@ -7,7 +7,8 @@ use tokio_util::codec::Decoder;
 /// a limit instead of buffering without bound.
 ///
 /// It remembers how far it has already searched, so a line that arrives in many reads
-/// is scanned once: a 200 MB line costs one pass, not one pass per read.
+/// is scanned once: a 200 MB line costs one pass, not one pass per read. The search is
+/// `memchr` (SIMD), about ten times a byte loop on long lines (`benches/codec.rs`).
 #[derive(Debug)]
 pub(crate) struct LineCodec {
     max: usize,
@@ -44,7 +45,7 @@ impl Decoder for LineCodec {
     type Error = LineError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, LineError> {
-        if let Some(offset) = buf[self.scanned..].iter().position(|b| *b == b'\n') {
+        if let Some(offset) = memchr::memchr(b'\n', &buf[self.scanned..]) {
             let end = self.scanned + offset;
             self.scanned = 0;
             if end > self.max {

@@ -3,12 +3,19 @@
 //! Prints `MOCK_ANTHROPIC_URL=http://127.0.0.1:PORT` as its first stdout line, then
 //! serves until it gets SIGINT or SIGTERM. `RUST_LOG=debug` logs every request on
 //! stderr.
+//!
+//! With `--bench` (used by `make bench`), a prompt containing `BIG_ANSWER:<bytes>`
+//! is answered with a text of that many bytes (at most [`MAX_BIG_ANSWER`]); every other
+//! prompt gets the default `Mock reply to: <prompt>`, so each answer carries its prompt.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use clap::Parser;
-use claude_code_testkit::{MockAnthropic, demo_rules};
+use claude_code_testkit::{MockAnthropic, Reply, Rule, demo_rules};
+
+/// The largest `BIG_ANSWER:<bytes>` the `--bench` rules serve (256 MiB).
+const MAX_BIG_ANSWER: usize = 256 << 20;
 
 /// A local mock of the Anthropic Messages API, for running the Claude Code CLI offline.
 #[derive(Debug, Parser)]
@@ -20,6 +27,16 @@ struct Args {
     /// Answer with the demo rules: friendly replies that say they come from the mock.
     #[arg(long)]
     demo: bool,
+    /// Answer `BIG_ANSWER:<bytes>` prompts with that many bytes of text (the benchmarks).
+    #[arg(long)]
+    bench: bool,
+}
+
+/// The size a `BIG_ANSWER:<bytes>` prompt asks for.
+fn big_answer_size(prompt: &str) -> Option<usize> {
+    let rest = &prompt[prompt.find("BIG_ANSWER:")? + "BIG_ANSWER:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().map(|n: usize| n.min(MAX_BIG_ANSWER))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -43,6 +60,15 @@ async fn main() -> ExitCode {
         for rule in demo_rules() {
             mock.on(rule);
         }
+    }
+    if args.bench {
+        mock.on(
+            Rule::matching(|req| big_answer_size(&req.prompt().unwrap_or_default()).is_some())
+                .reply_with(|req| {
+                    let size = big_answer_size(&req.prompt().unwrap_or_default()).unwrap_or(0);
+                    Reply::text("x".repeat(size))
+                }),
+        );
     }
     println!("MOCK_ANTHROPIC_URL={}", mock.url());
     if let Err(error) = shutdown_signal().await {

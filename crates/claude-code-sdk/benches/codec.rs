@@ -1,0 +1,161 @@
+//! Micro-benchmark of the SDK's line framing and message decoding (issue 11, measure 8),
+//! next to their floors on the same bytes: a plain `memchr` newline scan for framing, a
+//! `serde_json::from_slice` into `IgnoredAny` (validation only, nothing kept) for
+//! decoding.
+//!
+//! Inputs: a captured session (every CLI-to-SDK line of the CLI 2.1.197 fixtures,
+//! repeated to about 8 MiB), and one 50 MiB assistant message line.
+//!
+//! `cargo bench -p claude-code-sdk --features internals --bench codec`
+//! (`make bench` runs it). Figures are bytes per second of input.
+
+use divan::Bencher;
+use divan::counter::BytesCount;
+
+fn main() {
+    divan::main();
+}
+
+const BIG: usize = 50 << 20;
+/// Reads from a pipe arrive in chunks about this big.
+const CHUNK: usize = 64 * 1024;
+/// A line limit above every input here.
+const MAX: usize = 1 << 30;
+
+/// The captured session's CLI-to-SDK lines, newline-terminated, about 8 MiB.
+fn session() -> &'static [u8] {
+    static SESSION: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SESSION.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cli-2.1.197");
+        let mut lines = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("the fixtures")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            for line in std::fs::read_to_string(&path).expect("a fixture").lines() {
+                let record: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                if record["dir"] == "out" && record["msg"].is_object() {
+                    lines.extend_from_slice(record["msg"].to_string().as_bytes());
+                    lines.push(b'\n');
+                }
+            }
+        }
+        assert!(!lines.is_empty(), "no captured lines");
+        let mut out = Vec::with_capacity(8 << 20);
+        while out.len() < 8 << 20 {
+            out.extend_from_slice(&lines);
+        }
+        out
+    })
+}
+
+/// One 50 MiB assistant message line, newline-terminated.
+fn big_line() -> &'static [u8] {
+    static BIG_LINE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BIG_LINE.get_or_init(|| {
+        let message = serde_json::json!({
+            "type": "assistant",
+            "message": {
+                "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-mock",
+                "content": [{"type": "text", "text": "x".repeat(BIG)}],
+                "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 1}
+            },
+            "parent_tool_use_id": null,
+            "session_id": "00000000-0000-0000-0000-000000000000",
+            "uuid": "00000000-0000-0000-0000-000000000001"
+        });
+        let mut line = serde_json::to_vec(&message).expect("JSON");
+        line.push(b'\n');
+        line
+    })
+}
+
+fn lines_of(input: &[u8]) -> Vec<String> {
+    input
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| String::from_utf8(l.to_vec()).expect("UTF-8"))
+        .collect()
+}
+
+#[divan::bench(sample_count = 20)]
+fn frame_session(bencher: Bencher<'_, '_>) {
+    let input = session();
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .bench(|| claude_code_sdk::__bench::frame(input, CHUNK, MAX));
+}
+
+#[divan::bench(sample_count = 20)]
+fn memchr_session(bencher: Bencher<'_, '_>) {
+    let input = session();
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .bench(|| memchr::memchr_iter(b'\n', input).count());
+}
+
+#[divan::bench(sample_count = 10)]
+fn frame_50mib_line(bencher: Bencher<'_, '_>) {
+    let input = big_line();
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .bench(|| claude_code_sdk::__bench::frame(input, CHUNK, MAX));
+}
+
+#[divan::bench(sample_count = 10)]
+fn memchr_50mib_line(bencher: Bencher<'_, '_>) {
+    let input = big_line();
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .bench(|| memchr::memchr_iter(b'\n', input).count());
+}
+
+#[divan::bench(sample_count = 10)]
+fn decode_session(bencher: Bencher<'_, '_>) {
+    let input = session();
+    let lines = lines_of(input);
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .with_inputs(|| lines.clone())
+        .bench_values(|lines| {
+            lines
+                .into_iter()
+                .map(claude_code_sdk::__bench::decode)
+                .filter(|ok| *ok)
+                .count()
+        });
+}
+
+#[divan::bench(sample_count = 10)]
+fn from_slice_session(bencher: Bencher<'_, '_>) {
+    let input = session();
+    let lines = lines_of(input);
+    bencher.counter(BytesCount::of_slice(input)).bench(|| {
+        lines
+            .iter()
+            .filter(|l| serde_json::from_slice::<serde::de::IgnoredAny>(l.as_bytes()).is_ok())
+            .count()
+    });
+}
+
+#[divan::bench(sample_count = 10)]
+fn decode_50mib_line(bencher: Bencher<'_, '_>) {
+    let input = big_line();
+    let line = String::from_utf8(input[..input.len() - 1].to_vec()).expect("UTF-8");
+    bencher
+        .counter(BytesCount::of_slice(input))
+        .with_inputs(|| line.clone())
+        .bench_values(claude_code_sdk::__bench::decode);
+}
+
+#[divan::bench(sample_count = 10)]
+fn from_slice_50mib_line(bencher: Bencher<'_, '_>) {
+    let input = big_line();
+    bencher.counter(BytesCount::of_slice(input)).bench(|| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&input[..input.len() - 1]).is_ok()
+    });
+}
