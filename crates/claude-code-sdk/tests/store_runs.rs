@@ -26,6 +26,10 @@ async fn entries(store: &dyn SessionStore, key: &SessionKey) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_run_mirrors_its_transcript_and_another_host_resumes_from_the_store() {
+    claude_code_testkit::require_cli!(
+        "2.1.331",
+        "the session mirror (--session-mirror) a session store needs"
+    );
     let h = Harness::new().await;
     h.mock
         .on(Rule::prompt_contains("remember").reply(Reply::text("I will remember PINEAPPLE.")));
@@ -104,6 +108,10 @@ impl SessionStore for Broken {
 
 #[tokio::test]
 async fn a_failing_store_is_reported_before_the_result_and_the_run_goes_on() {
+    claude_code_testkit::require_cli!(
+        "2.1.331",
+        "the session mirror (--session-mirror) a session store needs"
+    );
     let mock = MockAnthropic::start().await;
     let sandbox = Sandbox::new(&mock);
     let options = claude_code_sdk::ClaudeCodeOptions::builder()
