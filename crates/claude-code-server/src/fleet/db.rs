@@ -641,19 +641,7 @@ impl Db {
         let Some(row) = row else {
             return Ok(None);
         };
-        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
-        sqlx::query(
-            self.q(
-                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
-            ),
-        )
-        .bind(run)
-        .bind(seq)
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let seq = self.insert_event(&mut tx, run, &row, kind, data).await?;
         tx.commit().await?;
         Ok(Some(seq))
     }
@@ -688,19 +676,8 @@ impl Db {
         let Some(row) = row else {
             return Ok(false);
         };
-        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
-        sqlx::query(
-            self.q(
-                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
-            ),
-        )
-        .bind(run)
-        .bind(seq)
-        .bind(event.0)
-        .bind(event.1.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        self.insert_event(&mut tx, run, &row, event.0, event.1)
+            .await?;
         self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
@@ -740,19 +717,8 @@ impl Db {
         let Some(row) = row else {
             return Ok(false);
         };
-        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
-        sqlx::query(
-            self.q(
-                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
-            ),
-        )
-        .bind(run)
-        .bind(seq)
-        .bind(event.0)
-        .bind(event.1.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        self.insert_event(&mut tx, run, &row, event.0, event.1)
+            .await?;
         self.expire_approvals_of(&mut tx, run).await?;
         tx.commit().await?;
         Ok(true)
@@ -760,6 +726,32 @@ impl Db {
 
     /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
     /// an answer any more, so none may be taken as delivered.
+    /// Appends an event at the sequence number a `RETURNING next_seq` row reserved;
+    /// returns that number.
+    async fn insert_event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run: &str,
+        reserved: &sqlx::any::AnyRow,
+        kind: &str,
+        data: &Value,
+    ) -> DbResult<i64> {
+        let seq: i64 = reserved.try_get::<i64, _>("next_seq")? - 1;
+        sqlx::query(
+            self.q(
+                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+            ),
+        )
+        .bind(run)
+        .bind(seq)
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(seq)
+    }
+
     async fn expire_approvals_of(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
