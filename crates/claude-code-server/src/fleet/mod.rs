@@ -750,7 +750,7 @@ async fn sweeper(fleet: Fleet) {
                 let error = json!({
                     "error": {
                         "kind": "pool_busy",
-                        "message": format!("no process slot became free within the queue timeout of {:?}", inner.config.queue_timeout),
+                        "message": format!("the run did not start within the queue timeout of {:?}: no process slot became free, or its tenant stayed at its limit of concurrent runs", inner.config.queue_timeout),
                         "transient": true,
                         "retry_after_secs": 1,
                     },
