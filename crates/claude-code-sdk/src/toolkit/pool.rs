@@ -605,7 +605,8 @@ impl QueryPool {
                 let Idle { session, lease, .. } = *idle;
                 inner.lock_counters().claimed += 1;
                 (
-                    claim_or_cold(inner, session, &options, &prepared, &slot, true, None).await,
+                    claim_or_cold(inner, session, &options, &prepared, &slot, true, None, None)
+                        .await,
                     lease,
                 )
             }
@@ -1233,11 +1234,12 @@ fn warm_start(
     cell: ServedCell,
 ) -> BoxFuture<'static, Result<CliSession>> {
     Box::pin(async move {
-        let session = match served {
+        match served {
             Served::Claimed => {
                 let Some(inner) = pool.upgrade() else {
                     return Err(Error::new(ErrorKind::PoolBusy, "the pool is shut down"));
                 };
+                // The prompt goes out with the claim (see `CliSession::claim`).
                 claim_or_cold(
                     &inner,
                     session,
@@ -1245,22 +1247,24 @@ fn warm_start(
                     &prepared,
                     &slot,
                     false,
+                    Some(&prompt),
                     Some(&cell),
                 )
-                .await?
+                .await
             }
             _ => {
                 session.adopt(&options);
-                session
+                session.link.send_prompt(&prompt).await?;
+                Ok(session)
             }
-        };
-        session.link.send_prompt(&prompt).await?;
-        Ok(session)
+        }
     })
 }
 
-/// Claims `spare` for a run of `options`; when the CLI refuses (or the spare died), the
-/// reason is counted and the run starts cold in the spare's slot.
+/// Claims `spare` for a run of `options` and writes `prompt` (if any) with the claim;
+/// when the CLI refuses (or the spare died), the reason is counted, the spare is
+/// killed, and the run starts cold in the spare's slot (the prompt written there).
+#[allow(clippy::too_many_arguments)]
 async fn claim_or_cold(
     inner: &Arc<Inner>,
     spare: CliSession,
@@ -1268,10 +1272,11 @@ async fn claim_or_cold(
     prepared: &Prepared,
     slot: &ProcessSlot,
     include_initialize: bool,
+    prompt: Option<&Prompt>,
     served: Option<&ServedCell>,
 ) -> Result<CliSession> {
     let reason = match &prepared.plan.spare {
-        Some(plan) => match spare.claim(options, plan, include_initialize).await {
+        Some(plan) => match spare.claim(options, plan, include_initialize, prompt).await {
             Ok(()) => return Ok(spare),
             Err(err) => claim_refusal(&err, &spare),
         },
@@ -1294,7 +1299,11 @@ async fn claim_or_cold(
         process.wait().await;
     }
     *lock(slot) = None;
-    CliSession::connect_prepared(prepared, options, slot).await
+    let session = CliSession::connect_prepared(prepared, options, slot).await?;
+    if let Some(prompt) = prompt {
+        session.link.send_prompt(prompt).await?;
+    }
+    Ok(session)
 }
 
 /// The CLI's reason token for a refused claim (`env_key_not_claimable`, ...).
