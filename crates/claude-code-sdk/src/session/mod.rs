@@ -184,9 +184,9 @@ impl Link {
         self.process().map(|p| p.pid())
     }
 
-    /// Whether the process has exited.
+    /// Whether the process has exited (or died and is not reaped yet).
     pub(crate) fn has_exited(&self) -> bool {
-        self.process().is_some_and(|p| p.exited().is_some())
+        self.process().is_some_and(|p| !p.is_running())
     }
 
     /// The CLI's version.

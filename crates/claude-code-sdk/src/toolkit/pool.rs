@@ -898,14 +898,31 @@ impl Inner {
     }
 
     /// The idle process that fits `wanted` best (hot, then spare, then reset), if any
-    /// is alive.
+    /// is alive. Idle processes found dead are stopped (their slots come back once
+    /// they are reaped), so a run never gets one and waits no maintenance tick for
+    /// their slots.
     fn take_idle(&self, wanted: &Wanted) -> Option<Idle> {
-        let mut idle = self.lock_idle();
-        let at = policy::best_fit(
-            idle.iter().map(|i| (&i.kept, !i.session.link.has_exited())),
-            wanted,
-        )?;
-        Some(idle.remove(at))
+        let (found, dead) = {
+            let mut idle = self.lock_idle();
+            let mut alive: Vec<bool> = idle.iter().map(|i| !i.session.link.has_exited()).collect();
+            let at = policy::best_fit(idle.iter().zip(&alive).map(|(i, a)| (&i.kept, *a)), wanted);
+            let found = at.map(|at| {
+                alive.remove(at);
+                idle.remove(at)
+            });
+            let mut dead = Vec::new();
+            for at in (0..idle.len()).rev() {
+                if !alive[at] {
+                    dead.push(idle.remove(at));
+                }
+            }
+            (found, dead)
+        };
+        for idle in dead {
+            tracing::debug!(kept = ?idle.kept, "an idle process died; stopping it");
+            retire(idle);
+        }
+        found
     }
 
     /// Stops one idle process that `wanted` cannot use, to free its slot: a spare of
