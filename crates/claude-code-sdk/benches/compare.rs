@@ -18,7 +18,7 @@
 //! | `client_turn` | the next turn of an open `ClaudeClient` | `first`, `result` |
 //! | `client_first_turn` | the first turn of a freshly connected `ClaudeClient` | `first`, `result` |
 //! | `server_turn` | a server session's second turn (server binary, own SQLite dir) | `first` |
-//! | `throughput` | `n` queries through a pool of 4 with reuse, each answer checked | `wall`, `ok`, `cli_cpu` |
+//! | `throughput` | `n` queries through a pool of 4 (warmed before the clock) with reuse, each answer checked | `wall`, `ok`, `cli_cpu` |
 //! | `early_stop` | drop a query after its first message, until its CLI is gone | `gone` |
 //! | `rss_concurrent` | `n` concurrent `query()`s: this process's peak RSS rise | `rss_kb`, `ok` |
 //! | `big` | a `bytes`-long answer: wall time, peak RSS rise, CPU of this process | `wall`, `rss_kb`, `cpu` |
@@ -415,7 +415,12 @@ impl Worker {
             }
             "throughput" => {
                 let n = command["n"].as_u64().unwrap_or(32) as usize;
+                // `prewarm: 0` for the cold pool (a comparison by hand).
+                let prewarm = command["prewarm"].as_u64().unwrap_or(4) as usize;
                 let (_, children_before) = cpu_seconds();
+                // A service's pool: its four processes started (parked) before the
+                // queries arrive. Their start-up CPU is counted (they are reaped after
+                // the pool drops); their start-up time is not in the wall time.
                 let pool = QueryPool::new(
                     PoolConfig {
                         max_concurrent: 4,
@@ -423,8 +428,10 @@ impl Worker {
                         queue_timeout: Duration::from_secs(600),
                         ..PoolConfig::default()
                     }
-                    .reuse_processes(true),
+                    .reuse_processes(true)
+                    .prewarm(self.options.clone(), prewarm),
                 );
+                assert!(pool.wait_warm(prewarm, Duration::from_secs(120)).await);
                 let start = Instant::now();
                 let answers = futures::future::join_all((0..n).map(|i| {
                     let pool = pool.clone();
