@@ -34,11 +34,13 @@
 //!    prompt is written; the model sees every earlier turn.
 //! 2. **Spare**: a process started with `--await-claim` and parked, bound to the run by
 //!    a `claim_session` request (working directory, permission mode, appended system
-//!    prompt, extra directories, agents) and `set_model` (CLI 2.1.331 or later). Spares
+//!    prompt, extra directories, agents) and `set_model` (CLI 2.1.331 or later), written
+//!    together with the run's first prompt (the CLI reads its input in order). Spares
 //!    are keyed by what the CLI reads at start-up (the executable, the environment, the
 //!    other flags, the shape of the callbacks), so one profile serves every working
 //!    directory, model and mode of a tenant. A claim the CLI refuses (a mode the spare
-//!    cannot take, a missing directory) falls back to a cold start; the reason is
+//!    cannot take, a missing directory) falls back to a cold start (the spare refuses
+//!    the prompt that followed the claim, without asking the model); the reason is
 //!    counted in [`PoolStats::claim_fallbacks`].
 //! 3. **Reused**: with [`PoolConfig::reuse_processes`], a process whose run ended with a
 //!    result is reset (`/clear`: new session id, no earlier turns in the next request)
