@@ -18,10 +18,13 @@
 //! | `client_turn` | the next turn of an open `ClaudeClient` | `first`, `result` |
 //! | `client_first_turn` | the first turn of a freshly connected `ClaudeClient` | `first`, `result` |
 //! | `server_turn` | a server session's second turn (server binary, own SQLite dir) | `first` |
-//! | `throughput` | `n` queries through a pool of 4 with reuse, each answer checked | `wall`, `ok`, `cli_cpu` |
+//! | `throughput` | `n` queries through a pool of 4 (warmed before the clock) with reuse, each answer checked | `wall`, `ok`, `cli_cpu` |
 //! | `early_stop` | drop a query after its first message, until its CLI is gone | `gone` |
 //! | `rss_concurrent` | `n` concurrent `query()`s: this process's peak RSS rise | `rss_kb`, `ok` |
 //! | `big` | a `bytes`-long answer: wall time, peak RSS rise, CPU of this process | `wall`, `rss_kb`, `cpu` |
+//!
+//! Before a timed command the worker waits until its pools have their spares back
+//! (`Worker::settle`): their refills must not run beside what is timed.
 //!
 //! Not a criterion benchmark (`harness = false`): a benchmark that needs other SDKs in
 //! the same run does not fit one process's harness.
@@ -241,6 +244,15 @@ struct Worker {
 }
 
 impl Worker {
+    /// Waits until this worker's pools have their spares (and reset process) back, so
+    /// a refill starting a CLI (about a CPU-second) does not run beside a timed
+    /// command, as it would not on a service that is not saturated.
+    async fn settle(&self) {
+        for pool in [&self.spares, &self.claim_pool, &self.reuse] {
+            assert!(pool.wait_warm(1, Duration::from_secs(60)).await);
+        }
+    }
+
     fn options_in(&self, cwd: &str) -> ClaudeCodeOptions {
         self.options.to_builder().cwd(cwd).build().expect("valid")
     }
@@ -253,6 +265,7 @@ impl Worker {
             .to_owned();
         match op {
             "cold" => {
+                self.settle().await;
                 let start = Instant::now();
                 let (first, result, _) =
                     time_stream(start, query(prompt.as_str(), self.options.clone())).await;
@@ -260,7 +273,7 @@ impl Worker {
             }
             "claimed" => {
                 let options = self.options_in(command["cwd"].as_str().unwrap_or("."));
-                assert!(self.spares.wait_warm(1, Duration::from_secs(60)).await);
+                self.settle().await;
                 let start = Instant::now();
                 let run = self
                     .spares
@@ -273,7 +286,7 @@ impl Worker {
             }
             "claim" => {
                 let options = self.options_in(command["cwd"].as_str().unwrap_or("."));
-                assert!(self.claim_pool.wait_warm(1, Duration::from_secs(60)).await);
+                self.settle().await;
                 let start = Instant::now();
                 let client = self.claim_pool.client(options).await.expect("client");
                 let at = start.elapsed();
@@ -281,7 +294,7 @@ impl Worker {
                 json!({"first": ms(at), "result": ms(at)})
             }
             "reuse" => {
-                assert!(self.reuse.wait_warm(1, Duration::from_secs(60)).await);
+                self.settle().await;
                 let start = Instant::now();
                 let run = self
                     .reuse
@@ -303,6 +316,7 @@ impl Worker {
                 let client = self.client.as_ref().expect("client");
                 self.turns += 1;
                 // A long conversation grows every request: start over every 20 turns.
+                self.settle().await;
                 let start = Instant::now();
                 client.query(prompt.as_str()).await.expect("query");
                 let (first, result, _) = time_stream(start, client.receive_response()).await;
@@ -415,7 +429,12 @@ impl Worker {
             }
             "throughput" => {
                 let n = command["n"].as_u64().unwrap_or(32) as usize;
+                // `prewarm: 0` for the cold pool (a comparison by hand).
+                let prewarm = command["prewarm"].as_u64().unwrap_or(4) as usize;
                 let (_, children_before) = cpu_seconds();
+                // A service's pool: its four processes started (parked) before the
+                // queries arrive. Their start-up CPU is counted (they are reaped after
+                // the pool drops); their start-up time is not in the wall time.
                 let pool = QueryPool::new(
                     PoolConfig {
                         max_concurrent: 4,
@@ -423,8 +442,10 @@ impl Worker {
                         queue_timeout: Duration::from_secs(600),
                         ..PoolConfig::default()
                     }
-                    .reuse_processes(true),
+                    .reuse_processes(true)
+                    .prewarm(self.options.clone(), prewarm),
                 );
+                assert!(pool.wait_warm(prewarm, Duration::from_secs(120)).await);
                 let start = Instant::now();
                 let answers = futures::future::join_all((0..n).map(|i| {
                     let pool = pool.clone();

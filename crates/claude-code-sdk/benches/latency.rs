@@ -25,10 +25,18 @@
 //!   turn left the conversation hot. That endpoint answers with the whole turn as JSON,
 //!   so both columns are the time to the answer;
 //! - `ResponseCache` hit: no process at all.
+//! - the CLI's floor for a claimed spare: a process started by hand with exactly the
+//!   command line and environment of the pool's spare (read from `/proc`), parked at
+//!   the start of the round, then `claim_session` and the prompt written together by
+//!   hand; what the SDK's claimed-spare row costs above the CLI itself.
 //!
 //! The server row needs the server binary: `BENCH_SERVER_BIN`, else
 //! `target/release/claude-code-server` (`make bench` builds it); without it the row is
 //! left out.
+//!
+//! Before each timed row the bench waits until all its pools have their spares back
+//! (see `settle`): a refill starting a CLI beside a timed row measures the machine's
+//! two cores, not the path.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -182,6 +190,117 @@ impl Server {
     }
 }
 
+/// A spare started by hand: the pool's spare's command line and environment, no SDK.
+struct RawSpare {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+/// NUL-separated `/proc/<pid>/<file>`.
+fn proc_list(pid: u32, file: &str) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    std::fs::read(format!("/proc/{pid}/{file}"))
+        .expect("the spare's /proc entry")
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| std::ffi::OsString::from_vec(part.to_vec()))
+        .collect()
+}
+
+impl RawSpare {
+    /// Starts a copy of the process `pid` (same program, arguments, environment and
+    /// working directory) and waits until it has answered `initialize`.
+    async fn park_like(pid: u32) -> RawSpare {
+        use tokio::io::AsyncWriteExt;
+        let argv = proc_list(pid, "cmdline");
+        let env = proc_list(pid, "environ");
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("the spare's cwd");
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).env_clear().current_dir(cwd);
+        for pair in &env {
+            let pair = pair.to_string_lossy();
+            // Not the SDK's run markers: the copy is no run of the SDK's, and the
+            // spare's run ending must not take it along.
+            if let Some((key, value)) = pair.split_once('=')
+                && !key.starts_with("CLAUDE_CODE_SDK_")
+            {
+                command.env(key, value);
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the CLI starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let init = json!({"type": "control_request", "request_id": "init",
+            "request": {"subtype": "initialize"}});
+        stdin
+            .write_all(format!("{init}\n").as_bytes())
+            .await
+            .expect("write");
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if value["response"]["request_id"] == "init" {
+                break;
+            }
+        }
+        RawSpare {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Writes `claim_session` for `cwd` and the prompt together; times the first
+    /// assistant message and the result.
+    async fn claim_and_ask(mut self, cwd: &Path, prompt: &str) -> (Duration, Duration) {
+        use tokio::io::AsyncWriteExt;
+        let claim = json!({"type": "control_request", "request_id": "claim",
+            "request": {"subtype": "claim_session", "cwd": cwd}});
+        let user = json!({"type": "user", "session_id": "", "parent_tool_use_id": null,
+            "message": {"role": "user", "content": prompt}});
+        let start = Instant::now();
+        self.stdin
+            .write_all(format!("{claim}\n{user}\n").as_bytes())
+            .await
+            .expect("write");
+        let mut first = None;
+        while let Some(line) = self.lines.next_line().await.expect("read") {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            match value["type"].as_str() {
+                Some("assistant") => {
+                    first.get_or_insert_with(|| start.elapsed());
+                }
+                Some("result") => {
+                    let at = start.elapsed();
+                    assert_eq!(value["is_error"], false, "{value}");
+                    let _ = self.child.kill().await;
+                    return (first.unwrap_or(at), at);
+                }
+                Some("control_response") if value["response"]["subtype"] == "error" => {
+                    panic!("the raw claim failed: {value}");
+                }
+                _ => {}
+            }
+        }
+        panic!("the raw spare ended without a result");
+    }
+}
+
+/// Waits until every pool has its spare (or reset process) back: a refill starting a
+/// CLI (about a CPU-second) must not run beside the next timed row, as it would not
+/// on a service that is not saturated.
+async fn settle(pools: &[&QueryPool]) {
+    for pool in pools {
+        assert!(pool.wait_warm(1, Duration::from_secs(60)).await);
+    }
+}
+
 /// A directory no run used before, under the sandbox's working directory.
 fn fresh_dir(sandbox: &Sandbox, name: &str) -> PathBuf {
     let dir = sandbox.cwd().join(name);
@@ -217,6 +336,7 @@ async fn main() {
     let mut claim = Samples::default();
     let mut cold_resume = Samples::default();
     let mut server_turn = Samples::default();
+    let mut raw_claim = Samples::default();
 
     // Spares parked with `--await-claim`, claimed for a new working directory each run.
     let spare_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
@@ -257,14 +377,26 @@ async fn main() {
         .await
         .expect("cache fill");
 
+    let all = [
+        &warm_pool,
+        &eager_pool,
+        &reuse_pool,
+        &spare_pool,
+        &client_pool,
+    ];
     for round in 0..runs {
         let prompt = format!("benchmark prompt {round}");
+        // The floor's spare parks now, like the pool's, which parked during an earlier
+        // round: both are idle when claimed.
+        settle(&all).await;
+        let raw_spare = RawSpare::park_like(spare_pool.warm_pids()[0]).await;
 
+        settle(&all).await;
         let start = Instant::now();
         let (first, result) = time_stream(start, query(prompt.as_str(), options.clone())).await;
         cold.push(first, result);
 
-        assert!(warm_pool.wait_warm(1, Duration::from_secs(60)).await);
+        settle(&all).await;
         let start = Instant::now();
         let run = warm_pool
             .query(prompt.as_str(), options.clone())
@@ -274,7 +406,7 @@ async fn main() {
         let (first, result) = time_stream(start, run).await;
         warm.push(first, result);
 
-        assert!(eager_pool.wait_warm(1, Duration::from_secs(60)).await);
+        settle(&all).await;
         let start = Instant::now();
         let run = eager_pool
             .query(prompt.as_str(), options.clone())
@@ -284,7 +416,7 @@ async fn main() {
         let (first, result) = time_stream(start, run).await;
         warm_eager.push(first, result);
 
-        assert!(reuse_pool.wait_warm(1, Duration::from_secs(60)).await);
+        settle(&all).await;
         let start = Instant::now();
         let run = reuse_pool
             .query(prompt.as_str(), options.clone())
@@ -293,6 +425,7 @@ async fn main() {
         let (first, result) = time_stream(start, run).await;
         reuse.push(first, result);
 
+        settle(&all).await;
         let start = Instant::now();
         client.query(prompt.as_str()).await.expect("client query");
         let (first, result) = time_stream(start, client.receive_response()).await;
@@ -311,7 +444,7 @@ async fn main() {
             .cwd(fresh_dir(&sandbox, &format!("query-{round}")))
             .build()
             .expect("valid options");
-        assert!(spare_pool.wait_warm(1, Duration::from_secs(60)).await);
+        settle(&all).await;
         let start = Instant::now();
         let run = spare_pool
             .query(prompt.as_str(), here)
@@ -321,12 +454,18 @@ async fn main() {
         let (first, result) = time_stream(start, run).await;
         claimed_new_cwd.push(first, result);
 
+        settle(&all).await;
+        let (first, result) = raw_spare
+            .claim_and_ask(&fresh_dir(&sandbox, &format!("raw-{round}")), &prompt)
+            .await;
+        raw_claim.push(first, result);
+
         let here = options
             .to_builder()
             .cwd(fresh_dir(&sandbox, &format!("client-{round}")))
             .build()
             .expect("valid options");
-        assert!(client_pool.wait_warm(1, Duration::from_secs(60)).await);
+        settle(&all).await;
         let start = Instant::now();
         let claimed = client_pool.client(here).await.expect("claimed client");
         let at = start.elapsed();
@@ -335,6 +474,7 @@ async fn main() {
 
         if let Some(session) = last_session.take() {
             let resumed = options.to_builder().resume(session).build().expect("valid");
+            settle(&all).await;
             let start = Instant::now();
             let (first, result) = time_stream(start, query(prompt.as_str(), resumed)).await;
             cold_resume.push(first, result);
@@ -378,6 +518,10 @@ async fn main() {
     table.push((
         "`QueryPool` claimed spare, new working directory",
         claimed_new_cwd,
+    ));
+    table.push((
+        "the CLI's floor for that: a copy of the spare, claim + prompt written by hand",
+        raw_claim,
     ));
     table.push((
         "the claim itself (`QueryPool::client`, new working directory, no prompt)",

@@ -258,6 +258,9 @@ async fn a_claim_the_cli_refuses_falls_back_to_a_cold_start_and_says_why() {
     );
     assert_eq!(stats.cold_starts, 1, "{stats:?}");
     assert_eq!(stats.claimed, 0, "{stats:?}");
+    // The prompt went out with the refused claim: the spare refused it too, so the
+    // model saw it once, from the cold start.
+    assert_eq!(turns(&h).len(), 1, "{:?}", turns(&h));
 }
 
 #[tokio::test]

@@ -458,10 +458,8 @@ async fn the_whole_run_timeout_kills_the_cli_even_when_nobody_polls() {
 #[tokio::test]
 async fn a_spare_that_dies_while_parked_is_not_handed_out() {
     // Parked spares fall back to a cold start when their claim fails. Before 2.1.331 the
-    // pool prewarms ready processes instead, and one killed just before it is taken can
-    // still be handed out (the run then fails with a connection error): an open defect
-    // of the old-CLI path, found by the compatibility run.
-    claude_code_testkit::require_cli!("2.1.331", "parked spares (--await-claim)");
+    // pool prewarms ready processes instead; one found dead when it is taken falls back
+    // to a cold start the same way.
     let h = Harness::new().await;
     h.mock.on(Rule::any().reply(Reply::text("served anyway")));
     let options = h.options().build().unwrap();

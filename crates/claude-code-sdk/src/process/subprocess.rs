@@ -226,6 +226,47 @@ impl ProcessGuard {
         *self.exit.borrow()
     }
 
+    /// Whether the CLI is still running. Unlike [`exited`](ProcessGuard::exited), which
+    /// is set once the waiter task has reaped it and swept its group, this also sees a
+    /// CLI that has died and is not reaped yet, or is still dying: a killed CLI's main
+    /// thread is a zombie (`Z` in `/proc/<pid>/stat`) until its other threads are gone,
+    /// and only then can it be reaped.
+    pub(crate) fn is_running(&self) -> bool {
+        if self.exited().is_some() {
+            return false;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            match std::fs::read_to_string(format!("/proc/{}/stat", self.run.pgid)) {
+                // `pid (comm) S ...`: the state follows the last `)`.
+                Ok(stat) => {
+                    let state = stat
+                        .rfind(')')
+                        .and_then(|end| stat[end + 1..].split_whitespace().next());
+                    !matches!(state, Some("Z" | "X"))
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+                // No /proc: ask the kernel whether it is waitable, without reaping it.
+                Err(_) => {
+                    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+                    let pid = nix::unistd::Pid::from_raw(self.run.pgid);
+                    match waitid(
+                        Id::Pid(pid),
+                        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+                    ) {
+                        Ok(WaitStatus::StillAlive) => true,
+                        Ok(_) | Err(nix::errno::Errno::ECHILD) => false,
+                        Err(_) => true,
+                    }
+                }
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            true
+        }
+    }
+
     /// Waits until the CLI has exited.
     pub(crate) async fn wait(&self) -> ExitState {
         let mut rx = self.exit.clone();

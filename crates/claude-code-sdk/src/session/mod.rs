@@ -184,9 +184,9 @@ impl Link {
         self.process().map(|p| p.pid())
     }
 
-    /// Whether the process has exited.
+    /// Whether the process has exited (or died and is not reaped yet).
     pub(crate) fn has_exited(&self) -> bool {
-        self.process().is_some_and(|p| p.exited().is_some())
+        self.process().is_some_and(|p| !p.is_running())
     }
 
     /// The CLI's version.
@@ -397,25 +397,47 @@ impl CliSession {
     }
 
     /// Binds a parked spare to a run of `options`: its callbacks, then `claim_session`
-    /// (working directory, permission mode, prompts, agents), then the model.
+    /// (working directory, permission mode, prompts, agents), then the model, then
+    /// (when given) the run's first prompt.
+    ///
+    /// The claim, the model and the prompt are written together, without waiting for
+    /// the answers in between: the CLI reads its input in order and finishes a claim
+    /// before it reads the next line, so the prompt runs in the claimed session, and a
+    /// round trip per step is saved. When the claim fails, the CLI refuses what follows
+    /// it (`not_claimed`) without asking the model.
     ///
     /// # Errors
     ///
-    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses the claim
-    /// (its message starts with the CLI's reason, e.g. `env_key_not_claimable`); the
-    /// spare is then unusable for this run.
+    /// [`ControlRequest`](ErrorKind::ControlRequest) when the CLI refuses the claim or
+    /// the model (its message starts with the CLI's reason, e.g.
+    /// `env_key_not_claimable`); the spare is then unusable for this run and must be
+    /// killed (the prompt may already be running on it).
     pub(crate) async fn claim(
         &self,
         options: &ClaudeCodeOptions,
         plan: &SparePlan,
         include_initialize: bool,
+        prompt: Option<&Prompt>,
     ) -> Result<()> {
         self.link.dispatcher.rebind(options);
         let mut claim = plan.claim.clone();
         if include_initialize {
             claim["include_initialize"] = json!(true);
         }
-        let answer = self.link.request(claim, INITIALIZE_TIMEOUT).await?;
+        let router = &self.link.router;
+        let claimed = router.send_request(claim).await?;
+        let model = match &plan.model {
+            Some(model) => Some(
+                router
+                    .send_request(json!({"subtype": "set_model", "model": model}))
+                    .await?,
+            ),
+            None => None,
+        };
+        if let Some(prompt) = prompt {
+            self.link.send_prompt(prompt).await?;
+        }
+        let answer = claimed.answer(INITIALIZE_TIMEOUT).await?;
         if include_initialize {
             let info = answer
                 .get("initialize")
@@ -423,10 +445,8 @@ impl CliSession {
                 .unwrap_or_else(|| answer.clone());
             *lock(&self.link.server_info) = info;
         }
-        if let Some(model) = &plan.model {
-            self.link
-                .control(json!({"subtype": "set_model", "model": model}))
-                .await?;
+        if let Some(model) = model {
+            model.answer(CONTROL_TIMEOUT).await?;
         }
         Ok(())
     }

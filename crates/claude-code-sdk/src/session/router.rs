@@ -309,6 +309,22 @@ impl Router {
     ///
     /// Dropping the future forgets the request; a late answer is ignored.
     pub(crate) async fn request(&self, request: Value, timeout: Duration) -> Result<Value> {
+        self.send_request(request).await?.answer(timeout).await
+    }
+
+    /// Writes a control request without waiting for its answer, so that more lines
+    /// (another request, a prompt) can follow it at once; the CLI reads its input in
+    /// order. Wait for the answer with [`PendingAnswer::answer`].
+    ///
+    /// # Errors
+    ///
+    /// [`Connection`](ErrorKind::Connection) when stdin is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future (or the returned [`PendingAnswer`]) forgets the request; a
+    /// late answer is ignored.
+    pub(crate) async fn send_request(&self, request: Value) -> Result<PendingAnswer<'_>> {
         let id = format!(
             "req_{}_{}",
             self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -321,37 +337,15 @@ impl Router {
             .to_owned();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
-        let forget = ForgetOnDrop {
-            pending: &self.pending,
-            id: &id,
+        let pending = PendingAnswer {
+            router: self,
+            id,
+            subtype,
+            rx: Some(rx),
         };
-        self.send_line(wire::control_request_line(&id, &request))
+        self.send_line(wire::control_request_line(&pending.id, &request))
             .await?;
-        let gone = || async {
-            self.closed_error_after_exit(&format!(
-                "the CLI went away before answering the {subtype} request"
-            ))
-            .await
-        };
-        // The reader may have ended (and dropped every pending sender) before this
-        // request was registered: then no answer can come.
-        let answer = tokio::select! {
-            answer = tokio::time::timeout(timeout, rx) => answer,
-            () = self.closed.cancelled() => return Err(gone().await),
-        };
-        drop(forget);
-        match answer {
-            Err(_) => Err(Error::timeout(format!(
-                "the CLI did not answer the {subtype} request within {timeout:?}"
-            ))
-            .with_stderr(self.stderr_tail.text())),
-            Ok(Err(_)) => Err(gone().await),
-            Ok(Ok(Err(text))) => Err(Error::new(
-                ErrorKind::ControlRequest,
-                format!("the CLI refused the {subtype} request: {text}"),
-            )),
-            Ok(Ok(Ok(value))) => Ok(value),
-        }
+        Ok(pending)
     }
 
     /// Closes the CLI's stdin once the queued lines are written: the CLI finishes what
@@ -422,14 +416,64 @@ impl Drop for Router {
     }
 }
 
-struct ForgetOnDrop<'a> {
-    pending: &'a Pending,
-    id: &'a str,
+/// A control request written to the CLI, its answer still to come. Dropping it
+/// forgets the request.
+pub(crate) struct PendingAnswer<'a> {
+    router: &'a Router,
+    id: String,
+    subtype: String,
+    rx: Option<oneshot::Receiver<std::result::Result<Value, String>>>,
 }
 
-impl Drop for ForgetOnDrop<'_> {
+impl PendingAnswer<'_> {
+    /// Waits up to `timeout` for the answer.
+    ///
+    /// # Errors
+    ///
+    /// See [`Router::request`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the request; a late answer is ignored.
+    pub(crate) async fn answer(mut self, timeout: Duration) -> Result<Value> {
+        let router = self.router;
+        let subtype = std::mem::take(&mut self.subtype);
+        let Some(rx) = self.rx.take() else {
+            return Err(Error::connection(format!(
+                "the {subtype} request was already answered"
+            )));
+        };
+        let gone = || async {
+            router
+                .closed_error_after_exit(&format!(
+                    "the CLI went away before answering the {subtype} request"
+                ))
+                .await
+        };
+        // The reader may have ended (and dropped every pending sender) before this
+        // request was registered: then no answer can come.
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(timeout, rx) => answer,
+            () = router.closed.cancelled() => return Err(gone().await),
+        };
+        match answer {
+            Err(_) => Err(Error::timeout(format!(
+                "the CLI did not answer the {subtype} request within {timeout:?}"
+            ))
+            .with_stderr(router.stderr_tail.text())),
+            Ok(Err(_)) => Err(gone().await),
+            Ok(Ok(Err(text))) => Err(Error::new(
+                ErrorKind::ControlRequest,
+                format!("the CLI refused the {subtype} request: {text}"),
+            )),
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+}
+
+impl Drop for PendingAnswer<'_> {
     fn drop(&mut self) {
-        lock(self.pending).remove(self.id);
+        lock(&self.router.pending).remove(&self.id);
     }
 }
 

@@ -34,11 +34,13 @@
 //!    prompt is written; the model sees every earlier turn.
 //! 2. **Spare**: a process started with `--await-claim` and parked, bound to the run by
 //!    a `claim_session` request (working directory, permission mode, appended system
-//!    prompt, extra directories, agents) and `set_model` (CLI 2.1.331 or later). Spares
+//!    prompt, extra directories, agents) and `set_model` (CLI 2.1.331 or later), written
+//!    together with the run's first prompt (the CLI reads its input in order). Spares
 //!    are keyed by what the CLI reads at start-up (the executable, the environment, the
 //!    other flags, the shape of the callbacks), so one profile serves every working
 //!    directory, model and mode of a tenant. A claim the CLI refuses (a mode the spare
-//!    cannot take, a missing directory) falls back to a cold start; the reason is
+//!    cannot take, a missing directory) falls back to a cold start (the spare refuses
+//!    the prompt that followed the claim, without asking the model); the reason is
 //!    counted in [`PoolStats::claim_fallbacks`].
 //! 3. **Reused**: with [`PoolConfig::reuse_processes`], a process whose run ended with a
 //!    result is reset (`/clear`: new session id, no earlier turns in the next request)
@@ -605,7 +607,8 @@ impl QueryPool {
                 let Idle { session, lease, .. } = *idle;
                 inner.lock_counters().claimed += 1;
                 (
-                    claim_or_cold(inner, session, &options, &prepared, &slot, true, None).await,
+                    claim_or_cold(inner, session, &options, &prepared, &slot, true, None, None)
+                        .await,
                     lease,
                 )
             }
@@ -897,14 +900,31 @@ impl Inner {
     }
 
     /// The idle process that fits `wanted` best (hot, then spare, then reset), if any
-    /// is alive.
+    /// is alive. Idle processes found dead are stopped (their slots come back once
+    /// they are reaped), so a run never gets one and waits no maintenance tick for
+    /// their slots.
     fn take_idle(&self, wanted: &Wanted) -> Option<Idle> {
-        let mut idle = self.lock_idle();
-        let at = policy::best_fit(
-            idle.iter().map(|i| (&i.kept, !i.session.link.has_exited())),
-            wanted,
-        )?;
-        Some(idle.remove(at))
+        let (found, dead) = {
+            let mut idle = self.lock_idle();
+            let mut alive: Vec<bool> = idle.iter().map(|i| !i.session.link.has_exited()).collect();
+            let at = policy::best_fit(idle.iter().zip(&alive).map(|(i, a)| (&i.kept, *a)), wanted);
+            let found = at.map(|at| {
+                alive.remove(at);
+                idle.remove(at)
+            });
+            let mut dead = Vec::new();
+            for at in (0..idle.len()).rev() {
+                if !alive[at] {
+                    dead.push(idle.remove(at));
+                }
+            }
+            (found, dead)
+        };
+        for idle in dead {
+            tracing::debug!(kept = ?idle.kept, "an idle process died; stopping it");
+            retire(idle);
+        }
+        found
     }
 
     /// Stops one idle process that `wanted` cannot use, to free its slot: a spare of
@@ -1233,11 +1253,12 @@ fn warm_start(
     cell: ServedCell,
 ) -> BoxFuture<'static, Result<CliSession>> {
     Box::pin(async move {
-        let session = match served {
+        match served {
             Served::Claimed => {
                 let Some(inner) = pool.upgrade() else {
                     return Err(Error::new(ErrorKind::PoolBusy, "the pool is shut down"));
                 };
+                // The prompt goes out with the claim (see `CliSession::claim`).
                 claim_or_cold(
                     &inner,
                     session,
@@ -1245,22 +1266,24 @@ fn warm_start(
                     &prepared,
                     &slot,
                     false,
+                    Some(&prompt),
                     Some(&cell),
                 )
-                .await?
+                .await
             }
             _ => {
                 session.adopt(&options);
-                session
+                session.link.send_prompt(&prompt).await?;
+                Ok(session)
             }
-        };
-        session.link.send_prompt(&prompt).await?;
-        Ok(session)
+        }
     })
 }
 
-/// Claims `spare` for a run of `options`; when the CLI refuses (or the spare died), the
-/// reason is counted and the run starts cold in the spare's slot.
+/// Claims `spare` for a run of `options` and writes `prompt` (if any) with the claim;
+/// when the CLI refuses (or the spare died), the reason is counted, the spare is
+/// killed, and the run starts cold in the spare's slot (the prompt written there).
+#[allow(clippy::too_many_arguments)]
 async fn claim_or_cold(
     inner: &Arc<Inner>,
     spare: CliSession,
@@ -1268,10 +1291,11 @@ async fn claim_or_cold(
     prepared: &Prepared,
     slot: &ProcessSlot,
     include_initialize: bool,
+    prompt: Option<&Prompt>,
     served: Option<&ServedCell>,
 ) -> Result<CliSession> {
     let reason = match &prepared.plan.spare {
-        Some(plan) => match spare.claim(options, plan, include_initialize).await {
+        Some(plan) => match spare.claim(options, plan, include_initialize, prompt).await {
             Ok(()) => return Ok(spare),
             Err(err) => claim_refusal(&err, &spare),
         },
@@ -1294,7 +1318,11 @@ async fn claim_or_cold(
         process.wait().await;
     }
     *lock(slot) = None;
-    CliSession::connect_prepared(prepared, options, slot).await
+    let session = CliSession::connect_prepared(prepared, options, slot).await?;
+    if let Some(prompt) = prompt {
+        session.link.send_prompt(prompt).await?;
+    }
+    Ok(session)
 }
 
 /// The CLI's reason token for a refused claim (`env_key_not_claimable`, ...).
