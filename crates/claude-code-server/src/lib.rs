@@ -58,6 +58,7 @@
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
 //! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, the replica drains (`draining`) or shuts down |
 //! | 504 | the run timed out |
+//! | 507 | the database has no room to write (`insufficient_storage`, with `Retry-After`): a full disk |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
 //! events, which have no headers, say `retry_after_secs`). Server-side failures (5xx)
