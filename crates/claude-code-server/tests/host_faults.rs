@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use claude_code_testkit::pg::TestDatabase;
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path};
+use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox};
 use common::{HANG, PrivatePg, Server, clis_left, eventually, record};
 use serde_json::{Value, json};
 
@@ -26,23 +26,10 @@ const TOKEN: &str = "host-faults-token";
 /// How long a finished run's CLIs get to be gone.
 const GONE: Duration = Duration::from_secs(20);
 
-/// The server binary for `sandbox`, as replica `id`, with a home of its own.
+/// The server binary for `sandbox`, as replica `id`, with its token and a short lease.
 fn server_command(sandbox: &Sandbox, id: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
-    sandbox.configure(command.as_std_mut());
-    let home = sandbox.root().join(format!("home-{id}"));
-    std::fs::create_dir_all(home.join(".claude")).unwrap();
-    command
-        .env("HOME", &home)
-        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
-        .env("CLAUDE_CODE_CLI_PATH", cli_path())
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .args(["--bind", "127.0.0.1:0", "--token", TOKEN])
-        .args(["--prewarm", "0", "--replica-id", id, "--lease", "2"])
-        .args(["--request-timeout", "120"])
-        .arg("--project-root")
-        .arg(sandbox.cwd());
+    let mut command = common::server_command(sandbox, id);
+    command.args(["--token", TOKEN, "--lease", "2", "--request-timeout", "120"]);
     command
 }
 

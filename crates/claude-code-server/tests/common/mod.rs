@@ -59,6 +59,37 @@ where
     }
 }
 
+/// The server binary for `sandbox` as replica `id`: a home of its own, the pinned
+/// CLI, a database only when the caller names one, no spares (every CLI is a run's),
+/// on a free loopback port. Tokens, store and the rest are the caller's.
+pub(crate) fn server_command(
+    sandbox: &claude_code_testkit::Sandbox,
+    id: &str,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
+    sandbox.configure(command.as_std_mut());
+    let home = sandbox.root().join(format!("home-{id}"));
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    command
+        .env("HOME", &home)
+        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
+        .env("CLAUDE_CODE_CLI_PATH", claude_code_testkit::cli_path())
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .env_remove("CLAUDE_SERVER_TOKENS")
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--prewarm",
+            "0",
+            "--replica-id",
+            id,
+        ])
+        .arg("--project-root")
+        .arg(sandbox.cwd());
+    command
+}
+
 /// A `claude-code-server` child process and everything it logged.
 pub(crate) struct Server {
     pub(crate) child: Option<tokio::process::Child>,
