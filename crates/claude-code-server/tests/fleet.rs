@@ -1083,6 +1083,50 @@ async fn fleet_paused_replica_cannot_write_after_takeover() {
     );
 }
 
+/// A cancel that reaches a run whose replica has stopped (paused here) is not lost: when
+/// the lease runs out, the run ends cancelled, as asked, not interrupted.
+#[tokio::test]
+async fn fleet_cancel_of_a_run_on_a_paused_replica_ends_it_cancelled() {
+    let Some(mut c) = Cluster::postgres(3, &[]).await else {
+        return;
+    };
+    c.mock.on(Rule::prompt_contains("PAUSED-CANCEL")
+        .reply(Reply::text("too late").delay(Duration::from_secs(90))));
+    let (response, run) = c
+        .stream(0, TOK_A, json!({"prompt": "PAUSED-CANCEL this"}))
+        .await;
+    drop(response);
+    c.wait_request("the slow request", |r| r.mentions("PAUSED-CANCEL"))
+        .await;
+    let paused = c.runner(TOK_A, &run).await;
+    let clis = c.cli_pids(paused);
+    assert!(!clis.is_empty(), "no CLI of the running replica found");
+    c.signal(paused, Signal::SIGSTOP);
+    let through = (paused + 1) % c.n();
+    let (status, body) = c
+        .post(through, TOK_A, &format!("/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let row = c
+        .wait_run(TOK_A, &run, "the takeover", |r| {
+            r["state"] != "running" && r["state"] != "claimed"
+        })
+        .await;
+    assert_eq!(row["state"], "cancelled", "{row}");
+    let log = c.whole_log(through, TOK_A, &run).await;
+    assert_eq!(
+        log.last().unwrap().data["error"]["kind"],
+        "cancelled",
+        "{log:?}"
+    );
+    c.signal(paused, Signal::SIGCONT);
+    assert!(
+        wait_until_gone(&clis, HANG).await,
+        "the resumed replica's CLI lives on"
+    );
+    assert_eq!(c.run(TOK_A, &run).await["state"], "cancelled");
+}
+
 #[tokio::test]
 async fn fleet_tenant_limits_hold_across_replicas() {
     let Some(c) = Cluster::postgres(

@@ -347,17 +347,6 @@ impl Db {
                 capacity BIGINT NOT NULL DEFAULT 0
             )"
             .to_owned(),
-            "CREATE TABLE IF NOT EXISTS ccs_tenants (
-                id TEXT PRIMARY KEY,
-                config TEXT NOT NULL
-            )"
-            .to_owned(),
-            "CREATE TABLE IF NOT EXISTS ccs_tokens (
-                hash TEXT PRIMARY KEY,
-                tenant_id TEXT NOT NULL,
-                operator BIGINT NOT NULL DEFAULT 0
-            )"
-            .to_owned(),
             format!(
                 "CREATE TABLE IF NOT EXISTS ccs_sessions (
                 id TEXT PRIMARY KEY,

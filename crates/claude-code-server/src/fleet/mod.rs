@@ -717,26 +717,32 @@ async fn sweeper(fleet: Fleet) {
         match inner.db.expired_runs(now_ms()).await {
             Ok(runs) => {
                 for run in runs {
+                    // A run somebody cancelled before its replica went quiet ends as they
+                    // asked: cancelled, not interrupted.
+                    let (final_state, error) = match &run.cancel {
+                        Some(reason) => (state::CANCELLED, cancelled_error(reason)),
+                        None => (
+                            state::INTERRUPTED,
+                            interrupted_error(&format!(
+                                "replica {} stopped renewing its lease",
+                                run.replica.as_deref().unwrap_or("?")
+                            )),
+                        ),
+                    };
                     let ended = inner
                         .db
                         .end_unheld_run(
                             &run.id,
                             &[state::CLAIMED, state::RUNNING],
                             Some(now_ms()),
-                            state::INTERRUPTED,
-                            (
-                                "error",
-                                &interrupted_error(&format!(
-                                    "replica {} stopped renewing its lease",
-                                    run.replica.as_deref().unwrap_or("?")
-                                )),
-                            ),
+                            final_state,
+                            ("error", &error),
                         )
                         .await;
                     match ended {
                         Ok(true) => {
                             inner.takeovers.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(run = run.id, replica = ?run.replica, "took over a run whose lease ran out: interrupted");
+                            tracing::warn!(run = run.id, replica = ?run.replica, state = final_state, "took over a run whose lease ran out");
                             inner.notifier.publish(Channel::Events, &run.id).await;
                         }
                         Ok(false) => {}
@@ -753,7 +759,7 @@ async fn sweeper(fleet: Fleet) {
                 let error = json!({
                     "error": {
                         "kind": "pool_busy",
-                        "message": format!("no process slot became free within the queue timeout of {:?}", inner.config.queue_timeout),
+                        "message": format!("the run did not start within the queue timeout of {:?}: no process slot became free, or its tenant stayed at its limit of concurrent runs", inner.config.queue_timeout),
                         "transient": true,
                         "retry_after_secs": 1,
                     },
