@@ -5,7 +5,7 @@
 //! | fault | how it is made | what must hold |
 //! |---|---|---|
 //! | the database restarted mid-run | a private PostgreSQL cluster (this test's alone) stopped with `pg_ctl -m fast` while a run waits on the model, started again seconds later | while it is down: `/health` answers, requests get `503` with `Retry-After`; the run in flight ends in a final state, its events before the outage kept in order; both replicas serve again without a restart |
-//! | the disk full for the SQLite store | the server started with `RLIMIT_FSIZE` just above its files' sizes (SIGXFSZ ignored, so a write past it fails with `EFBIG` as on a full disk) | requests whose writes do not fit answer `507` or `503`, never hang; restarted without the limit, the server reads back every run it had |
+//! | the disk full for the SQLite store | the server started with `RLIMIT_FSIZE` just above its files' sizes (SIGXFSZ ignored, so a write past it fails with `EFBIG`); and, as root, its data directory on a small tmpfs filled but for 96 KiB (`ENOSPC`) | requests whose writes do not fit answer `507` or `503`, never hang; restarted without the limit, the server reads back every run it had |
 //! | a clock jump | `libfaketime` (`faketime` from apt) under one replica, its wall clock moved an hour ahead, then an hour behind, during runs | no run is taken over by the replica ahead, none lost by the replica behind: both runs succeed |
 //! | a replica SIGKILLed mid-run | tests/fleet.rs (`fleet_replica_killed_mid_run`) | its figures (time to takeover, CLIs left) go to `RELIABILITY_LOG` from there |
 //!
@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use claude_code_testkit::pg::TestDatabase;
@@ -338,8 +338,76 @@ fn with_file_size_limit(command: &tokio::process::Command, bytes: u64) -> tokio:
     wrapped
 }
 
+/// How the disk is made full.
+#[derive(Clone, Copy, PartialEq)]
+enum Full {
+    /// `RLIMIT_FSIZE` just above the files' sizes (`EFBIG`): works unprivileged.
+    FileSizeLimit,
+    /// A real file system out of room (`ENOSPC`): a small tmpfs under the data
+    /// directory, filled by a file of the test's but for 96 KiB (needs root).
+    Tmpfs,
+}
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts one of `size` at `dir`; `None` (a note) when this process may not mount.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    /// Fills it but for `spare` bytes.
+    fn fill(&self, spare: u64) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(spare)).unwrap();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothing() {
+    full_disk(Full::FileSizeLimit).await;
+}
+
+#[tokio::test]
+async fn a_full_file_system_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothing() {
+    full_disk(Full::Tmpfs).await;
+}
+
+async fn full_disk(how: Full) {
     let mock = MockAnthropic::start().await;
     mock.on(echo());
     let sandbox = Sandbox::new(&mock);
@@ -347,6 +415,13 @@ async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothin
         .prefix("hostile-sqlite-")
         .tempdir()
         .unwrap();
+    let tmpfs = match how {
+        Full::Tmpfs => match Tmpfs::mount(data.path(), "16m") {
+            Some(tmpfs) => Some(tmpfs),
+            None => return,
+        },
+        Full::FileSizeLimit => None,
+    };
     let c = Client::new();
     let command = |limit: Option<u64>| {
         let mut command = server_command(&sandbox, "alone");
@@ -369,9 +444,12 @@ async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothin
     }
     server.stop().await;
 
-    // Now every file may grow by a little only.
-    let limit = largest_file(data.path()) + 96 * 1024;
-    let mut server = Server::spawn(command(Some(limit))).await;
+    // Now every file may grow by a little only, or the file system has 96 KiB left.
+    let (limit, filler) = match &tmpfs {
+        None => (Some(largest_file(data.path()) + 96 * 1024), None),
+        Some(tmpfs) => (None, Some(tmpfs.fill(96 * 1024))),
+    };
+    let mut server = Server::spawn(command(limit)).await;
     let big = "x".repeat(150 * 1024);
     let started = Instant::now();
     let mut answers = Vec::new();
@@ -394,7 +472,7 @@ async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothin
     }
     assert!(
         statuses.contains(&507),
-        "no write was refused as storage full past the limit of {limit} bytes: {statuses:?}"
+        "no write was refused as storage full ({limit:?} bytes a file): {statuses:?}"
     );
     let seconds = started.elapsed().as_secs_f64();
     let slowest = answers.iter().map(|(_, s, _)| *s).fold(0.0, f64::max);
@@ -403,7 +481,10 @@ async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothin
     server.stop().await;
 
     // Room again: the server reads back everything it had, and works.
-    let server = Server::spawn(command(None)).await;
+    if let Some(filler) = filler {
+        std::fs::remove_file(filler).unwrap();
+    }
+    let mut server = Server::spawn(command(None)).await;
     for (run, log) in &kept {
         let row = c.final_run(&server, run).await;
         assert_eq!(row["state"], "succeeded", "{row}");
@@ -416,12 +497,16 @@ async fn a_full_disk_under_the_sqlite_store_is_a_typed_error_and_corrupts_nothin
         .find(|(s, _, _)| *s != 200)
         .map(|(s, _, b)| format!("{s} {}", b["error"]["kind"].as_str().unwrap_or("?")))
         .unwrap_or_default();
+    server.stop().await;
     record(
-        "server: disk full under the SQLite store",
+        match how {
+            Full::FileSizeLimit => "server: disk full under the SQLite store (file size limit)",
+            Full::Tmpfs => "server: disk full under the SQLite store (a full tmpfs)",
+        },
         &format!("refused {first_refusal}; data read back whole after a restart"),
         seconds,
         left,
-        json!({"statuses": statuses, "slowest_answer_seconds": slowest, "limit_bytes": limit}),
+        json!({"statuses": statuses, "slowest_answer_seconds": slowest}),
     );
     eprintln!("disk full: answers {statuses:?}, slowest {slowest:.2} s");
 }
