@@ -18,6 +18,7 @@
 //! | `bypassPermissions`: `403` | http.rs `limits_are_enforced`; here on every route that takes a mode |
 //! | extra tools, extra CLI flags, settings, env, MCP servers, a CLI path: `400` (unknown fields) | here |
 //! | session ids and `resume` shaped as flags (`--foo`, `-p`, `--resume=x`) | here, on every route with an id and every `resume` (before: http.rs, one `resume`; tenancy.rs, other UUID spellings) |
+//! | `model`, `append_system_prompt` shaped as flags: the CLI gets them as values (`--model=...`), never as arguments (its argv recorded) | here |
 //! | a prompt that makes the model read `/etc/passwd` or write outside, under every allowed mode, nobody approving | here |
 //! | the same with a client that approves everything, on a server that denies paths outside the project | here (tenancy.rs: the operator switch, one Read) |
 //! | secrets in log lines, error bodies, events, the model's requests, the CLIs' environment | every test here (before: process_hygiene.rs, a tool's environment; hardening.rs, failed logins) |
@@ -68,7 +69,8 @@ impl Hostile {
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nenv > \"{}/env-$$-$(date +%s%N)\"\nexec \"{}\" \"$@\"\n",
+                "#!/bin/sh\nat=\"{}/$$-$(date +%s%N)\"\nenv > \"$at.env\"\n\
+                 printf '%s\\n' \"$@\" > \"$at.args\"\nexec \"{}\" \"$@\"\n",
                 envs.display(),
                 cli_path().display()
             ),
@@ -220,6 +222,9 @@ impl Hostile {
         }
         let mut starts = 0;
         for entry in std::fs::read_dir(&self.envs).unwrap().flatten() {
+            if entry.path().extension().is_none_or(|e| e != "env") {
+                continue;
+            }
             starts += 1;
             let env = std::fs::read_to_string(entry.path()).unwrap();
             for secret in [
@@ -653,6 +658,37 @@ async fn clients_cannot_widen_permissions_or_smuggle_flags() {
     }
     // Nothing of these reached the model: only the first turn and nothing else ran.
     assert_eq!(h.mock.requests().len(), 1, "a refused request ran");
+
+    // Values shaped as flags where a value is taken reach the CLI as that option's value
+    // (`--model=...`), never as an argument of their own.
+    for field in ["model", "append_system_prompt"] {
+        for flag in ["--dangerously-skip-permissions", "-p", "--permission-mode"] {
+            let mut body = json!({"prompt": "hi"});
+            body[field] = json!(flag);
+            let (status, answer) = h.post(TOK_A, "/v1/query", body).await;
+            assert!(status < 500 || status == 502, "{field} {flag}: {answer}");
+        }
+    }
+    let mut as_values = 0;
+    for entry in std::fs::read_dir(&h.envs).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "args") {
+            let args = std::fs::read_to_string(entry.path()).unwrap();
+            as_values += args
+                .lines()
+                .filter(|a| *a == "--model=--dangerously-skip-permissions")
+                .count();
+            for flag in ["--dangerously-skip-permissions", "-p", "bypassPermissions"] {
+                assert!(
+                    !args.lines().any(|a| a == flag),
+                    "a CLI was started with {flag} as an argument:\n{args}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        as_values, 1,
+        "the flag-shaped model did not reach the CLI as a value"
+    );
     h.assert_no_secrets(
         "bypassPermissions, extra tools, CLI flags, settings, env; ids and resume shaped as flags",
         "403 / 400 / 404, no CLI started",
