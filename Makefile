@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 export CLAUDE_CODE_CLI_PATH ?= $(CURDIR)/$(CLI_BIN)
 
-.PHONY: run serve test bench soak cli cli-oldest browser check lint clean
+.PHONY: run serve test bench soak cli cli-oldest browser faketime check lint clean
 
 ## make run: the quickstart example (real Claude when credentials exist, else the bundled mock model)
 run: cli
@@ -31,7 +31,7 @@ serve: cli
 ## the web page in headless Chromium (crates/claude-code-server/tests/browser.rs);
 ## then the SDK's integration tests again on the oldest supported CLI (tests that need
 ## a newer CLI print "SKIPPED <test>: needs Claude Code CLI x.y.z ..." there)
-test: cli cli-oldest browser
+test: cli cli-oldest browser faketime
 	$(CARGO) build --workspace --all-targets --all-features --quiet
 	CLAUDE_SDK_REQUIRE_PG=1 tools/with-postgres $(CARGO) test --workspace --all-features --quiet -- --test-threads=4
 	@echo "== compatibility run: the SDK's integration tests on Claude Code CLI $(OLDEST_CLI_VERSION)"
@@ -79,6 +79,14 @@ $(CHROMIUM) $(CHROMEDRIVER) &:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 	@test -x $(CHROMIUM) && test -x $(CHROMEDRIVER) || { echo "chromium or chromedriver is still missing" >&2; exit 1; }
+
+## libfaketime, for the clock-jump test of the server (tests/host_faults.rs): Debian's
+## faketime, installed once with apt-get
+LIBFAKETIME := /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+faketime: $(LIBFAKETIME)
+$(LIBFAKETIME):
+	@command -v apt-get >/dev/null || { echo "the clock-jump test needs Debian's faketime (apt-get not found)" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq faketime
 
 clean:
 	$(CARGO) clean

@@ -4,7 +4,8 @@
 # defaults on a 2-core machine once the fuzz targets are built (a first, cold build of
 # the libFuzzer targets takes ~15 minutes there: it gets 5, then the stable harness
 # is used instead):
-#   SOAK_ROUNDS=1         rounds of the fault tests (tests/reliability.rs, faults.rs, errors.rs)
+#   SOAK_ROUNDS=1         rounds of the fault tests (the SDK's tests/reliability.rs, faults.rs,
+#                         errors.rs; the server's host_faults.rs, security.rs, fleet.rs's SIGKILL)
 #   SOAK_N=1000           pool queries; SOAK_SECONDS=600 stops starting new ones after that
 #   SOAK_CONCURRENCY=4
 #   FUZZ_SECONDS=90       per fuzz target (cargo fuzz on nightly when it works, else stable-fuzz)
@@ -22,6 +23,7 @@ echo "== build"
 $CARGO build --quiet -p claude-code-testkit --bins || exit 1
 $CARGO build --quiet -p claude-code-sdk --example soak || exit 1
 $CARGO test --quiet -p claude-code-sdk --test reliability --test faults --test errors --no-run || exit 1
+$CARGO test --quiet -p claude-code-server --test host_faults --test security --test fleet --no-run || exit 1
 
 echo "== fault tests, $rounds rounds"
 for round in $(seq 1 "$rounds"); do
@@ -29,6 +31,14 @@ for round in $(seq 1 "$rounds"); do
     --test reliability --test faults --test errors -- --test-threads=2 --format pretty \
     > "$out/tests-$round.txt" 2>&1 || status=1
   echo "  round $round: $(grep -c ' ... ok$' "$out/tests-$round.txt") passed, $(grep -c ' ... FAILED$' "$out/tests-$round.txt") failed"
+  # The server's host faults (database restart, full disk, clock jump, a replica
+  # SIGKILLed) and security suite, on a PostgreSQL database (tools/with-postgres).
+  { RELIABILITY_LOG="$PWD/$out/faults.jsonl" CLAUDE_SDK_REQUIRE_PG=1 timeout 900 tools/with-postgres \
+      $CARGO test --quiet -p claude-code-server --test host_faults --test security -- --test-threads=2 --format pretty
+    RELIABILITY_LOG="$PWD/$out/faults.jsonl" CLAUDE_SDK_REQUIRE_PG=1 timeout 600 tools/with-postgres \
+      $CARGO test --quiet -p claude-code-server --test fleet -- fleet_replica_killed_mid_run --format pretty
+  } > "$out/server-tests-$round.txt" 2>&1 || status=1
+  echo "  round $round, server: $(grep -c ' ... ok$' "$out/server-tests-$round.txt") passed, $(grep -c ' ... FAILED$' "$out/server-tests-$round.txt") failed"
 done
 
 echo "== pool soak: $SOAK_N queries (at most ${SOAK_SECONDS}s of starts), $SOAK_CONCURRENCY at once"

@@ -422,10 +422,23 @@ fn api_status_in(text: &str) -> Option<u16> {
 }
 
 impl From<crate::fleet::db::DbError> for ApiError {
-    /// The database failed: `503` with `Retry-After` (the details go to the log).
+    /// The database failed: `503` with `Retry-After` (the details go to the log); `507`
+    /// with `Retry-After` when it failed because its storage is full.
     fn from(err: crate::fleet::db::DbError) -> Self {
         let id = request_id();
         tracing::error!(request_id = %id, error = %err, "the database failed");
+        if err.is_storage_full() {
+            let mut answer = ApiError::unavailable(
+                "insufficient_storage",
+                format!(
+                    "the server's database has no room to write this request; try again \
+                     later (request id {id})"
+                ),
+                30,
+            );
+            answer.status = StatusCode::INSUFFICIENT_STORAGE;
+            return answer;
+        }
         ApiError::unavailable(
             "database_unavailable",
             format!("the server's database did not answer; try again (request id {id})"),

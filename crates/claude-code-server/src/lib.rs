@@ -58,6 +58,7 @@
 //! | 502 | the model API or the CLI failed; `response_too_large`: a `POST /v1/query` answer over `max_response_bytes` (not transient: use the stream) |
 //! | 503 | no process slot (`pool_busy`), the caller holds its maximum of sessions (`too_many_sessions`), too many connections, the database does not answer, the replica drains (`draining`) or shuts down |
 //! | 504 | the run timed out |
+//! | 507 | the database has no room to write (`insufficient_storage`, with `Retry-After`): a full disk |
 //!
 //! `transient` is `true` exactly when the answer carries `Retry-After` (SSE `error`
 //! events, which have no headers, say `retry_after_secs`). Server-side failures (5xx)
@@ -127,10 +128,11 @@
 //! followed and `..` folded, both as the CLI and as the kernel would), and may not
 //! change the input of any other tool (Bash included); a refused rewrite answers `400`
 //! and the request stays pending. Outside the working directory, reads need approval
-//! in `readOnly` and `askForEdits`: with `"approvals": true` the client is asked,
-//! otherwise they are denied. With `deny_outside_project` (the default unless the
-//! server listens on loopback), a request about a path outside the project root (in
-//! the tool's input or the CLI's `blocked_path`) is denied without asking.
+//! in every mode: with `"approvals": true` the client is asked, otherwise they are
+//! denied (a `PreToolUse` hook sees the path tools' uses, also those a mode such as
+//! `plan` would run without asking). With `deny_outside_project` (the default unless
+//! the server listens on loopback), a request about a path outside the project root
+//! (in the tool's input or the CLI's `blocked_path`) is denied without asking.
 //!
 //! The tenants of `--token` tokens share the project root: the tools of one run can
 //! see the files of another. Tenants of a tenants file ([`ServerConfig::tenants`],
@@ -888,15 +890,15 @@ impl AppState {
             // an allowed mode differs only in what a claim sets. Approvals add a
             // callback, which changes how the CLI starts: a second profile, whose
             // callback each run replaces.
-            let plain = config
-                .base_options
-                .to_builder()
-                .permission_mode(config.default_mode)
-                .max_turns(config.max_turns)
-                .cwd(&project_root)
-                .timeout(config.request_timeout)
-                .build()
-                .map_err(io_err)?;
+            let plain = crate::runs::with_confinement(config.base_options.to_builder(), |_| {
+                claude_code_sdk::hooks::HookOutput::deny("no run has claimed this process")
+            })
+            .permission_mode(config.default_mode)
+            .max_turns(config.max_turns)
+            .cwd(&project_root)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(io_err)?;
             let approving = plain
                 .to_builder()
                 .can_use_tool(|_, _, _| async {

@@ -8,6 +8,7 @@
 //! | every route behind the bearer check | `401` (with `WWW-Authenticate`), `403 forbidden_host` (a server without tokens answers only `localhost`) |
 //! | every route with a JSON body | `400` (not the expected JSON), `413` (over `max_body_bytes`), `415` (not `application/json`) |
 //! | every route | `503` with `Retry-After`: too many connections, or (behind the bearer check) the database does not answer |
+//! | every route behind the bearer check | `507` with `Retry-After`: the database has no room to write |
 //!
 //! The conformance test (`tests/openapi_conformance.rs`) runs schemathesis against
 //! the live server with this document.
@@ -177,6 +178,13 @@ impl Modify for CommonAnswers {
                     true,
                 ),
             ),
+            (
+                "InsufficientStorage",
+                error_answer(
+                    "The server's database has no room to write (`insufficient_storage`)",
+                    true,
+                ),
+            ),
         ];
         // The compat routes answer a body they cannot take in their own shape.
         let compat = [
@@ -252,6 +260,9 @@ fn add_common(operation: &mut Operation, compat: bool) {
         add("415", "UnsupportedMediaType");
     }
     add("503", "Unavailable");
+    if secured {
+        add("507", "InsufficientStorage");
+    }
 }
 
 /// The OpenAPI document.

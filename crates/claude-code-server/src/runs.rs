@@ -297,6 +297,12 @@ fn options_for_run(
     {
         builder = builder.env("CLAUDE_CONFIG_DIR", dir.to_string_lossy());
     }
+    let root = state.inner.root_for(tenant, &request.cwd);
+    let cwd = request.cwd.clone();
+    let deny = config.deny_outside_project;
+    builder = with_confinement(builder, move |input| {
+        confine_tool_use(&root, &cwd, input, deny)
+    });
     if request.approvals {
         let ask = Asker {
             writer: writer.clone(),
@@ -313,6 +319,67 @@ fn options_for_run(
         });
     }
     builder.build()
+}
+
+/// The tools whose paths the server checks ([`crate::confine::path_fields`]).
+const CONFINED_TOOLS: &str = "Read|Write|Edit|MultiEdit|NotebookEdit|Grep|Glob";
+
+/// Adds the `PreToolUse` hook that keeps the path tools in the project, with `verdict`
+/// as its judge. Every run has it (and so the spares, whose hook each run replaces):
+/// the CLI asks the permission callback only about some tool uses, and in some modes
+/// (`plan`) reads anywhere without asking; a hook sees every use, whatever the mode.
+pub(crate) fn with_confinement(
+    builder: claude_code_sdk::ClaudeCodeOptionsBuilder,
+    verdict: impl Fn(&claude_code_sdk::hooks::HookInput) -> claude_code_sdk::hooks::HookOutput
+    + Send
+    + Sync
+    + 'static,
+) -> claude_code_sdk::ClaudeCodeOptionsBuilder {
+    builder.hook(
+        claude_code_sdk::hooks::HookEvent::PreToolUse,
+        claude_code_sdk::hooks::HookMatcher::new(CONFINED_TOOLS),
+        move |input, _tool_use_id, _context| {
+            let output = verdict(&input);
+            async move { Ok(output) }
+        },
+    )
+}
+
+/// The confinement hook's verdict: a tool use about a path outside the project root
+/// (or a `Glob` pattern that climbs out of it) is denied with `deny_outside_project`,
+/// else put to the permission callback (the client, with approvals; a denial without);
+/// any other goes on as the mode says.
+fn confine_tool_use(
+    root: &std::path::Path,
+    cwd: &std::path::Path,
+    input: &claude_code_sdk::hooks::HookInput,
+    deny_outside_project: bool,
+) -> claude_code_sdk::hooks::HookOutput {
+    use claude_code_sdk::hooks::HookOutput;
+    let (Some(tool), Some(tool_input)) = (input.tool_name(), input.tool_input()) else {
+        return HookOutput::default();
+    };
+    let outside = crate::confine::outside_paths(root, cwd, tool, tool_input, None);
+    let climbing = tool == "Glob"
+        && tool_input
+            .get("pattern")
+            .and_then(Value::as_str)
+            .is_some_and(|p| {
+                p.starts_with('/')
+                    || p.starts_with('~')
+                    || std::path::Path::new(p)
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+            });
+    if outside.is_empty() && !climbing {
+        HookOutput::default()
+    } else if deny_outside_project {
+        HookOutput::deny(format!(
+            "{tool} was denied: this server does not allow access outside the project"
+        ))
+    } else {
+        HookOutput::ask()
+    }
 }
 
 /// Asks a run's client (through the event log) to approve a tool use, and waits for the

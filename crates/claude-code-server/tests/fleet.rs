@@ -9,13 +9,15 @@
 //! so the scenarios look it up (`GET /v1/runs/{id}`) and act through the others.
 //! Waits poll with generous hang guards; nothing asserts how long anything took.
 
-use std::future::Future;
+mod common;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_code_testkit::pg::TestDatabase;
 use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, wait_until_gone};
+use common::eventually;
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -334,23 +336,7 @@ impl Cluster {
 
     /// The CLI processes replica `k` started (they carry its owner marker).
     fn cli_pids(&self, k: usize) -> Vec<u32> {
-        let marker = format!(
-            "CLAUDE_CODE_SDK_OWNER=claude-code-server/{}/",
-            self.r(k).pid
-        );
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                    env.split(|b| *b == 0)
-                        .any(|var| var.starts_with(marker.as_bytes()))
-                }) && claude_code_testkit::pid_is_running(*pid)
-            })
-            .collect()
+        common::cli_pids_of(self.r(k).pid)
     }
 
     fn signal(&mut self, k: usize, signal: Signal) {
@@ -417,25 +403,6 @@ impl Drop for Cluster {
                 let _ = kill(Pid::from_raw(replica.pid as i32), Signal::SIGKILL);
             }
         }
-    }
-}
-
-/// Polls `check` every 100 ms until it gives a value; panics after [`HANG`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + HANG;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hang guard: still waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -958,6 +925,7 @@ async fn fleet_replica_killed_mid_run() {
     );
 
     c.kill9(victim).await;
+    let killed_at = Instant::now();
 
     // Its lease runs out; another replica ends the run, interrupted, messages kept.
     let row = c
@@ -965,6 +933,7 @@ async fn fleet_replica_killed_mid_run() {
             r["state"] != "running" && r["state"] != "claimed"
         })
         .await;
+    let takeover = killed_at.elapsed().as_secs_f64();
     assert_eq!(row["state"], "interrupted", "{row}");
     let survivor = c.live().next().unwrap();
     let log = c.whole_log(survivor, TOK_A, &run).await;
@@ -980,6 +949,19 @@ async fn fleet_replica_killed_mid_run() {
         wait_until_gone(&clis, HANG).await,
         "the killed replica's CLIs live on: {:?}",
         clis
+    );
+    let clis_gone = killed_at.elapsed().as_secs_f64();
+    common::record(
+        "server: replica SIGKILLed mid-run (3-replica fleet)",
+        "run interrupted, its events kept; session continued elsewhere",
+        takeover,
+        0,
+        json!({
+            "takeover_seconds": takeover,
+            "lease_seconds": LEASE.parse::<f64>().unwrap(),
+            "clis_of_the_killed_replica": clis.len(),
+            "clis_gone_seconds": clis_gone,
+        }),
     );
     // The client that waited on the turn (on a replica that lives) hears of it.
     if through != victim {

@@ -271,9 +271,14 @@ pub async fn cli_version(path: &Path, env: &[(String, String)]) -> Result<CliVer
         return Ok(*version);
     }
     let mut command = tokio::process::Command::new(path);
+    // Only the essentials of this environment: the process that asks may hold secrets
+    // (a server's tokens, its database password) and preloads that are none of the
+    // CLI's business, whatever the runs themselves inherit.
+    let essentials = crate::options::InheritEnv::essentials();
     command
         .arg("--version")
-        .env_remove("CLAUDECODE")
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| essentials.allows(k))))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);

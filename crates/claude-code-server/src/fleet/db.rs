@@ -37,6 +37,20 @@ impl std::error::Error for DbError {
     }
 }
 
+impl DbError {
+    /// Whether the database could not write for want of room: PostgreSQL's `disk_full`
+    /// (53100), SQLite's `SQLITE_FULL` (13), or its `SQLITE_IOERR_WRITE` (778: a write
+    /// the system refused, `EFBIG` past a file size limit among them).
+    pub(crate) fn is_storage_full(&self) -> bool {
+        match &self.0 {
+            sqlx::Error::Database(err) => {
+                matches!(err.code().as_deref(), Some("53100" | "13" | "778"))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(err: sqlx::Error) -> Self {
         DbError(err)
@@ -67,10 +81,35 @@ pub(crate) const CLAIM_WINDOW: i64 = 256;
 /// A tenant's limit by tenant id (`None`: no limit).
 pub(crate) type TenantLimit = dyn Fn(&str) -> Option<u32> + Send + Sync;
 
-/// Milliseconds since the Unix epoch.
+/// The fleet's clock, in milliseconds since the Unix epoch: the database's clock as
+/// last read ([`Db::sync_clock`]: when the store opens, then at every heartbeat),
+/// carried forward by this process's monotonic clock. Leases, heartbeats and expiries
+/// are compared across replicas, so none may follow a replica's own wall clock: one
+/// set an hour ahead would see every other replica's lease as run out and take its runs
+/// over, one set behind would write leases that look run out to everyone else. Before
+/// the first reading: the wall clock.
 pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    let anchor = *CLOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match anchor {
+        Some((at_ms, at)) => {
+            at_ms.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
+        }
+        None => chrono::Utc::now().timestamp_millis(),
+    }
 }
+
+/// The last reading of the database's clock and when (monotonic) it was taken.
+static CLOCK: std::sync::Mutex<Option<(i64, std::time::Instant)>> = std::sync::Mutex::new(None);
+
+/// How long a statement waits for a connection: while the database is down (or every
+/// connection busy), requests get their `503` after this, not after a client's own
+/// timeout (it was 30 s: a restart of the database held every request that long).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `/ready` waits for the database to answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A run's state. `queued → claimed → running → succeeded | failed | interrupted |
 /// cancelled`.
@@ -202,7 +241,7 @@ impl Db {
             } else {
                 max_connections
             })
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if kind == Kind::Sqlite {
@@ -226,7 +265,43 @@ impl Db {
             url: url.to_owned(),
         };
         db.migrate().await?;
+        db.sync_clock().await?;
         Ok(db)
+    }
+
+    /// Reads the database's clock into [`now_ms`]. SQLite's clock is this host's, read
+    /// once: afterwards the monotonic clock carries it, so a jump of the wall clock
+    /// moves no lease.
+    ///
+    /// # Errors
+    ///
+    /// When the database does not answer.
+    pub(crate) async fn sync_clock(&self) -> DbResult<()> {
+        let asked = std::time::Instant::now();
+        let db_ms = match self.kind {
+            Kind::Postgres => sqlx::query(
+                "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) AS ms",
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("ms")?,
+            Kind::Sqlite => {
+                if CLOCK
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                chrono::Utc::now().timestamp_millis()
+            }
+        };
+        // Read about half way through the round trip.
+        let half = asked.elapsed() / 2;
+        *CLOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((db_ms, asked + half));
+        Ok(())
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -242,9 +317,10 @@ impl Db {
         &self.pool
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers, within [`PING_TIMEOUT`].
     pub(crate) async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 
     /// `sql` in this database's placeholder syntax. Every statement of this module is

@@ -637,6 +637,9 @@ async fn heartbeat(fleet: Fleet) {
     let every = (inner.config.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
     let mut notes = inner.notifier.subscribe();
     loop {
+        if let Err(err) = inner.db.sync_clock().await {
+            tracing::warn!(%err, "could not read the database's clock");
+        }
         if let Err(err) = inner
             .db
             .heartbeat_replica(
