@@ -40,7 +40,6 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::cli::CliVersion;
 use crate::control::{
@@ -53,7 +52,7 @@ use crate::message::{Message, ResultMessage};
 use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode};
 use crate::process::discovery::{CONTROL_REQUESTS_SINCE, since};
 use crate::prompt::Prompt;
-use crate::session::{CliSession, Event, Link, ProcessSlot, Step};
+use crate::session::{CliSession, Event, Events, Link, ProcessSlot, Step};
 use crate::toolkit::pool::Lease;
 use crate::util::lock;
 
@@ -126,7 +125,7 @@ struct ClientState {
 /// docs](crate::client).
 pub struct ClaudeClient {
     link: Link,
-    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    events: tokio::sync::Mutex<Events>,
     server_info: ServerInfo,
     timeout: Option<Duration>,
     read_only_at_start: bool,
@@ -238,10 +237,7 @@ impl ClaudeClient {
         };
         futures::stream::unfold(
             (None, Phase::Reading),
-            move |(guard, phase): (
-                Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Event>>>,
-                Phase,
-            )| async move {
+            move |(guard, phase): (Option<tokio::sync::MutexGuard<'_, Events>>, Phase)| async move {
                 let mut guard = match phase {
                     Phase::End => return None,
                     Phase::ErrorThenEnd(err) => return Some((Err(err), (None, Phase::End))),
@@ -303,7 +299,7 @@ impl ClaudeClient {
     }
 
     /// The turn took too long: interrupt it and drop what is left of it.
-    async fn abandon_turn(&self, events: &mut mpsc::Receiver<Event>) -> Error {
+    async fn abandon_turn(&self, events: &mut Events) -> Error {
         let limit = self.timeout.unwrap_or_default();
         let err = Error::timeout(format!(
             "the turn did not finish within {limit:?}; it was interrupted"
@@ -330,7 +326,7 @@ impl ClaudeClient {
     }
 
     /// Drops what is left of turns abandoned after a timeout.
-    async fn skip_stale(&self, events: &mut mpsc::Receiver<Event>) -> Result<()> {
+    async fn skip_stale(&self, events: &mut Events) -> Result<()> {
         while self.lock_state().stale_results > 0 {
             match events.recv().await {
                 Some(Event::Message(m)) if m.is_result() => {
