@@ -553,11 +553,16 @@ pub(crate) fn block_to_value(block: &ContentBlock) -> Value {
 // ---------------------------------------------------------------------------
 
 pub(crate) fn classify_result(result: &ResultMessage) -> Option<Error> {
+    if !result.is_error && result.subtype == "success" && result.permission_denials.is_empty() {
+        // The common case: nothing to classify, and nothing copied (the text may be a
+        // 50 MiB answer).
+        return None;
+    }
     let text = result
         .result
-        .clone()
-        .or_else(|| result.errors.first().cloned())
-        .unwrap_or_else(|| result.subtype.clone());
+        .as_deref()
+        .or_else(|| result.errors.first().map(String::as_str))
+        .unwrap_or(&result.subtype);
     let kind = if !result.is_error && result.subtype == "success" {
         if result.permission_denials.is_empty() {
             return None;
@@ -603,7 +608,7 @@ pub(crate) fn classify_result(result: &ResultMessage) -> Option<Error> {
             format!("the run reached max_turns after {} turns", result.num_turns)
         }
         ErrorKind::Budget => "the run reached max_budget_usd".to_owned(),
-        _ => text,
+        _ => text.to_owned(),
     };
     Some(
         Error::new(kind, message)
