@@ -34,7 +34,7 @@
 //! [`receive_response`](ClaudeClient::receive_response) waits until the first one is
 //! dropped.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -128,6 +128,8 @@ pub struct ClaudeClient {
     events: tokio::sync::Mutex<Events>,
     server_info: ServerInfo,
     timeout: Option<Duration>,
+    /// The idle watchdog of a turn read with `receive_response`.
+    idle_timeout: Option<Duration>,
     read_only_at_start: bool,
     has_callback: bool,
     state: Mutex<ClientState>,
@@ -139,7 +141,10 @@ impl ClaudeClient {
     /// Starts the CLI and completes the `initialize` handshake.
     ///
     /// `options.timeout`, when set, bounds the start and each turn read with
-    /// [`receive_response`](ClaudeClient::receive_response).
+    /// [`receive_response`](ClaudeClient::receive_response); `options.idle_timeout`,
+    /// when set, ends such a turn when the CLI stays silent that long (the CLI is
+    /// killed, the turn ends with a [`Timeout`](ErrorKind::Timeout) error and the
+    /// client is closed).
     ///
     /// # Errors
     ///
@@ -168,6 +173,7 @@ impl ClaudeClient {
             link,
             events: tokio::sync::Mutex::new(events),
             timeout: options.timeout,
+            idle_timeout: options.idle_timeout,
             read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
             has_callback: options.can_use_tool.is_some(),
             state: Mutex::new(ClientState {
@@ -255,15 +261,20 @@ impl ClaudeClient {
                         }
                     },
                 };
+                let watched = self.recv_watched(&mut guard, stop_at_result);
                 let event = match deadline {
-                    Some(at) => match tokio::time::timeout_at(at, guard.recv()).await {
+                    Some(at) => match tokio::time::timeout_at(at, watched).await {
                         Ok(event) => event,
                         Err(_) => {
                             let err = self.abandon_turn(&mut guard).await;
                             return Some((Err(err), (None, Phase::End)));
                         }
                     },
-                    None => guard.recv().await,
+                    None => watched.await,
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => return Some((Err(err), (None, Phase::End))),
                 };
                 match self.link.classify(event) {
                     Step::Message(message) => Some((Ok(message), (Some(guard), Phase::Reading))),
@@ -296,6 +307,39 @@ impl ClaudeClient {
                 }
             },
         )
+    }
+
+    /// The next event; with `watch` and an `idle_timeout`, the idle watchdog's error
+    /// (the CLI killed, the client closed) once the CLI has been silent that long.
+    /// Time spent serving the CLI's own requests (callbacks, hooks, in-process tools)
+    /// is not silence.
+    async fn recv_watched(&self, events: &mut Events, watch: bool) -> Result<Option<Event>> {
+        let Some(limit) = self.idle_timeout.filter(|_| watch) else {
+            return Ok(events.recv().await);
+        };
+        let activity = Arc::clone(self.link.activity());
+        let mut from = tokio::time::Instant::now();
+        loop {
+            let at = activity.last().max(from) + limit;
+            tokio::select! {
+                event = events.recv() => return Ok(event),
+                () = tokio::time::sleep_until(at) => {
+                    let now = tokio::time::Instant::now();
+                    if activity.serving() {
+                        from = now;
+                    } else if activity.last().max(from) + limit <= now {
+                        self.link.kill();
+                        let err = Error::timeout(format!(
+                            "the CLI wrote nothing for {limit:?} while the turn ran \
+                             (idle_timeout); the CLI was killed"
+                        ))
+                        .with_stderr(self.link.stderr_tail());
+                        self.mark_dead(err.to_string());
+                        return Err(err);
+                    }
+                }
+            }
+        }
     }
 
     /// The turn took too long: interrupt it and drop what is left of it.
