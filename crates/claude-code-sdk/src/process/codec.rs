@@ -16,13 +16,6 @@ use tokio_util::codec::Decoder;
 /// Lines at least this long take the read buffer with them instead of sharing it.
 pub(crate) const HAND_OFF: usize = 1 << 20;
 
-/// What the read buffer reserves at once when a line grows past [`HAND_OFF`]: more
-/// than the allocator serves from its heap (glibc's largest mmap threshold is 32 MiB),
-/// so the buffer is a mapping of its own that grows and shrinks in place. Growing
-/// through heap sizes instead copies the line at each doubling and leaves the old
-/// chunks resident: the line would cost twice its size. Pages not written cost nothing.
-const LONG_LINE_RESERVE: usize = 64 << 20;
-
 /// The read buffer's size after a long line took the old one.
 const FRESH_BUFFER: usize = 64 * 1024;
 
@@ -85,10 +78,6 @@ impl Decoder for LineCodec {
         self.scanned = buf.len();
         if buf.len() > self.max {
             return Err(too_long(self.max, buf));
-        }
-        let reserve = LONG_LINE_RESERVE.min(self.max.saturating_add(1));
-        if buf.len() >= HAND_OFF && buf.capacity() < reserve {
-            buf.reserve(reserve - buf.len());
         }
         Ok(None)
     }
