@@ -137,6 +137,9 @@ pub(crate) struct WireUser<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct WireResult<'a> {
+    /// The line's `type`, to check a guess (see `parse_with`).
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
     pub(crate) subtype: String,
     pub(crate) is_error: bool,
     pub(crate) duration_ms: u64,
@@ -215,8 +218,19 @@ pub(crate) fn parse_line(line: String) -> Result<Inbound> {
 /// A [`Protocol`](ErrorKind::Protocol) error (with the start of the line) when the line
 /// is not a JSON object. The caller decides whether to skip it.
 pub(crate) fn parse_bytes(line: BytesMut) -> Result<Inbound> {
-    let kind = match decode::fast_type(&line) {
-        Some(kind) => Some(kind.to_owned()),
+    parse_with(line, true)
+}
+
+/// [`parse_bytes`]; `guess` allows taking a line with `"type":"result"` in it for a
+/// result before parsing it (the CLI writes a result's `type` after its text: probing
+/// for it would parse a 50 MiB answer twice). The guess is checked against the
+/// `type` the parse finds; a wrong one is parsed again after a probe.
+fn parse_with(line: BytesMut, guess: bool) -> Result<Inbound> {
+    let fast = decode::fast_type(&line).map(str::to_owned);
+    let guessed = fast.is_none() && guess && memchr::memmem::find(&line, RESULT_TYPE).is_some();
+    let kind = match fast {
+        Some(kind) => Some(kind),
+        None if guessed => Some("result".to_owned()),
         None => match serde_json::from_slice::<Head<'_>>(&line) {
             Ok(head) => head.kind.map(Cow::into_owned),
             Err(err) => return not_json(&line, err),
@@ -261,6 +275,7 @@ pub(crate) fn parse_bytes(line: BytesMut) -> Result<Inbound> {
         None => Ok(None),
     };
     let (mut message, steal) = match decoded {
+        Err(_) if guessed => return parse_with(line, false),
         Ok(Some(decoded)) => decoded,
         Ok(None) => {
             // A type this SDK does not know: the line is all it has.
@@ -295,6 +310,9 @@ pub(crate) fn parse_bytes(line: BytesMut) -> Result<Inbound> {
     Ok(Inbound::Message(Box::new(message)))
 }
 
+/// A result's `type` as the CLI writes it.
+const RESULT_TYPE: &[u8] = br#""type":"result""#;
+
 /// A decoded message, and the text that is to take over its line's buffer.
 type Decoded = (Message, Option<decode::Steal>);
 
@@ -313,6 +331,10 @@ fn decode_message(kind: &str, line: &[u8]) -> serde_json::Result<Option<Decoded>
         }
         "result" => {
             let mut w = serde_json::from_slice::<WireResult<'_>>(line)?;
+            if w.kind.as_deref() != Some("result") {
+                // A guess (see `parse_with`) that was wrong.
+                return Err(serde::de::Error::custom("not a result line"));
+            }
             let steal = decode::claim_result(line, &mut w.result);
             (Message::Result(ResultMessage::from_wire(w)), steal)
         }
@@ -803,6 +825,24 @@ mod tests {
         let escaped = json!({"type": "user", "message": {"role": "user", "content": format!("{text}\n\"q\"")}});
         let message = Message::from_json(&escaped.to_string()).unwrap();
         assert_eq!(message.content(), format!("{text}\n\"q\""));
+    }
+
+    /// The CLI writes a result's `type` after its text: it is found without a probe,
+    /// and a line that only holds `"type":"result"` deeper down is not taken for one.
+    #[test]
+    fn a_result_whose_type_comes_late() {
+        let result = Message::from_json(
+            r#"{"result":"done","session_id":"s","subtype":"success","is_error":false,"type":"result","num_turns":1}"#,
+        )
+        .unwrap();
+        assert_eq!(result.as_result().unwrap().result.as_deref(), Some("done"));
+        let nested = Message::from_json(
+            r#"{"message":{"content":[{"type":"tool_use","id":"t","name":"X","input":{"type":"result"}}]},"type":"assistant"}"#,
+        )
+        .unwrap();
+        assert_eq!(nested.tools_used(), ["X"]);
+        let other = Message::from_json(r#"{"x":{"type":"result"},"type":"telepathy"}"#).unwrap();
+        assert_eq!(other.kind(), "telepathy");
     }
 
     #[test]
