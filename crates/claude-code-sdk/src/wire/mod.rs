@@ -716,14 +716,23 @@ mod tests {
                 if record["dir"] != "out" || !record["msg"].is_object() {
                     continue;
                 }
-                let inbound = parse_line(record["msg"].to_string()).unwrap();
-                if let Inbound::Message(m) = inbound {
-                    assert!(
-                        !matches!(*m, Message::Unknown(_)),
-                        "{}: {}",
-                        path.display(),
-                        shorten(m.raw(), 300)
-                    );
+                // As re-serialized (sorted keys) and as captured (the CLI's key order).
+                #[derive(Deserialize)]
+                struct Captured<'a> {
+                    #[serde(borrow)]
+                    msg: &'a serde_json::value::RawValue,
+                }
+                let captured: Captured<'_> = serde_json::from_str(line).unwrap();
+                for text in [record["msg"].to_string(), captured.msg.get().to_owned()] {
+                    let inbound = parse_line(text).unwrap();
+                    if let Inbound::Message(m) = inbound {
+                        assert!(
+                            !matches!(*m, Message::Unknown(_)),
+                            "{}: {}",
+                            path.display(),
+                            shorten(m.raw(), 300)
+                        );
+                    }
                 }
                 seen += 1;
             }
