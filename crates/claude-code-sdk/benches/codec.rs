@@ -85,24 +85,24 @@ fn minify_into(json: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// One 50 MiB assistant message line, newline-terminated.
+/// One 50 MiB assistant message line, newline-terminated, in the CLI's key order.
 fn big_line() -> &'static [u8] {
     static BIG_LINE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     BIG_LINE.get_or_init(|| {
-        let message = serde_json::json!({
-            "type": "assistant",
-            "message": {
-                "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-mock",
-                "content": [{"type": "text", "text": "x".repeat(BIG)}],
-                "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 1}
-            },
-            "parent_tool_use_id": null,
-            "session_id": "00000000-0000-0000-0000-000000000000",
-            "uuid": "00000000-0000-0000-0000-000000000001"
-        });
-        let mut line = serde_json::to_vec(&message).expect("JSON");
-        line.push(b'\n');
-        line
+        let mut line = String::with_capacity(BIG + 512);
+        line.push_str(r#"{"type":"assistant","message":{"id":"msg_bench","type":"message","#);
+        line.push_str(
+            r#""role":"assistant","model":"claude-mock","content":[{"type":"text","text":""#,
+        );
+        line.push_str(&"x".repeat(BIG));
+        line.push_str(r#""}],"stop_reason":null,"usage":{"input_tokens":1,"output_tokens":1}},"#);
+        line.push_str(
+            r#""parent_tool_use_id":null,"session_id":"00000000-0000-0000-0000-000000000000","#,
+        );
+        line.push_str(r#""uuid":"00000000-0000-0000-0000-000000000001"}"#);
+        line.push('\n');
+        serde_json::from_str::<serde::de::IgnoredAny>(line.trim_end()).expect("JSON");
+        line.into_bytes()
     })
 }
 
