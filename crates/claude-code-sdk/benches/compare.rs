@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use claude_code_sdk::{ClaudeClient, ClaudeCodeOptions, Message, PoolConfig, QueryPool, query};
+use claude_code_sdk::{
+    ClaudeClient, ClaudeCodeOptions, ContentBlock, Message, PoolConfig, QueryPool, query,
+};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -517,7 +519,13 @@ impl Worker {
                 while let Some(message) = run.next().await {
                     let message = message.expect("ok");
                     if let Some(assistant) = message.as_assistant() {
-                        got += assistant.text().len();
+                        // The length of its text, without joining a copy of it.
+                        got += assistant
+                            .content
+                            .iter()
+                            .filter_map(ContentBlock::as_text)
+                            .map(str::len)
+                            .sum::<usize>();
                     }
                     if message.is_result() {
                         break;

@@ -34,13 +34,12 @@
 //! [`receive_response`](ClaudeClient::receive_response) waits until the first one is
 //! dropped.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::cli::CliVersion;
 use crate::control::{
@@ -53,7 +52,7 @@ use crate::message::{Message, ResultMessage};
 use crate::options::{ClaudeCodeOptions, McpServerConfig, PermissionMode};
 use crate::process::discovery::{CONTROL_REQUESTS_SINCE, since};
 use crate::prompt::Prompt;
-use crate::session::{CliSession, Event, Link, ProcessSlot, Step};
+use crate::session::{CliSession, Event, Events, Link, ProcessSlot, Step};
 use crate::toolkit::pool::Lease;
 use crate::util::lock;
 
@@ -126,9 +125,11 @@ struct ClientState {
 /// docs](crate::client).
 pub struct ClaudeClient {
     link: Link,
-    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    events: tokio::sync::Mutex<Events>,
     server_info: ServerInfo,
     timeout: Option<Duration>,
+    /// The idle watchdog of a turn read with `receive_response`.
+    idle_timeout: Option<Duration>,
     read_only_at_start: bool,
     has_callback: bool,
     state: Mutex<ClientState>,
@@ -140,7 +141,10 @@ impl ClaudeClient {
     /// Starts the CLI and completes the `initialize` handshake.
     ///
     /// `options.timeout`, when set, bounds the start and each turn read with
-    /// [`receive_response`](ClaudeClient::receive_response).
+    /// [`receive_response`](ClaudeClient::receive_response); `options.idle_timeout`,
+    /// when set, ends such a turn when the CLI stays silent that long (the CLI is
+    /// killed, the turn ends with a [`Timeout`](ErrorKind::Timeout) error and the
+    /// client is closed).
     ///
     /// # Errors
     ///
@@ -169,6 +173,7 @@ impl ClaudeClient {
             link,
             events: tokio::sync::Mutex::new(events),
             timeout: options.timeout,
+            idle_timeout: options.idle_timeout,
             read_only_at_start: options.permission_mode == Some(PermissionMode::ReadOnly),
             has_callback: options.can_use_tool.is_some(),
             state: Mutex::new(ClientState {
@@ -238,10 +243,7 @@ impl ClaudeClient {
         };
         futures::stream::unfold(
             (None, Phase::Reading),
-            move |(guard, phase): (
-                Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<Event>>>,
-                Phase,
-            )| async move {
+            move |(guard, phase): (Option<tokio::sync::MutexGuard<'_, Events>>, Phase)| async move {
                 let mut guard = match phase {
                     Phase::End => return None,
                     Phase::ErrorThenEnd(err) => return Some((Err(err), (None, Phase::End))),
@@ -259,15 +261,20 @@ impl ClaudeClient {
                         }
                     },
                 };
+                let watched = self.recv_watched(&mut guard, stop_at_result);
                 let event = match deadline {
-                    Some(at) => match tokio::time::timeout_at(at, guard.recv()).await {
+                    Some(at) => match tokio::time::timeout_at(at, watched).await {
                         Ok(event) => event,
                         Err(_) => {
                             let err = self.abandon_turn(&mut guard).await;
                             return Some((Err(err), (None, Phase::End)));
                         }
                     },
-                    None => guard.recv().await,
+                    None => watched.await,
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => return Some((Err(err), (None, Phase::End))),
                 };
                 match self.link.classify(event) {
                     Step::Message(message) => Some((Ok(message), (Some(guard), Phase::Reading))),
@@ -302,8 +309,41 @@ impl ClaudeClient {
         )
     }
 
+    /// The next event; with `watch` and an `idle_timeout`, the idle watchdog's error
+    /// (the CLI killed, the client closed) once the CLI has been silent that long.
+    /// Time spent serving the CLI's own requests (callbacks, hooks, in-process tools)
+    /// is not silence.
+    async fn recv_watched(&self, events: &mut Events, watch: bool) -> Result<Option<Event>> {
+        let Some(limit) = self.idle_timeout.filter(|_| watch) else {
+            return Ok(events.recv().await);
+        };
+        let activity = Arc::clone(self.link.activity());
+        let mut from = tokio::time::Instant::now();
+        loop {
+            let at = activity.last().max(from) + limit;
+            tokio::select! {
+                event = events.recv() => return Ok(event),
+                () = tokio::time::sleep_until(at) => {
+                    let now = tokio::time::Instant::now();
+                    if activity.serving() {
+                        from = now;
+                    } else if activity.last().max(from) + limit <= now {
+                        self.link.kill();
+                        let err = Error::timeout(format!(
+                            "the CLI wrote nothing for {limit:?} while the turn ran \
+                             (idle_timeout); the CLI was killed"
+                        ))
+                        .with_stderr(self.link.stderr_tail());
+                        self.mark_dead(err.to_string());
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
     /// The turn took too long: interrupt it and drop what is left of it.
-    async fn abandon_turn(&self, events: &mut mpsc::Receiver<Event>) -> Error {
+    async fn abandon_turn(&self, events: &mut Events) -> Error {
         let limit = self.timeout.unwrap_or_default();
         let err = Error::timeout(format!(
             "the turn did not finish within {limit:?}; it was interrupted"
@@ -330,7 +370,7 @@ impl ClaudeClient {
     }
 
     /// Drops what is left of turns abandoned after a timeout.
-    async fn skip_stale(&self, events: &mut mpsc::Receiver<Event>) -> Result<()> {
+    async fn skip_stale(&self, events: &mut Events) -> Result<()> {
         while self.lock_state().stale_results > 0 {
             match events.recv().await {
                 Some(Event::Message(m)) if m.is_result() => {

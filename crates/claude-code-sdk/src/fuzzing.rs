@@ -92,8 +92,8 @@ fn take(seen: &mut Seen, line: &[u8], max_line_bytes: usize) -> usize {
     assert!(!line.contains(&b'\n'), "a framed line holds a newline");
     seen.lines += 1;
     if !line.iter().all(u8::is_ascii_whitespace) {
-        let text = String::from_utf8_lossy(line).into_owned();
-        match wire::parse_line(text) {
+        // As the reader does: the framed bytes, UTF-8 or not.
+        match wire::parse_bytes(BytesMut::from(line)) {
             Ok(Inbound::Message(message)) => {
                 // What a consumer does with a message must not panic either.
                 let _ = message.kind();

@@ -33,7 +33,7 @@
 //! a stream.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -93,17 +93,26 @@ pub enum Message {
     Unknown(UnknownMessage),
 }
 
-/// Fields every message carries: its raw line and when it was received.
+/// Fields every message carries: its line (when kept) and when it was received.
 #[derive(Debug, Clone)]
 struct Envelope {
-    raw: Arc<str>,
+    /// The line as the CLI wrote it: kept for lines up to 1 MiB and for every
+    /// [`Message::Unknown`]; a longer line is not kept beside its decoded text.
+    raw: Option<Arc<str>>,
+    /// The line rebuilt from the decoded fields, the first time [`Message::raw`] asks
+    /// for a line that was not kept.
+    rebuilt: OnceLock<Arc<str>>,
+    /// The length of the line in bytes.
+    line_len: usize,
     received_at: DateTime<Utc>,
 }
 
 impl Envelope {
-    fn new(raw: Arc<str>) -> Self {
+    fn new(raw: Option<Arc<str>>) -> Self {
         Envelope {
+            line_len: raw.as_ref().map_or(0, |r| r.len()),
             raw,
+            rebuilt: OnceLock::new(),
             received_at: Utc::now(),
         }
     }
@@ -346,7 +355,11 @@ pub struct UnknownMessage {
 impl UnknownMessage {
     /// The line, parsed.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.envelope.raw).unwrap_or(Value::Null)
+        self.envelope
+            .raw
+            .as_deref()
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -717,9 +730,133 @@ impl Message {
         }
     }
 
-    /// The line exactly as the CLI wrote it.
+    /// The line as the CLI wrote it.
+    ///
+    /// Exact for lines up to 1 MiB and for every [`Message::Unknown`]. A longer line is
+    /// not kept beside its decoded text (a 50 MiB answer would need twice the memory):
+    /// the first call rebuilds it from the decoded fields and keeps that; it carries
+    /// every field this SDK models, with the same values, in its own key order and
+    /// without fields this SDK does not know.
     pub fn raw(&self) -> &str {
-        &self.envelope().raw
+        let envelope = self.envelope();
+        match &envelope.raw {
+            Some(raw) => raw,
+            None => envelope
+                .rebuilt
+                .get_or_init(|| Arc::from(self.rebuild_line().to_string())),
+        }
+    }
+
+    /// The length in bytes of the line the message was decoded from (of the JSON it
+    /// was made from, for messages made by the SDK).
+    pub fn line_len(&self) -> usize {
+        self.envelope().line_len
+    }
+
+    /// Keeps the line the message was decoded from.
+    pub(crate) fn keep_line(&mut self, raw: Arc<str>) {
+        self.envelope_mut().raw = Some(raw);
+    }
+
+    /// Records the length of the line the message was decoded from.
+    pub(crate) fn set_line_len(&mut self, len: usize) {
+        self.envelope_mut().line_len = len;
+    }
+
+    /// The line from the decoded fields (for [`raw`](Message::raw) of a line not kept).
+    fn rebuild_line(&self) -> Value {
+        fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
+            if !value.is_null() {
+                map.insert(key.to_owned(), value);
+            }
+        }
+        let mut line = Map::new();
+        line.insert("type".to_owned(), Value::from(self.kind()));
+        match self {
+            Message::System(m) => line.extend(m.data.clone()),
+            Message::RateLimit(m) => line.extend(m.data.clone()),
+            Message::Assistant(m) => {
+                let mut body = Map::new();
+                put(&mut body, "id", m.message_id.clone().into());
+                body.insert("type".to_owned(), "message".into());
+                body.insert("role".to_owned(), "assistant".into());
+                body.insert("model".to_owned(), m.model.clone().into());
+                body.insert("content".to_owned(), to_value(&m.content));
+                body.insert("stop_reason".to_owned(), m.stop_reason.clone().into());
+                put(&mut body, "usage", to_value(&m.usage));
+                line.insert("message".to_owned(), Value::Object(body));
+                line.insert(
+                    "parent_tool_use_id".to_owned(),
+                    m.parent_tool_use_id.clone().into(),
+                );
+                put(&mut line, "session_id", m.session_id.clone().into());
+                put(&mut line, "uuid", m.uuid.clone().into());
+                put(&mut line, "error", m.error.clone().into());
+                put(&mut line, "timestamp", to_value(&m.timestamp));
+            }
+            Message::User(m) => {
+                let body = serde_json::json!({"role": "user", "content": to_value(&m.content)});
+                line.insert("message".to_owned(), body);
+                line.insert(
+                    "parent_tool_use_id".to_owned(),
+                    m.parent_tool_use_id.clone().into(),
+                );
+                put(&mut line, "session_id", m.session_id.clone().into());
+                put(&mut line, "uuid", m.uuid.clone().into());
+                put(&mut line, "tool_use_result", to_value(&m.tool_use_result));
+                if m.is_replay {
+                    line.insert("isReplay".to_owned(), true.into());
+                }
+                put(&mut line, "timestamp", to_value(&m.timestamp));
+            }
+            Message::Result(m) => {
+                line.insert("subtype".to_owned(), m.subtype.clone().into());
+                line.insert("is_error".to_owned(), m.is_error.into());
+                line.insert("duration_ms".to_owned(), m.duration_ms.into());
+                line.insert("duration_api_ms".to_owned(), m.duration_api_ms.into());
+                line.insert("num_turns".to_owned(), m.num_turns.into());
+                put(&mut line, "result", m.result.clone().into());
+                line.insert("session_id".to_owned(), m.session_id.clone().into());
+                put(&mut line, "total_cost_usd", m.total_cost_usd.into());
+                put(&mut line, "usage", to_value(&m.usage));
+                line.insert(
+                    "modelUsage".to_owned(),
+                    Value::Object(m.model_usage.clone()),
+                );
+                line.insert(
+                    "permission_denials".to_owned(),
+                    to_value(&m.permission_denials),
+                );
+                put(
+                    &mut line,
+                    "structured_output",
+                    to_value(&m.structured_output),
+                );
+                put(&mut line, "api_error_status", m.api_error_status.into());
+                put(&mut line, "api_error", m.api_error.clone().into());
+                put(&mut line, "stop_reason", m.stop_reason.clone().into());
+                put(
+                    &mut line,
+                    "terminal_reason",
+                    m.terminal_reason.clone().into(),
+                );
+                if !m.errors.is_empty() {
+                    line.insert("errors".to_owned(), m.errors.clone().into());
+                }
+                put(&mut line, "uuid", m.uuid.clone().into());
+            }
+            Message::StreamEvent(m) => {
+                line.insert("event".to_owned(), m.event.clone());
+                put(&mut line, "session_id", m.session_id.clone().into());
+                line.insert(
+                    "parent_tool_use_id".to_owned(),
+                    m.parent_tool_use_id.clone().into(),
+                );
+                put(&mut line, "uuid", m.uuid.clone().into());
+            }
+            Message::Unknown(m) => return m.json(),
+        }
+        Value::Object(line)
     }
 
     /// The flat web shape: `{content, role, timestamp, tools_used, error, type}`.
@@ -772,6 +909,18 @@ impl Message {
             Message::Unknown(m) => &m.envelope,
         }
     }
+
+    fn envelope_mut(&mut self) -> &mut Envelope {
+        match self {
+            Message::System(m) => &mut m.envelope,
+            Message::Assistant(m) => &mut m.envelope,
+            Message::User(m) => &mut m.envelope,
+            Message::Result(m) => &mut m.envelope,
+            Message::StreamEvent(m) => &mut m.envelope,
+            Message::RateLimit(m) => &mut m.envelope,
+            Message::Unknown(m) => &mut m.envelope,
+        }
+    }
 }
 
 /// `role: content`, or `role: [kind]` for a message without text (an `init` line, a
@@ -800,22 +949,34 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 // Constructors used by the wire layer. They live here so the public structs can keep
 // their envelope private.
 impl SystemMessage {
+    /// A system message made by the SDK, with its line.
     pub(crate) fn from_wire(raw: Arc<str>, data: Map<String, Value>) -> Self {
+        let mut message = SystemMessage::from_data(data);
+        message.envelope = Envelope::new(Some(raw));
+        message
+    }
+
+    pub(crate) fn from_data(data: Map<String, Value>) -> Self {
         let subtype = str_field(&data, "subtype").unwrap_or_default();
         let session_id = str_field(&data, "session_id");
         SystemMessage {
             subtype,
             session_id,
             data,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
 
 impl AssistantMessage {
-    pub(crate) fn from_wire(raw: Arc<str>, w: wire::WireAssistant) -> Self {
+    pub(crate) fn from_wire(w: wire::WireAssistant<'_>) -> Self {
         AssistantMessage {
-            content: w.message.content,
+            content: w
+                .message
+                .content
+                .into_iter()
+                .map(wire::BlockIn::into_block)
+                .collect(),
             model: w.message.model.unwrap_or_default(),
             message_id: w.message.id,
             stop_reason: w.message.stop_reason,
@@ -825,13 +986,13 @@ impl AssistantMessage {
             uuid: w.uuid,
             error: w.error,
             timestamp: w.timestamp,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
 
 impl UserMessage {
-    pub(crate) fn from_wire(raw: Arc<str>, w: wire::WireUser) -> Self {
+    pub(crate) fn from_wire(w: wire::WireUser<'_>) -> Self {
         UserMessage {
             content: w.message.content.into_blocks(),
             parent_tool_use_id: w.parent_tool_use_id,
@@ -840,20 +1001,20 @@ impl UserMessage {
             tool_use_result: w.tool_use_result,
             is_replay: w.is_replay.unwrap_or(false),
             timestamp: w.timestamp,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
 
 impl ResultMessage {
-    pub(crate) fn from_wire(raw: Arc<str>, w: wire::WireResult) -> Self {
+    pub(crate) fn from_wire(w: wire::WireResult<'_>) -> Self {
         ResultMessage {
             subtype: w.subtype,
             is_error: w.is_error,
             duration_ms: w.duration_ms,
             duration_api_ms: w.duration_api_ms,
             num_turns: w.num_turns,
-            result: w.result,
+            result: w.result.map(|t| t.0.into_owned()),
             session_id: w.session_id,
             total_cost_usd: w.total_cost_usd,
             turn_cost_usd: None,
@@ -867,30 +1028,30 @@ impl ResultMessage {
             terminal_reason: w.terminal_reason,
             errors: w.errors,
             uuid: w.uuid,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
 
 impl StreamEvent {
-    pub(crate) fn from_wire(raw: Arc<str>, w: wire::WireStreamEvent) -> Self {
+    pub(crate) fn from_wire(w: wire::WireStreamEvent) -> Self {
         StreamEvent {
             event: w.event,
             session_id: w.session_id,
             parent_tool_use_id: w.parent_tool_use_id,
             uuid: w.uuid,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
 
 impl RateLimitEvent {
-    pub(crate) fn from_wire(raw: Arc<str>, data: Map<String, Value>) -> Self {
+    pub(crate) fn from_wire(data: Map<String, Value>) -> Self {
         let session_id = str_field(&data, "session_id");
         RateLimitEvent {
             data,
             session_id,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(None),
         }
     }
 }
@@ -899,7 +1060,7 @@ impl UnknownMessage {
     pub(crate) fn from_wire(raw: Arc<str>, kind: Option<String>) -> Self {
         UnknownMessage {
             kind,
-            envelope: Envelope::new(raw),
+            envelope: Envelope::new(Some(raw)),
         }
     }
 }

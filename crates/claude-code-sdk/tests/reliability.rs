@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use claude_code_sdk::{
-    ClaudeCodeOptions, Error, ErrorKind, Message, PermissionDecision, PoolConfig, QueryPool,
-    RetryPolicy, query, query_with_retry,
+    ClaudeClient, ClaudeCodeOptions, Error, ErrorKind, Message, PermissionDecision, PoolConfig,
+    QueryPool, RetryPolicy, query, query_with_retry,
 };
 use claude_code_testkit::{
     FakeMode, Reply, Rule, Sandbox, fake, pid_is_running, read_pid_file, survivors_in,
@@ -376,6 +376,46 @@ async fn the_idle_watchdog_kills_a_cli_that_goes_silent() {
         usize::from(!gone),
     );
     assert!(gone, "{pids:?}");
+}
+
+/// The idle watchdog also ends a `ClaudeClient` turn read with `receive_response`: a
+/// typed timeout, the CLI gone, and the client closed for further turns.
+#[tokio::test]
+async fn the_idle_watchdog_ends_a_client_turn_that_goes_silent() {
+    let sandbox = Sandbox::without_mock();
+    let options = fake_options(&sandbox, FakeMode::Hang)
+        .idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let client = ClaudeClient::connect(options).await.unwrap();
+    client.query("hello").await.unwrap();
+    let mut turn = client.receive_response();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(60), turn.next())
+            .await
+            .expect("the watchdog ends the turn")
+        {
+            Some(Ok(_)) => {}
+            Some(Err(err)) => break err,
+            None => panic!("the turn ended without an error"),
+        }
+    };
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(err.to_string().contains("idle_timeout"), "{err}");
+    assert!(turn.next().await.is_none());
+    drop(turn);
+    let pids = read_pid_file(pid_file(&sandbox));
+    let gone = wait_until_gone(&pids, GONE).await;
+    record(
+        "cli: silent mid-turn of a ClaudeClient (idle_timeout 2 s)",
+        &outcome(&err),
+        started,
+        usize::from(!gone),
+    );
+    assert!(gone, "{pids:?}");
+    let again = client.query("again").await;
+    assert!(again.as_ref().is_err_and(Error::is_connection), "{again:?}");
 }
 
 #[tokio::test]

@@ -107,7 +107,11 @@ pub struct ClaudeCodeOptions {
     /// request of its own being served) while a run's turn is in progress. On expiry
     /// the CLI's process group is killed and the stream ends with a
     /// [`Timeout`](crate::ErrorKind::Timeout) error. `None` (the default) has no
-    /// watchdog. Applies to [`query()`](crate::query()) and the pool's runs.
+    /// watchdog. Applies to [`query()`](crate::query()), the pool's runs, and the
+    /// turns of a [`ClaudeClient`](crate::ClaudeClient) read with
+    /// [`receive_response`](crate::ClaudeClient::receive_response) (which also closes
+    /// that client; [`receive_messages`](crate::ClaudeClient::receive_messages) spans
+    /// the quiet time between turns and is not watched).
     ///
     /// The CLI writes nothing while the model composes a message (without
     /// `include_partial_messages`) or while a tool runs, so choose it above the longest

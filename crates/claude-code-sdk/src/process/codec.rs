@@ -9,6 +9,16 @@ use tokio_util::codec::Decoder;
 /// It remembers how far it has already searched, so a line that arrives in many reads
 /// is scanned once: a 200 MB line costs one pass, not one pass per read. The search is
 /// `memchr` (SIMD), about ten times a byte loop on long lines (`benches/codec.rs`).
+///
+/// A line of [`HAND_OFF`] bytes or more takes the read buffer with it (the few bytes
+/// read past its newline move to a new buffer), so the line is never copied and its
+/// decoder can own the buffer outright.
+/// Lines at least this long take the read buffer with them instead of sharing it.
+pub(crate) const HAND_OFF: usize = 1 << 20;
+
+/// The read buffer's size after a long line took the old one.
+const FRESH_BUFFER: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub(crate) struct LineCodec {
     max: usize,
@@ -51,7 +61,14 @@ impl Decoder for LineCodec {
             if end > self.max {
                 return Err(too_long(self.max, buf));
             }
-            let mut line = buf.split_to(end + 1);
+            let mut line = if end >= HAND_OFF {
+                let rest = &buf[end + 1..];
+                let mut fresh = BytesMut::with_capacity(rest.len().max(FRESH_BUFFER));
+                fresh.extend_from_slice(rest);
+                std::mem::replace(buf, fresh)
+            } else {
+                buf.split_to(end + 1)
+            };
             line.truncate(end);
             if line.last() == Some(&b'\r') {
                 line.truncate(end - 1);
@@ -101,6 +118,24 @@ mod tests {
         buf.extend_from_slice(b"tail");
         assert_eq!(&codec.decode_eof(&mut buf).unwrap().unwrap()[..], b"tail");
         assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_long_line_takes_the_buffer() {
+        let mut codec = LineCodec::new(4 * HAND_OFF);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&vec![b'x'; HAND_OFF + 10]);
+        buf.extend_from_slice(b"\r\n{\"a\"");
+        let line = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(line.len(), HAND_OFF + 10);
+        assert!(line.iter().all(|b| *b == b'x'));
+        assert_eq!(&buf[..], b"{\"a\"");
+        buf.extend_from_slice(b":1}\n");
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"{\"a\":1}");
+        // The line owns its buffer: it becomes a Vec without a copy.
+        let ptr = line.as_ptr();
+        let owned: Vec<u8> = line.into();
+        assert_eq!(owned.as_ptr(), ptr);
     }
 
     #[test]

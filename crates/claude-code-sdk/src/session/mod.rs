@@ -31,7 +31,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -45,7 +44,7 @@ use crate::util::lock;
 use crate::wire;
 use dispatch::Dispatcher;
 use router::Router;
-pub(crate) use router::{Closed, Event};
+pub(crate) use router::{Closed, Event, Events};
 
 /// How long the CLI gets to answer `initialize` (and a claim).
 pub(crate) const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,7 +95,7 @@ pub(crate) struct Link {
 /// A started, initialized CLI and the channel its events arrive on.
 pub(crate) struct CliSession {
     pub(crate) link: Link,
-    pub(crate) events: mpsc::Receiver<Event>,
+    pub(crate) events: Events,
 }
 
 impl Link {

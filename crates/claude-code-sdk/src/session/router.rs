@@ -15,9 +15,12 @@
 //!
 //! # Backpressure
 //!
-//! The message channel holds [`EVENT_BUFFER`] messages. A consumer that stops reading
-//! stops the reader, and with it the serving of the CLI's requests: keep polling the
-//! stream while a run is in progress.
+//! The message channel holds at most [`EVENT_BUFFER`] messages and [`EVENT_BYTES`]
+//! bytes of lines (a line longer than that alone), and the reader reads no further
+//! while the bytes are used up: a 50 MiB answer is never read while the one before it
+//! waits in the channel. A consumer that stops reading stops the reader, and with it
+//! the serving of the CLI's requests: keep polling the stream while a run is in
+//! progress.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +31,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,8 @@ use crate::wire::{self, Inbound};
 
 /// Messages buffered between the reader and a consumer.
 pub(crate) const EVENT_BUFFER: usize = 64;
+/// Bytes of lines buffered between the reader and a consumer.
+pub(crate) const EVENT_BYTES: usize = 1 << 20;
 /// Lines queued for stdin.
 const OUTBOUND_BUFFER: usize = 64;
 /// How long the reader waits for the process to exit once stdout has closed.
@@ -65,6 +70,43 @@ pub(crate) enum Event {
     Fatal(Error),
     /// stdout closed and the process exited.
     Closed(Closed),
+}
+
+/// An event and the bytes of the channel's budget it holds until it is received.
+type Budgeted = (Event, Option<OwnedSemaphorePermit>);
+
+/// The consumer's end of the reader's channel (see the module's backpressure notes).
+#[derive(Debug)]
+pub(crate) struct Events {
+    rx: mpsc::Receiver<Budgeted>,
+}
+
+impl Events {
+    /// The next event; `None` once the reader is gone and everything was received.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`mpsc::Receiver::recv`].
+    pub(crate) async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await.map(|(event, _budget)| event)
+    }
+
+    /// Polls for the next event.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|(event, _budget)| event))
+    }
+
+    /// Stops the reader from sending more (it keeps draining the CLI's output).
+    pub(crate) fn close(&mut self) {
+        self.rx.close();
+        // What is queued will not be read: give its budget back.
+        while self.rx.try_recv().is_ok() {}
+    }
 }
 
 /// How the process ended, with its stderr tail.
@@ -229,9 +271,9 @@ impl Router {
         handler: Option<RequestHandler>,
         log_wire: bool,
         mirror: Option<MirrorSink>,
-    ) -> (Router, mpsc::Receiver<Event>) {
+    ) -> (Router, Events) {
         let (out_tx, out_rx) = mpsc::channel::<String>(OUTBOUND_BUFFER);
-        let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_BUFFER);
+        let (ev_tx, ev_rx) = mpsc::channel::<Budgeted>(EVENT_BUFFER);
         let close_stdin = CancellationToken::new();
         let pending: Pending = Arc::default();
         let shared: Arc<Mutex<Shared>> = Arc::default();
@@ -251,6 +293,7 @@ impl Router {
                 handler,
                 outbound: out_tx.clone(),
                 events: ev_tx,
+                budget: Arc::new(Semaphore::new(EVENT_BYTES)),
                 shared: shared.clone(),
                 process: process.clone(),
                 stderr_tail: pipes.stderr_tail.clone(),
@@ -277,7 +320,7 @@ impl Router {
             closed,
             activity,
         };
-        (session, ev_rx)
+        (session, Events { rx: ev_rx })
     }
 
     /// Queues a line for stdin.
@@ -528,7 +571,9 @@ struct Reader {
     pending: Pending,
     handler: Option<RequestHandler>,
     outbound: mpsc::Sender<String>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Budgeted>,
+    /// Bytes of lines the channel may hold ([`EVENT_BYTES`]).
+    budget: Arc<Semaphore>,
     shared: Arc<Mutex<Shared>>,
     process: Option<Arc<ProcessGuard>>,
     stderr_tail: StderrTail,
@@ -550,18 +595,17 @@ struct Reader {
 impl Reader {
     async fn run(mut self, stdout: Box<dyn AsyncRead + Send + Unpin>, line_limit: usize) {
         let mut lines = FramedRead::with_capacity(stdout, LineCodec::new(line_limit), 64 * 1024);
-        while let Some(next) = lines.next().await {
+        loop {
+            self.wait_for_budget().await;
+            let Some(next) = lines.next().await else {
+                break;
+            };
             match next {
-                Ok(bytes) => {
+                Ok(line) => {
                     self.activity.touch();
-                    if bytes.iter().all(u8::is_ascii_whitespace) {
+                    if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let line = match String::from_utf8(bytes.to_vec()) {
-                        Ok(line) => line,
-                        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
-                    };
-                    drop(bytes);
                     self.route(line).await;
                     // A consumer that was slow to take the line: the wait was not the
                     // CLI's silence.
@@ -587,11 +631,24 @@ impl Reader {
         self.finish().await;
     }
 
-    async fn route(&mut self, line: String) {
-        if self.log_wire {
-            tracing::debug!(target: "claude_code_sdk::wire", direction = "out", "{}", shorten(&line, 2000));
+    /// Waits while the channel's bytes are used up (the consumer has not taken a big
+    /// message yet), so the next line is not read beside it.
+    async fn wait_for_budget(&mut self) {
+        if self.consumer_gone || self.budget.available_permits() > 0 {
+            return;
         }
-        let inbound = match wire::parse_line(line) {
+        tokio::select! {
+            _ = self.budget.acquire() => {}
+            () = self.events.closed() => self.consumer_gone = true,
+        }
+    }
+
+    async fn route(&mut self, line: bytes::BytesMut) {
+        if self.log_wire {
+            let head = String::from_utf8_lossy(&line[..line.len().min(2000)]);
+            tracing::debug!(target: "claude_code_sdk::wire", direction = "out", "{}", shorten(&head, 2000));
+        }
+        let inbound = match wire::parse_bytes(line) {
             Ok(inbound) => inbound,
             Err(err) => {
                 tracing::warn!(
@@ -655,9 +712,25 @@ impl Reader {
         }
     }
 
-    /// Sends a message to the consumer, unless it is gone.
+    /// Sends a message to the consumer, unless it is gone, once the channel has room
+    /// for its bytes (all of them, for a line over [`EVENT_BYTES`]).
     async fn deliver(&mut self, message: Box<Message>) {
-        if !self.consumer_gone && self.events.send(Event::Message(message)).await.is_err() {
+        if self.consumer_gone {
+            return;
+        }
+        let bytes = message.line_len().min(EVENT_BYTES);
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            permit = self.budget.clone().acquire_many_owned(bytes) => permit.ok(),
+            () = self.events.closed() => None,
+        };
+        if permit.is_none()
+            || self
+                .events
+                .send((Event::Message(message), permit))
+                .await
+                .is_err()
+        {
             // Nobody reads messages any more, but the CLI must not block on a full
             // pipe: keep draining its output until it ends.
             self.consumer_gone = true;
@@ -719,7 +792,7 @@ impl Reader {
         if let Some(p) = &self.process {
             p.kill();
         }
-        let _ = self.events.send(Event::Fatal(err)).await;
+        let _ = self.events.send((Event::Fatal(err), None)).await;
     }
 
     async fn finish(mut self) {
@@ -757,7 +830,7 @@ impl Reader {
             exit,
             stderr: self.stderr_tail.text(),
         };
-        let _ = self.events.send(Event::Closed(closed)).await;
+        let _ = self.events.send((Event::Closed(closed), None)).await;
     }
 }
 
@@ -811,7 +884,7 @@ mod tests {
         handler: Option<RequestHandler>,
     ) -> (
         Router,
-        mpsc::Receiver<Event>,
+        Events,
         tokio::io::DuplexStream,
         BufReader<tokio::io::DuplexStream>,
     ) {

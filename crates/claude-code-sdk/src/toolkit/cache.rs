@@ -115,7 +115,8 @@ impl ResponseCacheBuilder {
         let cache = Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(|_key: &String, value: &Arc<Vec<Message>>| {
-                let bytes: usize = value.iter().map(|m| m.raw().len()).sum();
+                // The lines' lengths: `raw()` would rebuild a long line it did not keep.
+                let bytes: usize = value.iter().map(Message::line_len).sum();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .time_to_live(self.ttl)

@@ -5,19 +5,24 @@
 //! unknown fields are ignored. The public types in [`crate::message`] are built from
 //! them.
 
+mod decode;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::error::{Error, ErrorKind, Result, shorten};
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::{
     AssistantMessage, ContentBlock, Message, PermissionDenial, RateLimitEvent, ResultMessage,
     StreamEvent, SystemMessage, ToolResultContent, UnknownMessage, Usage, UserMessage,
 };
+pub(crate) use decode::BlockIn;
+use decode::{Text, UserContent};
 
 /// How much of an offending line an error keeps.
 const RAW_KEEP: usize = 4096;
@@ -80,17 +85,19 @@ struct WireControlCancel {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct WireApiMessage {
+pub(crate) struct WireApiMessage<'a> {
     pub(crate) id: Option<String>,
     pub(crate) model: Option<String>,
-    pub(crate) content: Vec<ContentBlock>,
+    #[serde(borrow)]
+    pub(crate) content: Vec<BlockIn<'a>>,
     pub(crate) stop_reason: Option<String>,
     pub(crate) usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
-pub(crate) struct WireAssistant {
-    pub(crate) message: WireApiMessage,
+pub(crate) struct WireAssistant<'a> {
+    #[serde(borrow)]
+    pub(crate) message: WireApiMessage<'a>,
     #[serde(default)]
     pub(crate) parent_tool_use_id: Option<String>,
     #[serde(default)]
@@ -104,29 +111,15 @@ pub(crate) struct WireAssistant {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum WireUserContent {
-    Text(String),
-    Blocks(Vec<ContentBlock>),
-}
-
-impl WireUserContent {
-    pub(crate) fn into_blocks(self) -> Vec<ContentBlock> {
-        match self {
-            WireUserContent::Text(text) => vec![ContentBlock::Text { text }],
-            WireUserContent::Blocks(blocks) => blocks,
-        }
-    }
+pub(crate) struct WireUserBody<'a> {
+    #[serde(borrow)]
+    pub(crate) content: UserContent<'a>,
 }
 
 #[derive(Deserialize)]
-pub(crate) struct WireUserBody {
-    pub(crate) content: WireUserContent,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct WireUser {
-    pub(crate) message: WireUserBody,
+pub(crate) struct WireUser<'a> {
+    #[serde(borrow)]
+    pub(crate) message: WireUserBody<'a>,
     #[serde(default)]
     pub(crate) parent_tool_use_id: Option<String>,
     #[serde(default)]
@@ -143,13 +136,17 @@ pub(crate) struct WireUser {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct WireResult {
+pub(crate) struct WireResult<'a> {
+    /// The line's `type`, to check a guess (see `parse_with`).
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
     pub(crate) subtype: String,
     pub(crate) is_error: bool,
     pub(crate) duration_ms: u64,
     pub(crate) duration_api_ms: u64,
     pub(crate) num_turns: u32,
-    pub(crate) result: Option<String>,
+    #[serde(borrow)]
+    pub(crate) result: Option<Text<'a>>,
     pub(crate) session_id: String,
     pub(crate) total_cost_usd: Option<f64>,
     pub(crate) usage: Option<Usage>,
@@ -205,28 +202,44 @@ fn lenient_strings<'de, D: serde::Deserializer<'de>>(
     })
 }
 
-/// Classifies one stdout line.
+/// Classifies one stdout line (see [`parse_bytes`]).
 ///
 /// # Errors
 ///
-/// A [`Protocol`](ErrorKind::Protocol) error (with the raw line) when the line is not a
-/// JSON object. The caller decides whether to skip it.
+/// As [`parse_bytes`].
 pub(crate) fn parse_line(line: String) -> Result<Inbound> {
-    let kind = match serde_json::from_str::<Head<'_>>(&line) {
-        Ok(head) => head.kind.map(Cow::into_owned),
-        Err(err) => {
-            return Err(
-                Error::protocol("the CLI wrote a line that is not a JSON object")
-                    .with_source(err)
-                    .with_raw_line(shorten(&line, RAW_KEEP)),
-            );
-        }
+    parse_bytes(bytes_of(line))
+}
+
+/// Classifies one framed stdout line, parsing it once (see `decode.rs`).
+///
+/// # Errors
+///
+/// A [`Protocol`](ErrorKind::Protocol) error (with the start of the line) when the line
+/// is not a JSON object. The caller decides whether to skip it.
+pub(crate) fn parse_bytes(line: BytesMut) -> Result<Inbound> {
+    parse_with(line, true)
+}
+
+/// [`parse_bytes`]; `guess` allows taking a line with `"type":"result"` in it for a
+/// result before parsing it (the CLI writes a result's `type` after its text: probing
+/// for it would parse a 50 MiB answer twice). The guess is checked against the
+/// `type` the parse finds; a wrong one is parsed again after a probe.
+fn parse_with(line: BytesMut, guess: bool) -> Result<Inbound> {
+    let fast = decode::fast_type(&line).map(str::to_owned);
+    let guessed = fast.is_none() && guess && memchr::memmem::find(&line, RESULT_TYPE).is_some();
+    let kind = match fast {
+        Some(kind) => Some(kind),
+        None if guessed => Some("result".to_owned()),
+        None => match serde_json::from_slice::<Head<'_>>(&line) {
+            Ok(head) => head.kind.map(Cow::into_owned),
+            Err(err) => return not_json(&line, err),
+        },
     };
-    let raw: Arc<str> = Arc::from(line);
-    let message = match kind.as_deref() {
+    let decoded = match kind.as_deref() {
         Some("control_response") => {
-            let body = serde_json::from_str::<WireControlResponse>(&raw)
-                .map_err(|e| bad_shape("control_response", &raw, e))?
+            let body = serde_json::from_slice::<WireControlResponse>(&line)
+                .map_err(|e| bad_shape("control_response", &line, e))?
                 .response;
             let outcome = if body.subtype == "error" {
                 Err(match body.error {
@@ -243,49 +256,141 @@ pub(crate) fn parse_line(line: String) -> Result<Inbound> {
             }));
         }
         Some("control_request") => {
-            let req = serde_json::from_str::<WireControlRequest>(&raw)
-                .map_err(|e| bad_shape("control_request", &raw, e))?;
+            let req = serde_json::from_slice::<WireControlRequest>(&line)
+                .map_err(|e| bad_shape("control_request", &line, e))?;
             return Ok(Inbound::ControlRequest {
                 request_id: req.request_id,
                 request: req.request,
             });
         }
         Some("control_cancel_request") => {
-            let req = serde_json::from_str::<WireControlCancel>(&raw)
-                .map_err(|e| bad_shape("control_cancel_request", &raw, e))?;
+            let req = serde_json::from_slice::<WireControlCancel>(&line)
+                .map_err(|e| bad_shape("control_cancel_request", &line, e))?;
             return Ok(Inbound::ControlCancel {
                 request_id: req.request_id,
             });
         }
         Some("keep_alive") => return Ok(Inbound::KeepAlive),
-        Some("assistant") => serde_json::from_str::<WireAssistant>(&raw)
-            .map(|w| Message::Assistant(AssistantMessage::from_wire(raw.clone(), w))),
-        Some("user") => serde_json::from_str::<WireUser>(&raw)
-            .map(|w| Message::User(UserMessage::from_wire(raw.clone(), w))),
-        Some("result") => serde_json::from_str::<WireResult>(&raw)
-            .map(|w| Message::Result(ResultMessage::from_wire(raw.clone(), w))),
-        Some("stream_event") => serde_json::from_str::<WireStreamEvent>(&raw)
-            .map(|w| Message::StreamEvent(StreamEvent::from_wire(raw.clone(), w))),
-        Some("system") => serde_json::from_str::<Map<String, Value>>(&raw)
-            .map(|data| Message::System(SystemMessage::from_wire(raw.clone(), data))),
-        Some("rate_limit_event") => serde_json::from_str::<Map<String, Value>>(&raw)
-            .map(|data| Message::RateLimit(RateLimitEvent::from_wire(raw.clone(), data))),
-        other => Ok(Message::Unknown(UnknownMessage::from_wire(
-            raw.clone(),
-            other.map(str::to_owned),
-        ))),
+        Some(known) => decode_message(known, &line),
+        None => Ok(None),
     };
-    Ok(Inbound::Message(Box::new(message.unwrap_or_else(|err| {
-        // A known type whose shape changed: keep the line rather than break the stream.
-        tracing::warn!(kind = ?kind, error = %err, "unexpected shape for a known line type; passing it on as Unknown");
-        Message::Unknown(UnknownMessage::from_wire(raw.clone(), kind))
-    }))))
+    let (mut message, steal) = match decoded {
+        Err(_) if guessed => return parse_with(line, false),
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => {
+            // A type this SDK does not know: the line is all it has.
+            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+                return not_json(&line, err);
+            }
+            let message = Message::Unknown(UnknownMessage::from_wire(line_arc(&line), kind));
+            return Ok(Inbound::Message(Box::new(message)));
+        }
+        Err(err) => {
+            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+                return not_json(&line, err);
+            }
+            if std::str::from_utf8(&line).is_err() {
+                // Bytes that are not UTF-8 inside a string: decode what is there.
+                let text = String::from_utf8_lossy(&line).into_owned();
+                return parse_bytes(bytes_of(text));
+            }
+            // A known type whose shape changed: keep the line rather than break the stream.
+            tracing::warn!(kind = ?kind, error = %err, "unexpected shape for a known line type; passing it on as Unknown");
+            let message = Message::Unknown(UnknownMessage::from_wire(line_arc(&line), kind));
+            return Ok(Inbound::Message(Box::new(message)));
+        }
+    };
+    let len = line.len();
+    match steal {
+        Some(steal) => decode::fill(&mut message, steal, line),
+        None if len <= decode::BIG_LINE => message.keep_line(line_arc(&line)),
+        None => {}
+    }
+    message.set_line_len(len);
+    Ok(Inbound::Message(Box::new(message)))
 }
 
-fn bad_shape(kind: &str, raw: &str, err: serde_json::Error) -> Error {
+/// A result's `type` as the CLI writes it.
+const RESULT_TYPE: &[u8] = br#""type":"result""#;
+
+/// A decoded message, and the text that is to take over its line's buffer.
+type Decoded = (Message, Option<decode::Steal>);
+
+/// Decodes a line of a known message type in one parse; `None` for other types.
+fn decode_message(kind: &str, line: &[u8]) -> serde_json::Result<Option<Decoded>> {
+    Ok(Some(match kind {
+        "assistant" => {
+            let mut w = serde_json::from_slice::<WireAssistant<'_>>(line)?;
+            let steal = decode::claim_in_blocks(line, &mut w.message.content);
+            (Message::Assistant(AssistantMessage::from_wire(w)), steal)
+        }
+        "user" => {
+            let mut w = serde_json::from_slice::<WireUser<'_>>(line)?;
+            let steal = decode::claim_in_user(line, &mut w.message.content);
+            (Message::User(UserMessage::from_wire(w)), steal)
+        }
+        "result" => {
+            let mut w = serde_json::from_slice::<WireResult<'_>>(line)?;
+            if w.kind.as_deref() != Some("result") {
+                // A guess (see `parse_with`) that was wrong.
+                return Err(serde::de::Error::custom("not a result line"));
+            }
+            let steal = decode::claim_result(line, &mut w.result);
+            (Message::Result(ResultMessage::from_wire(w)), steal)
+        }
+        "stream_event" => {
+            let w = serde_json::from_slice::<WireStreamEvent>(line)?;
+            (Message::StreamEvent(StreamEvent::from_wire(w)), None)
+        }
+        "system" => {
+            let data = serde_json::from_slice::<Map<String, Value>>(line)?;
+            (Message::System(SystemMessage::from_data(data)), None)
+        }
+        "rate_limit_event" => {
+            let data = serde_json::from_slice::<Map<String, Value>>(line)?;
+            (Message::RateLimit(RateLimitEvent::from_wire(data)), None)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A string's bytes as a buffer, without a copy.
+fn bytes_of(text: String) -> BytesMut {
+    bytes::Bytes::from(text.into_bytes())
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
+/// The line as text (it is UTF-8 when it parsed; a lossy copy otherwise).
+fn line_arc(line: &[u8]) -> Arc<str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => Arc::from(text),
+        Err(_) => Arc::from(String::from_utf8_lossy(line).as_ref()),
+    }
+}
+
+fn not_json(line: &[u8], err: serde_json::Error) -> Result<Inbound> {
+    Err(
+        Error::protocol("the CLI wrote a line that is not a JSON object")
+            .with_source(err)
+            .with_raw_line(head_text(line)),
+    )
+}
+
+/// The start of a line, for an error.
+fn head_text(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&line[..line.len().min(RAW_KEEP)]);
+    if line.len() <= RAW_KEEP {
+        text.into_owned()
+    } else {
+        format!("{text}… ({} bytes)", line.len())
+    }
+}
+
+fn bad_shape(kind: &str, raw: &[u8], err: serde_json::Error) -> Error {
     Error::protocol(format!("malformed {kind} line"))
         .with_source(err)
-        .with_raw_line(shorten(raw, RAW_KEEP))
+        .with_raw_line(head_text(raw))
 }
 
 // ---------------------------------------------------------------------------
@@ -330,7 +435,7 @@ enum WireBlock<'a> {
     },
 }
 
-const SERVER_TOOL_RESULTS: &[&str] = &[
+pub(crate) const SERVER_TOOL_RESULTS: &[&str] = &[
     "web_search_tool_result",
     "web_fetch_tool_result",
     "code_execution_tool_result",
@@ -470,11 +575,16 @@ pub(crate) fn block_to_value(block: &ContentBlock) -> Value {
 // ---------------------------------------------------------------------------
 
 pub(crate) fn classify_result(result: &ResultMessage) -> Option<Error> {
+    if !result.is_error && result.subtype == "success" && result.permission_denials.is_empty() {
+        // The common case: nothing to classify, and nothing copied (the text may be a
+        // 50 MiB answer).
+        return None;
+    }
     let text = result
         .result
-        .clone()
-        .or_else(|| result.errors.first().cloned())
-        .unwrap_or_else(|| result.subtype.clone());
+        .as_deref()
+        .or_else(|| result.errors.first().map(String::as_str))
+        .unwrap_or(&result.subtype);
     let kind = if !result.is_error && result.subtype == "success" {
         if result.permission_denials.is_empty() {
             return None;
@@ -520,7 +630,7 @@ pub(crate) fn classify_result(result: &ResultMessage) -> Option<Error> {
             format!("the run reached max_turns after {} turns", result.num_turns)
         }
         ErrorKind::Budget => "the run reached max_budget_usd".to_owned(),
-        _ => text,
+        _ => text.to_owned(),
     };
     Some(
         Error::new(kind, message)
@@ -586,6 +696,7 @@ pub(crate) fn control_error_line(request_id: &str, error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::shorten;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -605,14 +716,23 @@ mod tests {
                 if record["dir"] != "out" || !record["msg"].is_object() {
                     continue;
                 }
-                let inbound = parse_line(record["msg"].to_string()).unwrap();
-                if let Inbound::Message(m) = inbound {
-                    assert!(
-                        !matches!(*m, Message::Unknown(_)),
-                        "{}: {}",
-                        path.display(),
-                        shorten(m.raw(), 300)
-                    );
+                // As re-serialized (sorted keys) and as captured (the CLI's key order).
+                #[derive(Deserialize)]
+                struct Captured<'a> {
+                    #[serde(borrow)]
+                    msg: &'a serde_json::value::RawValue,
+                }
+                let captured: Captured<'_> = serde_json::from_str(line).unwrap();
+                for text in [record["msg"].to_string(), captured.msg.get().to_owned()] {
+                    let inbound = parse_line(text).unwrap();
+                    if let Inbound::Message(m) = inbound {
+                        assert!(
+                            !matches!(*m, Message::Unknown(_)),
+                            "{}: {}",
+                            path.display(),
+                            shorten(m.raw(), 300)
+                        );
+                    }
                 }
                 seen += 1;
             }
@@ -673,6 +793,65 @@ mod tests {
             }
         }
         assert!(lines.len() > 100);
+    }
+
+    /// A line over 1 MiB: its text takes over the line's buffer, the line is not kept,
+    /// and `raw()` rebuilds it with the same values.
+    #[test]
+    fn big_lines_decode_without_keeping_the_line() {
+        let text = "x".repeat(3 << 20) + "é";
+        let line = json!({
+            "type": "assistant",
+            "message": {"id": "m1", "type": "message", "model": "claude", "role": "assistant",
+                "content": [{"type": "text", "text": "small"}, {"type": "text", "text": text},
+                    {"type": "tool_use", "id": "t", "name": "Bash", "input": {"command": "ls"}}],
+                "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 2}},
+            "parent_tool_use_id": null, "session_id": "s", "uuid": "u"
+        });
+        let message = Message::from_json(&line.to_string()).unwrap();
+        let a = message.as_assistant().unwrap();
+        assert_eq!(a.content[0], ContentBlock::text("small"));
+        assert_eq!(a.content[1], ContentBlock::text(text.clone()));
+        assert_eq!(message.tools_used(), ["Bash"]);
+        assert_eq!(message.line_len(), line.to_string().len());
+        let mut rebuilt: Value = serde_json::from_str(message.raw()).unwrap();
+        let mut line = line;
+        assert_eq!(rebuilt["message"]["content"][1]["text"], text.as_str());
+        rebuilt["message"]["content"][1]["text"] = Value::Null;
+        line["message"]["content"][1]["text"] = Value::Null;
+        assert_eq!(rebuilt, line);
+
+        let result = json!({"type": "result", "subtype": "success", "is_error": false,
+            "duration_ms": 1, "duration_api_ms": 1, "num_turns": 1, "result": text,
+            "session_id": "s", "total_cost_usd": 0.5});
+        let message = Message::from_json(&result.to_string()).unwrap();
+        assert_eq!(
+            message.as_result().unwrap().result.as_deref(),
+            Some(text.as_str())
+        );
+        assert_eq!(message.content().len(), text.len());
+
+        let escaped = json!({"type": "user", "message": {"role": "user", "content": format!("{text}\n\"q\"")}});
+        let message = Message::from_json(&escaped.to_string()).unwrap();
+        assert_eq!(message.content(), format!("{text}\n\"q\""));
+    }
+
+    /// The CLI writes a result's `type` after its text: it is found without a probe,
+    /// and a line that only holds `"type":"result"` deeper down is not taken for one.
+    #[test]
+    fn a_result_whose_type_comes_late() {
+        let result = Message::from_json(
+            r#"{"result":"done","session_id":"s","subtype":"success","is_error":false,"type":"result","num_turns":1}"#,
+        )
+        .unwrap();
+        assert_eq!(result.as_result().unwrap().result.as_deref(), Some("done"));
+        let nested = Message::from_json(
+            r#"{"message":{"content":[{"type":"tool_use","id":"t","name":"X","input":{"type":"result"}}]},"type":"assistant"}"#,
+        )
+        .unwrap();
+        assert_eq!(nested.tools_used(), ["X"]);
+        let other = Message::from_json(r#"{"x":{"type":"result"},"type":"telepathy"}"#).unwrap();
+        assert_eq!(other.kind(), "telepathy");
     }
 
     #[test]
