@@ -5,7 +5,7 @@
 //! at the end it checks that no CLI process is left and that nothing grew past
 //! warm-up, and writes a JSON summary.
 //!
-//! `SOAK_N` queries (default 1000), `SOAK_CONCURRENCY` at once (default 4),
+//! `SOAK_N` queries (default 1000), `SOAK_CONCURRENCY` at once (default 6),
 //! `SOAK_SEED` for the mix, `SOAK_OUT` for the summary (default `soak.json`),
 //! `SOAK_SECONDS` (default 900): no query starts after that, so the soak stays
 //! bounded on a slow machine; the summary says how many ran.
@@ -46,8 +46,8 @@ impl Case {
         match self {
             Case::Complete => "completion",
             Case::Drop => "drop mid-stream",
-            Case::Timeout => "whole-run timeout (4 s)",
-            Case::Idle => "stalled model stream (idle_timeout 4 s)",
+            Case::Timeout => "whole-run timeout (2 s)",
+            Case::Idle => "stalled model stream (idle_timeout 2 s)",
             Case::Interrupt => "interrupt mid-turn",
             Case::ModelError => "model error (529)",
         }
@@ -125,7 +125,7 @@ async fn run_one(
             }
         },
         Case::Timeout => {
-            let options = base.to_builder().timeout(Duration::from_secs(4)).build();
+            let options = base.to_builder().timeout(Duration::from_secs(2)).build();
             let Ok(options) = options else {
                 return ("bad options".to_owned(), false);
             };
@@ -140,7 +140,7 @@ async fn run_one(
         Case::Idle => {
             let options = base
                 .to_builder()
-                .idle_timeout(Duration::from_secs(4))
+                .idle_timeout(Duration::from_secs(2))
                 .build();
             let Ok(options) = options else {
                 return ("bad options".to_owned(), false);
@@ -191,7 +191,7 @@ async fn run_one(
 #[tokio::main]
 async fn main() {
     let n: usize = env_or("SOAK_N", 1000);
-    let concurrency: usize = env_or("SOAK_CONCURRENCY", 4);
+    let concurrency: usize = env_or("SOAK_CONCURRENCY", 6);
     let seed: u64 = env_or("SOAK_SEED", 20_261_201);
     let budget = Duration::from_secs(env_or("SOAK_SECONDS", 900));
     let step = (n / 40).max(5);
@@ -223,12 +223,20 @@ async fn main() {
         .build()
         .expect("options");
 
-    let pool = QueryPool::new(PoolConfig {
-        max_concurrent: concurrency,
-        max_queued: n,
-        queue_timeout: Duration::from_secs(600),
-        ..PoolConfig::default()
-    });
+    // The pool as a server runs it: a finished completion's process serves the next
+    // run with the same options (after a reset), and one spare is kept parked. Without
+    // them every query paid a CLI start (about half a CPU-second; four at once on two
+    // cores made it ~2.4 s of a slot each, and 1000 queries did not fit the budget).
+    let pool = QueryPool::new(
+        PoolConfig {
+            max_concurrent: concurrency,
+            max_queued: n,
+            queue_timeout: Duration::from_secs(600),
+            ..PoolConfig::default()
+        }
+        .reuse_processes(true)
+        .prewarm(base.clone(), 1),
+    );
     let cwd = sandbox.cwd().to_owned();
     let tallies: Arc<Mutex<BTreeMap<Case, Tally>>> = Arc::default();
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();

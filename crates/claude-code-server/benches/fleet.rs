@@ -214,6 +214,7 @@ impl Drop for Server {
 /// whether every event came once, in order, ending with `done`.
 struct Streamed {
     first: Duration,
+    result: Duration,
     done: Duration,
     complete: bool,
 }
@@ -224,6 +225,7 @@ async fn read_stream(start: Instant, response: reqwest::Response) -> Streamed {
     let mut body = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
     let mut first = None;
+    let mut result = None;
     let mut ids: Vec<i64> = Vec::new();
     let mut last_event = String::new();
     while let Some(chunk) = body.next().await {
@@ -251,12 +253,16 @@ async fn read_stream(start: Instant, response: reqwest::Response) -> Streamed {
             if event == "message" && first.is_none() && data.contains("\"assistant\"") {
                 first = Some(start.elapsed());
             }
+            if event == "message" && result.is_none() && data.contains("\"type\":\"result\"") {
+                result = Some(start.elapsed());
+            }
         }
     }
     let done = start.elapsed();
     let in_order = ids.windows(2).all(|w| w[1] == w[0] + 1);
     Streamed {
         first: first.unwrap_or(done),
+        result: result.unwrap_or(done),
         done,
         complete: in_order && last_event == "done",
     }
@@ -301,23 +307,24 @@ async fn get(http: &reqwest::Client, server: &Server, path: &str) -> (u16, Value
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Times a direct SDK stream: first assistant message and result.
-async fn time_direct<S>(start: Instant, mut run: S) -> (Duration, Duration)
+/// Times a direct SDK stream: first assistant message, result, end of the stream.
+async fn time_direct<S>(start: Instant, mut run: S) -> (Duration, Duration, Duration)
 where
     S: futures::Stream<Item = claude_code_sdk::Result<claude_code_sdk::Message>> + Unpin,
 {
     let mut first = None;
+    let mut result = None;
     while let Some(item) = run.next().await {
         let message = item.expect("a direct message");
         if first.is_none() && message.as_assistant().is_some() {
             first = Some(start.elapsed());
         }
         if message.is_result() {
-            break;
+            result = Some(start.elapsed());
         }
     }
     let at = start.elapsed();
-    (first.unwrap_or(at), at)
+    (first.unwrap_or(at), result.unwrap_or(at), at)
 }
 
 fn echo() -> Rule {
@@ -417,6 +424,7 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
     // A pooled query on a warm spare.
     let mut first = Pairs::default();
     let mut result = Pairs::default();
+    let mut over = Pairs::default();
     let mut incomplete = 0;
     for i in 0..pairs + 2 {
         server.wait_warm(&http, 2).await;
@@ -439,9 +447,10 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
             continue;
         }
         match (s, d) {
-            (Some(s), Some((df, dr))) if s.complete => {
+            (Some(s), Some((df, dr, de))) if s.complete => {
                 first.push(s.first, df);
-                result.push(s.done, dr);
+                result.push(s.result, dr);
+                over.push(s.done, de);
             }
             _ => incomplete += 1,
         }
@@ -526,7 +535,8 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
     out.push("| measure | server p50 / p99 | direct p50 / p99 | **added** p50 / p99 | pairs | target (under 5 ms / 20 ms) |".into());
     out.push("|---|---|---|---|---|---|".into());
     out.push(first.row("pooled query on a warm spare: first assistant message"));
-    out.push(result.row("pooled query on a warm spare: result (`done`)"));
+    out.push(result.row("pooled query on a warm spare: the result message"));
+    out.push(over.row("pooled query on a warm spare: run over (`done` / the direct stream's end)"));
     out.push(turn.row("session follow-up turn on a hot process: result"));
     out.push(String::new());
     if incomplete > 0 {
@@ -781,6 +791,8 @@ async fn main() {
     let only = std::env::var("FLEET_BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     let mut out = Vec::new();
+    out.push("## The server and the fleet (issues 10 and 11)".into());
+    out.push(String::new());
     out.push(format!(
         "Run of {}: `make bench` (this part: `cargo bench -p claude-code-server --bench fleet`, \
          FLEET_BENCH_PAIRS={pairs} FLEET_BENCH_RUNS={runs} FLEET_BENCH_KILLS={kills}); load average \
