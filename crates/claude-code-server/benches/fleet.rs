@@ -111,6 +111,11 @@ impl Server {
             .env_remove("DATABASE_URL")
             .args(["--bind", "127.0.0.1:0", "--operator-token", TOKEN])
             .args(["--replica-id", id, "--request-timeout", "120"])
+            // The sandbox's settings for the CLI, as the direct side has them.
+            .args([
+                "--pass-env",
+                "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
+            ])
             .arg("--project-root")
             .arg(sandbox.cwd());
         match store {
@@ -687,10 +692,13 @@ async fn takeover(out: &mut Vec<String>, db: &TestDatabase, kills: usize, lease:
         let other = 1 - victim;
         let killed = Instant::now();
         servers[victim].kill9();
-        pending.abort();
+        // The slow turn's own request is left alone: dropping it would cancel the run
+        // through the survivor when it went there, not let its lease run out.
+        drop(pending);
         // The client retries the next turn through the survivor until it is accepted
         // (409 while the killed replica's lease holds the turn).
         let survivor = &servers[other];
+        let mut accepted: Option<tokio::task::JoinHandle<u16>> = None;
         let next = loop {
             assert!(killed.elapsed() < HANG, "the session never continued");
             let (_, history) = get(&http, survivor, &format!("/v1/sessions/{session}")).await;
@@ -702,24 +710,32 @@ async fn takeover(out: &mut Vec<String>, db: &TestDatabase, kills: usize, lease:
             {
                 to_interrupted.push(ms(killed.elapsed()));
             }
-            if let Some(next) = turns
-                .iter()
-                .find(|t| t["run"] != run.as_str() && turns.len() >= 3)
-                .and_then(|t| t["run"].as_str())
-                .filter(|r| turns.last().is_some_and(|t| t["run"] == *r))
+            if turns.len() >= 3
+                && let Some(next) = turns
+                    .last()
+                    .and_then(|t| t["run"].as_str())
+                    .filter(|r| *r != run)
             {
                 break next.to_owned();
             }
-            let request = http
-                .post(format!("{}/v1/sessions/{session}/messages", survivor.url))
-                .bearer_auth(TOKEN)
-                .json(&json!({"prompt": "and now?"}));
-            // Accepted: the turn runs while we look for its first event.
-            let sent = tokio::time::timeout(Duration::from_millis(100), request.send()).await;
-            if let Ok(Ok(response)) = sent
-                && response.status().as_u16() != 409
+            if accepted
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
             {
-                eprintln!("the next turn answered {}", response.status());
+                // The client asks again (the first tries get 409 while the killed
+                // replica's lease holds the turn); an accepted turn runs in its task
+                // (dropping a JSON request would cancel its run).
+                let request = http
+                    .post(format!("{}/v1/sessions/{session}/messages", survivor.url))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"prompt": "and now?"}));
+                accepted = Some(tokio::spawn(async move {
+                    request
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -753,9 +769,9 @@ async fn takeover(out: &mut Vec<String>, db: &TestDatabase, kills: usize, lease:
     out.push(format!(
         "Two replicas on PostgreSQL, `--lease {lease}`. A session's turn is running (its CLI waits on \
          the model) when the replica running it gets SIGKILL; the client then asks the survivor for \
-         the next turn every ~120 ms (409 while the dead replica's lease still holds the turn) and \
+         the next turn whenever its last try is answered (409 while the dead replica's lease still holds the turn) and \
          reads the new turn's events. Time from the kill: until the killed turn is marked \
-         `interrupted` (polled every ~120 ms), and until the first event of the continued turn on \
+         `interrupted` (the session polled every ~20 ms), and until the first event of the continued turn on \
          the survivor (resuming the conversation from the database's session store). The lease \
          dominates: a takeover cannot come before it runs out (default `--lease 10`)."
     ));

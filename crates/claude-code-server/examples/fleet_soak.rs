@@ -120,6 +120,12 @@ async fn start_replica(bin: &Path, sandbox: &Sandbox, db: &str, id: &str) -> Rep
         ])
         .args(["--disconnect-grace", "2", "--approval-timeout", "30"])
         .args(["--request-timeout", "60"])
+        // The sandbox's settings for the CLI (no retries of a model error, no traffic
+        // but the model's): the server passes only the essentials unless told.
+        .args([
+            "--pass-env",
+            "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
+        ])
         .arg("--project-root")
         .arg(sandbox.cwd())
         .stdin(Stdio::null())
@@ -138,7 +144,9 @@ async fn start_replica(bin: &Path, sandbox: &Sandbox, db: &str, id: &str) -> Rep
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(addr.trim().to_owned());
-            } else if line.contains("ERROR") || line.contains("panicked") {
+            } else if line.contains("panicked")
+                || (line.contains("ERROR") && !line.contains("a run failed"))
+            {
                 eprintln!("{tag}: {line}");
             }
         }

@@ -112,6 +112,10 @@ async fn two_hundred_clients_beyond_capacity_are_served_or_refused_and_health_an
         .args(["--bind", "127.0.0.1:0", "--prewarm", "1"])
         .args(["--max-concurrent", "2", "--max-queued", "6"])
         .args(["--queue-timeout", "120", "--request-timeout", "120"])
+        .args([
+            "--pass-env",
+            "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .arg("--project-root")
