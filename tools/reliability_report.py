@@ -128,7 +128,8 @@ def fleet_and_load(out):
       f"target/debug/examples/fleet_soak` (crates/claude-code-server/examples/fleet_soak.rs): "
       f"{s['replicas']} `claude-code-server` processes on one PostgreSQL database of their own, each run "
       f"submitted through one replica and cancelled or approved through another. **{s['ran']} of "
-      f"{s['n']} runs ran** in {s['seconds']:.0f} s (none starts after {s['budget_seconds']} s).")
+      f"{s['n']} runs ran** in {s['seconds']:.0f} s (none starts after {s['budget_seconds']} s)"
+      + (f"; load average {s['load_average']} at the end." if s.get("load_average") else "."))
     p()
     p("| case | times tried | outcome | bound | went wrong | processes left |")
     p("|---|---|---|---|---|---|")
@@ -172,7 +173,8 @@ if os.path.exists(soak_path):
     p(f"`SOAK_N={s['n']} SOAK_CONCURRENCY={s['concurrency']} SOAK_SEED={s['seed']} "
       f"target/debug/examples/soak` (crates/claude-code-sdk/examples/soak.rs): one `QueryPool`, "
       f"the real CLI against the mock model. **{s['ran']} of {s['n']} queries ran** in "
-      f"{s['seconds']:.0f} s (no query starts after {s['budget_seconds']} s, to keep `make soak` bounded).")
+      f"{s['seconds']:.0f} s (no query starts after {s['budget_seconds']} s, to keep `make soak` bounded)"
+      + (f"; load average {s['load_average']} at the end ({os.cpu_count()} cores, shared)." if s.get("load_average") else "."))
     p()
     p("| case | times tried | outcome | bound | data lost | processes left |")
     p("|---|---|---|---|---|---|")
@@ -181,6 +183,11 @@ if os.path.exists(soak_path):
         p(f"| {c['case']} | {c['tried']} | {outcomes} | {c['max_seconds']:.1f} s | {c['lost']} | — |")
     p(f"| **all** | {s['ran']} | | | {s['lost']} | **{s['cli_processes_left']}** after the pool was dropped |")
     p()
+    if s.get("served"):
+        p("How the pool served the queries it started (a parked spare, a process reset after an "
+          "earlier completion, a new process; interrupts go through `QueryPool::client` and are "
+          "not counted): " + ", ".join(f"{k} ×{v}" for k, v in sorted(s["served"].items())) + ".")
+        p()
     g = s["growth"]
     p("Resources of the soak process, sampled as it ran (warm-up = the first "
       f"{s['warm_up_samples']} samples; max during warm-up → max after):")

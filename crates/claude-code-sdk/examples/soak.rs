@@ -88,6 +88,24 @@ fn sample(done: usize, cwd: &std::path::Path) -> Sample {
     }
 }
 
+/// How the pool served each query (a spare, a reused process, a new one).
+static SERVED: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+fn note_served(run: &claude_code_sdk::PooledQuery) {
+    let served = format!("{:?}", run.served());
+    if let Ok(mut tally) = SERVED.lock() {
+        *tally.entry(served).or_default() += 1;
+    }
+}
+
+/// Notes how the run was served, then collects it.
+async fn collect_noted(
+    run: claude_code_sdk::PooledQuery,
+) -> claude_code_sdk::Result<Vec<claude_code_sdk::Message>> {
+    note_served(&run);
+    run.collect_all().await
+}
+
 fn kind(err: &Error) -> String {
     format!("{:?}", err.kind())
 }
@@ -105,7 +123,7 @@ async fn run_one(
             let run = pool.query(format!("COMPLETE {i}"), options).await;
             match run {
                 Err(err) => (kind(&err), true),
-                Ok(run) => match run.collect_all().await {
+                Ok(run) => match collect_noted(run).await {
                     Ok(messages) => {
                         let result = messages.iter().rev().find_map(|m| m.as_result());
                         let whole = result.and_then(|r| r.result.as_deref()) == Some(&expected);
@@ -118,6 +136,7 @@ async fn run_one(
         Case::Drop => match pool.query(format!("SLOW {i}"), base.clone()).await {
             Err(err) => (kind(&err), false),
             Ok(mut run) => {
+                note_served(&run);
                 // Read the first message, then walk away.
                 let _ = run.next().await;
                 drop(run);
@@ -131,7 +150,7 @@ async fn run_one(
             };
             match pool.query(format!("HANG {i}"), options).await {
                 Err(err) => (kind(&err), false),
-                Ok(run) => match run.collect_all().await {
+                Ok(run) => match collect_noted(run).await {
                     Ok(_) => ("completed (unexpected)".to_owned(), false),
                     Err(err) => (kind(&err), false),
                 },
@@ -147,7 +166,7 @@ async fn run_one(
             };
             match pool.query(format!("STALL {i}"), options).await {
                 Err(err) => (kind(&err), false),
-                Ok(run) => match run.collect_all().await {
+                Ok(run) => match collect_noted(run).await {
                     Ok(_) => ("completed (unexpected)".to_owned(), false),
                     Err(err) => (kind(&err), false),
                 },
@@ -177,7 +196,7 @@ async fn run_one(
         },
         Case::ModelError => match pool.query(format!("FAIL {i}"), base.clone()).await {
             Err(err) => (kind(&err), false),
-            Ok(run) => match run.collect_all().await {
+            Ok(run) => match collect_noted(run).await {
                 Ok(_) => ("completed (unexpected)".to_owned(), false),
                 Err(err) => match err.api_status() {
                     Some(status) => (format!("{} ({status})", kind(&err)), false),
@@ -339,6 +358,8 @@ async fn main() {
         "seed": seed,
         "seconds": elapsed.as_secs_f64(),
         "cli_processes_left": left.len(),
+        "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "served": SERVED.lock().map(|t| t.clone()).unwrap_or_default(),
         "lost": lost,
         "cases": tallies.iter().map(|(case, t)| json!({
             "case": case.name(),

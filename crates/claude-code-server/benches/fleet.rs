@@ -464,6 +464,26 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
         "added latency, pooled queries: {} pairs",
         first.added().len()
     );
+    // The server's own figure for the last hop: an event's append to the log to its
+    // delivery to the client (`ccs_event_lag_seconds`), summed over those runs.
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let figure = |suffix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("ccs_event_lag_seconds_{suffix}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (lag_sum, lag_count) = (figure("sum"), figure("count"));
 
     // A session's follow-up turn on a hot process: server session vs a connected client.
     let mut turn = Pairs::default();
@@ -543,6 +563,16 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
     out.push(result.row("pooled query on a warm spare: the result message"));
     out.push(over.row("pooled query on a warm spare: run over (`done` / the direct stream's end)"));
     out.push(turn.row("session follow-up turn on a hot process: result"));
+    out.push(String::new());
+    out.push(format!(
+        "The server's own figure for its last hop (`ccs_event_lag_seconds`, from an event's \
+         append to the log to its delivery to the client), over the pooled queries' {lag_count:.0} \
+         events: mean {}. With a load average near or above the 2 cores, each hop between \
+         processes and threads (HTTP client → server → its database thread → the CLI and back) \
+         can wait for a core, so what the server adds grows with the load (not yet profiled \
+         apart from this lag): compare runs by their load average.",
+        fmt_ms(lag_sum / lag_count * 1000.0)
+    ));
     out.push(String::new());
     if incomplete > 0 {
         out.push(format!(

@@ -662,6 +662,13 @@ async fn main() {
     let mut completed_whole = 0u64;
     for (run, k, case) in &all_runs {
         let (ok, last) = check_log(&fleet, k + 1, run).await;
+        if *case == Case::Drop
+            && let Some(tally) = tallies.lock().unwrap().get_mut(case)
+        {
+            // How a run nobody read any more ended: whole before the grace ran out, or
+            // cancelled after it.
+            *tally.outcomes.entry(format!("then {last}")).or_default() += 1;
+        }
         if ok {
             logs_ok += 1;
             if *case == Case::Complete && last == "done" {
@@ -772,6 +779,7 @@ async fn main() {
         "completions_done": completed_whole,
         "clis_while_idle": idle_clis,
         "cli_processes_left": left.len(),
+        "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         "samples": samples,
         "final": final_sample.iter().map(|(f, t, r)| json!({"fds": f, "threads": t, "rss_kib": r})).collect::<Vec<_>>(),
         "warm_up_samples": warm + 1,
