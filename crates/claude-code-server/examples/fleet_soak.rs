@@ -94,10 +94,11 @@ async fn start_replica(bin: &Path, sandbox: &Sandbox, db: &str, id: &str) -> Rep
         .env("CLAUDE_CODE_CLI_PATH", cli_path())
         .env("RUST_LOG", "warn,claude_code_server=info")
         .env_remove("DATABASE_URL")
+        // An operator's token: schemathesis reaches /metrics and /v1/audit too.
         .args([
             "--bind",
             "127.0.0.1:0",
-            "--token",
+            "--operator-token",
             TOKEN,
             "--replica-id",
             id,
