@@ -374,8 +374,18 @@ impl Pairs {
 
     fn row(&self, label: &str) -> String {
         let added = self.added();
+        let load1: f64 = load()
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::MAX);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let verdict = if added.is_empty() {
             String::new()
+        } else if load1 > cores {
+            // The machine's other work then moves either side by hundreds of ms (a
+            // pair's difference came out at -150 ms as often as at +150 ms): no verdict.
+            format!("not judged: load average {load1:.1} on {cores:.0} cores")
         } else {
             let (p50, p99) = (pct(&added, 50.0), pct(&added, 99.0));
             format!(
