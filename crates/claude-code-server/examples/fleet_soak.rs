@@ -461,8 +461,9 @@ async fn check_log(fleet: &Fleet, k: usize, run: &str) -> (bool, String) {
     )
 }
 
-/// Runs schemathesis against replica 0; (passed, operations tested, its output's tail).
-async fn schemathesis(fleet: &Fleet, work: &Path) -> (bool, String) {
+/// Runs schemathesis against replica 0 (`SOAK_SCHEMATHESIS_SEED` repeats a run's
+/// cases); (passed, its output's tail). The whole output goes to `full`.
+async fn schemathesis(fleet: &Fleet, work: &Path, full: &Path) -> (bool, String) {
     let config = work.join("schemathesis.toml");
     std::fs::write(
         &config,
@@ -494,6 +495,11 @@ async fn schemathesis(fleet: &Fleet, work: &Path) -> (bool, String) {
             "none",
             "--no-color",
         ])
+        .args(
+            std::env::var("SOAK_SCHEMATHESIS_SEED")
+                .map(|seed| vec!["--seed".to_owned(), seed])
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .output()
         .await;
@@ -501,6 +507,9 @@ async fn schemathesis(fleet: &Fleet, work: &Path) -> (bool, String) {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
+            if let Err(err) = std::fs::write(full, &text) {
+                eprintln!("fleet soak: cannot write {}: {err}", full.display());
+            }
             let tail: Vec<&str> = text.lines().rev().take(25).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             (out.status.success(), tail.join("\n"))
@@ -684,7 +693,8 @@ async fn main() {
     let schemathesis_result = if std::env::var("SOAK_SCHEMATHESIS").is_ok_and(|v| v == "1") {
         let work = tempfile::tempdir().unwrap();
         let t = Instant::now();
-        let (passed, tail) = schemathesis(&fleet, work.path()).await;
+        let full = PathBuf::from(format!("{out}.schemathesis.txt"));
+        let (passed, tail) = schemathesis(&fleet, work.path(), &full).await;
         eprintln!(
             "fleet soak: schemathesis {}:\n{tail}",
             if passed { "passed" } else { "FAILED" }

@@ -1266,7 +1266,7 @@ pub(crate) async fn audit_log(
 #[utoipa::path(get, path = "/metrics", tag = "server",
     security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "text/plain", description = "The Prometheus text format: runs by state, queue depth, leases held, takeovers, pool processes, approvals waiting, event lag, cost by tenant (operator tokens only)"),
+        (status = 200, content_type = "application/openmetrics-text", description = "The OpenMetrics text format, which Prometheus reads: runs by state, queue depth, leases held, takeovers, pool processes, approvals waiting, event lag, cost by tenant (operator tokens only)"),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "Not an operator's token", body = ErrorBody),
     ))]
