@@ -143,6 +143,89 @@ def server_faults_section():
 
 server_faults_section()
 
+def fleet_and_load(out):
+    """The server's sections: overload (tests/overload.rs) and the 3-replica fleet soak
+    (examples/fleet_soak.rs, with schemathesis against a live replica)."""
+    p("## The server under load")
+    p()
+    path = os.path.join(out, "overload.jsonl")
+    rows = []
+    if os.path.exists(path):
+        for line in open(path):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    p("`cargo test -p claude-code-server --test overload` (also in `make test`): 200 clients at once "
+      "against the server binary with a pool of 2 and a queue of 6 (SQLite, the real CLI against "
+      "the mock model); `/health` polled every 25 ms on its own connection throughout. The test "
+      "asserts the outcome (every admitted stream whole and in order, every other client 503/429 "
+      "with `Retry-After`, no CLI left); the latencies are measured, never asserted (target: "
+      "under 100 ms).")
+    p()
+    p("| case | times tried | admitted / refused | /health p50 / p99 / max | under 100 ms | bound | processes left |")
+    p("|---|---|---|---|---|---|---|")
+    if rows:
+        for r in rows:
+            met = "yes" if r["health_max_ms"] < 100 else "**no** (max)"
+            p(f"| {r['case']} | 1 | {r['admitted']} / {r['refused']} | {r['health_p50_ms']:.1f} / "
+              f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f} ms ({r['health_polls']} polls) | {met} | "
+              f"{r['seconds']:.1f} s | {r['left']} |")
+    else:
+        txt = os.path.join(out, "overload.txt")
+        why = "FAILED: see target/soak/overload.txt" if os.path.exists(txt) else "not run"
+        p(f"| 200 concurrent clients beyond capacity | 0 | {why} | | | | |")
+    p()
+
+    p("## Fleet soak: three replicas on one PostgreSQL database")
+    p()
+    path = os.path.join(out, "fleet-soak.json")
+    if not os.path.exists(path):
+        p("The fleet soak did not write a summary: see target/soak/fleet-soak.log.")
+        p()
+        return
+    s = json.load(open(path))
+    p(f"`SOAK_FLEET_N={s['n']} SOAK_FLEET_CONCURRENCY={s['concurrency']} SOAK_SEED={s['seed']} "
+      f"target/debug/examples/fleet_soak` (crates/claude-code-server/examples/fleet_soak.rs): "
+      f"{s['replicas']} `claude-code-server` processes on one PostgreSQL database of their own, each run "
+      f"submitted through one replica and cancelled or approved through another. **{s['ran']} of "
+      f"{s['n']} runs ran** in {s['seconds']:.0f} s (none starts after {s['budget_seconds']} s)"
+      + (f"; load average {s['load_average']} at the end." if s.get("load_average") else "."))
+    p()
+    p("| case | times tried | outcome | bound | went wrong | processes left |")
+    p("|---|---|---|---|---|---|")
+    for c in s["cases"]:
+        outcomes = ", ".join(f"{k} ×{v}" for k, v in sorted(c["outcomes"].items()))
+        p(f"| {c['case']} | {c['tried']} | {outcomes} | {c['max_seconds']:.1f} s | {c['wrong']} | — |")
+    p(f"| **all** | {s['ran']} | | | {s['wrong']} | **{s['cli_processes_left']}** after the replicas stopped |")
+    p()
+    p(f"Event logs read back through another replica than the one that took the run: "
+      f"**{s['logs_whole']} of {s['logs_checked']} whole** (ids 1, 2, 3, ... with no gap, exactly one "
+      f"final event, last); {s['completions_done']} completions end in `done` with their own answer."
+      + ("" if not s["logs_bad"] else " Not whole: " + "; ".join(s["logs_bad"][:10])))
+    p()
+    p("Each replica's resources from `/proc/<pid>`, sampled every 5 s (warm-up = the first "
+      f"{s['warm_up_samples']} samples; max during warm-up → max after):")
+    p()
+    p("| replica | open fds | threads | RSS (KiB) | no growth |")
+    p("|---|---|---|---|---|")
+    for k, g in enumerate(s["growth"]):
+        ok = all(g[key][2] for key in ("fds", "threads", "rss_kib"))
+        p(f"| soak-{k} | {g['fds'][0]} → {g['fds'][1]} | {g['threads'][0]} → {g['threads'][1]} | "
+          f"{g['rss_kib'][0]} → {g['rss_kib'][1]} | {ok} |")
+    p()
+    st = s.get("schemathesis")
+    if st:
+        p(f"schemathesis against a live replica of the fleet (`tools/schemathesis run .../openapi.json "
+          f"--checks not_a_server_error,status_code_conformance,content_type_conformance --phases "
+          f"examples,coverage,fuzzing`), {st['seconds']:.0f} s: **{'passed' if st['passed'] else 'FAILED'}**.")
+        p()
+        p("```text")
+        p("\n".join(l for l in st["tail"].splitlines() if l.strip())[-3000:])
+        p("```")
+        p()
+
+
 soak_path = os.path.join(out, "soak.json")
 p("## Soak")
 p()
@@ -151,7 +234,8 @@ if os.path.exists(soak_path):
     p(f"`SOAK_N={s['n']} SOAK_CONCURRENCY={s['concurrency']} SOAK_SEED={s['seed']} "
       f"target/debug/examples/soak` (crates/claude-code-sdk/examples/soak.rs): one `QueryPool`, "
       f"the real CLI against the mock model. **{s['ran']} of {s['n']} queries ran** in "
-      f"{s['seconds']:.0f} s (no query starts after {s['budget_seconds']} s, to keep `make soak` bounded).")
+      f"{s['seconds']:.0f} s (no query starts after {s['budget_seconds']} s, to keep `make soak` bounded)"
+      + (f"; load average {s['load_average']} at the end ({os.cpu_count()} cores, shared)." if s.get("load_average") else "."))
     p()
     p("| case | times tried | outcome | bound | data lost | processes left |")
     p("|---|---|---|---|---|---|")
@@ -160,6 +244,11 @@ if os.path.exists(soak_path):
         p(f"| {c['case']} | {c['tried']} | {outcomes} | {c['max_seconds']:.1f} s | {c['lost']} | — |")
     p(f"| **all** | {s['ran']} | | | {s['lost']} | **{s['cli_processes_left']}** after the pool was dropped |")
     p()
+    if s.get("served"):
+        p("How the pool served the queries it started (a parked spare, a process reset after an "
+          "earlier completion, a new process; interrupts go through `QueryPool::client` and are "
+          "not counted): " + ", ".join(f"{k} ×{v}" for k, v in sorted(s["served"].items())) + ".")
+        p()
     g = s["growth"]
     p("Resources of the soak process, sampled as it ran (warm-up = the first "
       f"{s['warm_up_samples']} samples; max during warm-up → max after):")
@@ -176,6 +265,8 @@ if os.path.exists(soak_path):
 else:
     p("The soak did not write a summary: see target/soak/soak.log.")
 p()
+
+fleet_and_load(out)
 
 p("## Fuzzing")
 p()
@@ -240,6 +331,5 @@ p("  last 1000 now (testkit: `the_request_log_keeps_the_last_requests_and_number
 p()
 p("## Not covered here")
 p()
-p("The 3-replica fleet soak, overload of the HTTP server and schemathesis belong to the")
-p("server side and are not measured in this file yet. A `Bash` command a client approves")
-p("runs on the host with the server's user: the server cannot tell what a command touches.")
+p("A `Bash` command a client approves runs on the host with the server's user: the server")
+p("cannot tell what a command touches.")

@@ -397,7 +397,15 @@ def write(results, workers, cli_version, load_before, load_after):
         lines.append("")
     sse = results.get("sse")
     if sse:
-        lines.append("### 7. The server: 100 concurrent SSE clients")
+        lines.append("### 7. The server: 100 concurrent SSE clients (throughput)")
+        lines.append("")
+        lines.append(
+            "100 streams at once against a pool of 8: most of each client's time to its first "
+            "message is queueing for a slot, so this table is throughput, and every client is "
+            "checked to get every event in order, ending with `done`. What the server *adds* "
+            "over the SDK called directly is measured without queueing in \"What the server "
+            "adds\" below (crates/claude-code-server/benches/fleet.rs)."
+        )
         lines.append("")
         lines.append("| measure | server | SDK directly | n |\n|---|---|---|---|")
         for key, unit, label in [("runs_per_s", "/s", "runs per second"), ("p50", "ms", "first assistant message, p50"), ("p99", "ms", "first assistant message, p99"), ("wall", "ms", "wall time for 100")]:

@@ -146,7 +146,7 @@ async fn submit(
     let mut run = inner.resolve(&query, caller).await?;
     run.max_line_bytes = Some(inner.config.max_response_bytes.max(4096));
     let id = uuid::Uuid::new_v4().to_string();
-    inner.admit(caller).await?;
+    let admitted = inner.admit(caller).await?;
     inner
         .audit_submitted(&id, caller, endpoint, None, &run)
         .await?;
@@ -154,6 +154,7 @@ async fn submit(
         .fleet
         .submit(&id, &caller.0, None, &json!(run), false)
         .await?;
+    drop(admitted);
     Ok(id)
 }
 

@@ -777,6 +777,8 @@ struct StateInner {
     workspaces: Vec<(PathBuf, workspace::Workspace)>,
     /// How many clients read a run's events now (a drain waits for them).
     readers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests between their admission and their run's row (see `routes::Admitted`).
+    admitting: Arc<std::sync::atomic::AtomicUsize>,
     /// What `/metrics` counts besides what the database and the pool say.
     metrics: metrics::Metrics,
     /// The callers of operator tokens.
@@ -968,6 +970,7 @@ impl AppState {
                 tenants,
                 workspaces,
                 readers: Arc::default(),
+                admitting: Arc::default(),
                 metrics: metrics::Metrics::default(),
                 operators,
                 shutdown: CancellationToken::new(),

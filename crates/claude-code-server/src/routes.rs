@@ -1,6 +1,8 @@
 //! The handlers.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -504,7 +506,7 @@ pub(crate) async fn query_json(
     let limit = inner.config.max_response_bytes;
     run.max_line_bytes = Some(limit.max(4096));
     let id = uuid::Uuid::new_v4().to_string();
-    inner.admit(&caller).await?;
+    let admitted = inner.admit(&caller).await?;
     inner
         .audit_submitted(&id, &caller, "query", None, &run)
         .await?;
@@ -512,6 +514,7 @@ pub(crate) async fn query_json(
         .fleet
         .submit(&id, &caller.0, None, &json!(run), false)
         .await?;
+    drop(admitted);
     // A client that goes away takes its run with it.
     let guard = CancelOnDrop::new(&inner.fleet, &id);
     let answer = runs::collect(&state, &id, None, limit).await;
@@ -539,7 +542,7 @@ pub(crate) async fn query_stream(
     let inner = &state.inner;
     let run = inner.resolve(&request, &caller).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    inner.admit(&caller).await?;
+    let admitted = inner.admit(&caller).await?;
     inner
         .audit_submitted(&id, &caller, "stream", None, &run)
         .await?;
@@ -547,6 +550,7 @@ pub(crate) async fn query_stream(
         .fleet
         .submit(&id, &caller.0, None, &json!(run), true)
         .await?;
+    drop(admitted);
     Ok(stream_response(state.clone(), &id, 0))
 }
 
@@ -756,7 +760,14 @@ impl StateInner {
     /// Whether `caller` may start a run now: this replica is not draining, the fleet
     /// has a free slot or room in its queue (503 otherwise), and the caller is within its concurrent, queued and
     /// per-minute limits (429 with `Retry-After` otherwise).
-    pub(crate) async fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+    ///
+    /// Holding the returned [`Admitted`] until the run's row is written keeps
+    /// concurrent requests from all passing the same check: each counts the ones
+    /// admitted before it and not yet written (200 requests at once used to all be
+    /// admitted, and most then timed out in the queue). Another replica's requests in
+    /// that window are not counted: the fleet may take one more run per replica.
+    pub(crate) async fn admit(&self, caller: &Caller) -> Result<Admitted, ApiError> {
+        let admitted = Admitted::new(&self.admitting);
         if self.fleet.is_draining() {
             // Its runs finish here; new ones go to another replica (its /ready says so).
             return Err(ApiError::unavailable(
@@ -765,7 +776,7 @@ impl StateInner {
                 1,
             ));
         }
-        if !self.fleet.has_room().await? {
+        if !self.fleet.has_room(admitted.ahead).await? {
             return Err(ApiError::unavailable(
                 "pool_busy",
                 "every process slot is taken and the queue is full; try again shortly",
@@ -809,7 +820,31 @@ impl StateInner {
                 2,
             ));
         }
-        Ok(())
+        Ok(admitted)
+    }
+}
+
+/// A request admitted whose run's row is not written yet: counted by the admissions
+/// that come after it until it is dropped (drop it once the row is written).
+pub(crate) struct Admitted {
+    count: Arc<AtomicUsize>,
+    /// The admissions under way when this one began.
+    ahead: usize,
+}
+
+impl Admitted {
+    fn new(count: &Arc<AtomicUsize>) -> Admitted {
+        let ahead = count.fetch_add(1, Ordering::SeqCst);
+        Admitted {
+            count: Arc::clone(count),
+            ahead,
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -843,7 +878,7 @@ pub(crate) async fn start_session(
             60,
         ));
     }
-    inner.admit(&caller).await?;
+    let admitted = inner.admit(&caller).await?;
     let now = crate::fleet::db::now_ms();
     let id = uuid::Uuid::new_v4().to_string();
     let options = json!({
@@ -881,6 +916,7 @@ pub(crate) async fn start_session(
         .db()
         .insert_session_run(&run_id, &caller.0, &id, &json!(run), false)
         .await?;
+    drop(admitted);
     inner
         .fleet
         .notifier()
@@ -985,7 +1021,7 @@ pub(crate) async fn continue_session(
 ) -> Result<Json<QueryResponse>, ApiError> {
     let inner = &state.inner;
     let session = inner.own_session(&id, &caller).await?;
-    inner.admit(&caller).await?;
+    let admitted = inner.admit(&caller).await?;
     let run = session_run(inner, &request.prompt, Path::new(&session.cwd));
     let run_id = uuid::Uuid::new_v4().to_string();
     inner
@@ -1003,6 +1039,7 @@ pub(crate) async fn continue_session(
             format!("session {id:?} already has a turn in progress"),
         ));
     }
+    drop(admitted);
     inner
         .fleet
         .notifier()
@@ -1229,7 +1266,7 @@ pub(crate) async fn audit_log(
 #[utoipa::path(get, path = "/metrics", tag = "server",
     security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "text/plain", description = "The Prometheus text format: runs by state, queue depth, leases held, takeovers, pool processes, approvals waiting, event lag, cost by tenant (operator tokens only)"),
+        (status = 200, content_type = "application/openmetrics-text", description = "The OpenMetrics text format, which Prometheus reads: runs by state, queue depth, leases held, takeovers, pool processes, approvals waiting, event lag, cost by tenant (operator tokens only)"),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "Not an operator's token", body = ErrorBody),
     ))]

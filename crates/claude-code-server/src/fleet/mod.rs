@@ -248,16 +248,18 @@ impl Fleet {
     }
 
     /// Whether the fleet takes one more run now: a free slot on a live replica, or room
-    /// in the queue.
+    /// in the queue, once the `admitting` requests this replica admitted before and has
+    /// not yet written as runs are counted too.
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub(crate) async fn has_room(&self) -> DbResult<bool> {
+    pub(crate) async fn has_room(&self, admitting: usize) -> DbResult<bool> {
         let live_since = now_ms() - 3 * lease_ms(&self.inner.config);
         let (slots, running, queued) = self.inner.db.fleet_load(live_since).await?;
         let max_queued = i64::try_from(self.inner.config.max_queued).unwrap_or(i64::MAX);
-        Ok(running + queued < slots + max_queued)
+        let admitting = i64::try_from(admitting).unwrap_or(i64::MAX);
+        Ok(running + queued + admitting < slots + max_queued)
     }
 
     /// Queues a run and wakes the replicas.
