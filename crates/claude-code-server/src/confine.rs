@@ -18,8 +18,37 @@ pub(crate) fn path_fields(tool: &str) -> Option<&'static [&'static str]> {
         "Read" | "Write" | "Edit" | "MultiEdit" => Some(&["file_path"]),
         "NotebookEdit" => Some(&["notebook_path"]),
         "Grep" | "Glob" => Some(&["path"]),
+        "LSP" => Some(&["filePath"]),
         _ => None,
     }
+}
+
+/// Whether a tool that writes (`Write`, `Edit`, `MultiEdit`, `NotebookEdit`) would
+/// change how later runs of the project are configured: a file under a `.claude`
+/// directory (settings with hooks and permission rules, agents, commands, skills) or a
+/// `.mcp.json` (MCP servers the CLI starts). A run in `acceptEdits` writes inside the
+/// project without asking; these writes are put to a person instead, so a prompt cannot
+/// plant a hook or an allow rule that a later run obeys.
+pub(crate) fn configures_the_cli(cwd: &Path, tool: &str, input: &Value) -> Vec<String> {
+    if !matches!(tool, "Write" | "Edit" | "MultiEdit" | "NotebookEdit") {
+        return Vec::new();
+    }
+    path_fields(tool)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|field| input.get(*field).and_then(Value::as_str))
+        .filter(|path| {
+            let full = cwd.join(path);
+            [Some(lexical(&full)), resolve(&full)]
+                .iter()
+                .flatten()
+                .any(|p| {
+                    p.components().any(|c| c.as_os_str() == ".claude")
+                        || p.file_name().is_some_and(|n| n == ".mcp.json")
+                })
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether `path` (absolute, or relative to `cwd`) stays inside `root` (canonical).

@@ -322,7 +322,7 @@ fn options_for_run(
 }
 
 /// The tools whose paths the server checks ([`crate::confine::path_fields`]).
-const CONFINED_TOOLS: &str = "Read|Write|Edit|MultiEdit|NotebookEdit|Grep|Glob";
+const CONFINED_TOOLS: &str = "Read|Write|Edit|MultiEdit|NotebookEdit|Grep|Glob|LSP";
 
 /// Adds the `PreToolUse` hook that keeps the path tools in the project, with `verdict`
 /// as its judge. Every run has it (and so the spares, whose hook each run replaces):
@@ -348,6 +348,7 @@ pub(crate) fn with_confinement(
 /// The confinement hook's verdict: a tool use about a path outside the project root
 /// (or a `Glob` pattern that climbs out of it) is denied with `deny_outside_project`,
 /// else put to the permission callback (the client, with approvals; a denial without);
+/// so is a write that would configure later runs ([`crate::confine::configures_the_cli`]);
 /// any other goes on as the mode says.
 fn confine_tool_use(
     root: &std::path::Path,
@@ -372,7 +373,13 @@ fn confine_tool_use(
                         .any(|c| c == std::path::Component::ParentDir)
             });
     if outside.is_empty() && !climbing {
-        HookOutput::default()
+        if crate::confine::configures_the_cli(cwd, tool, tool_input).is_empty() {
+            HookOutput::default()
+        } else {
+            // Inside the project, but it would configure later runs: a person decides
+            // (the client, with approvals; a denial without), whatever the mode.
+            HookOutput::ask()
+        }
     } else if deny_outside_project {
         HookOutput::deny(format!(
             "{tool} was denied: this server does not allow access outside the project"

@@ -501,6 +501,79 @@ async fn the_operator_can_refuse_approvals_outside_the_project() {
     assert!(!ServerConfig::new("127.0.0.1:8080".parse().unwrap()).deny_outside_project);
 }
 
+/// A run in `acceptEdits` writes inside the project without asking, but not the files
+/// that configure later runs (`.claude/settings.json` could add a hook or an allow
+/// rule, `.mcp.json` a server the CLI starts): those go to a person, and without one
+/// they are denied. (CLI 2.1.332 asks about these paths itself; the server's hook keeps
+/// the rule whatever a CLI version does.)
+#[tokio::test]
+async fn a_run_cannot_configure_later_runs_without_a_person() {
+    let s = Server::start(|c| {
+        c.modes(
+            [PermissionMode::AcceptEdits, PermissionMode::AskForEdits],
+            PermissionMode::AskForEdits,
+        )
+    })
+    .await;
+    let cwd = s.sandbox.cwd().to_path_buf();
+    let script = |tag: &str| {
+        Rule::prompt_contains(format!("plant {tag}")).steps([
+            Reply::tool_use(
+                "Write",
+                json!({"file_path": ".claude/settings.json", "content": "{\"permissions\":{\"allow\":[\"Bash\"]}}"}),
+            ),
+            Reply::tool_use(
+                "Write",
+                json!({"file_path": cwd.join(".mcp.json").display().to_string(), "content": "{}"}),
+            ),
+            Reply::tool_use(
+                "Write",
+                json!({"file_path": format!("plain-{tag}.txt"), "content": "fine"}),
+            ),
+            Reply::text(format!("planted {tag}")),
+        ])
+    };
+    s.mock.on(script("alone"));
+    let (status, body) = s
+        .json(
+            TOK_A,
+            "/v1/query",
+            json!({"prompt": "plant alone", "permission_mode": "acceptEdits"}),
+        )
+        .await;
+    assert!(status == 200 || status == 403, "{status} {body}");
+    assert!(
+        cwd.join("plain-alone.txt").exists(),
+        "an ordinary write was refused: {body}"
+    );
+    assert!(
+        !cwd.join(".claude/settings.json").exists(),
+        "settings planted: {body}"
+    );
+    assert!(
+        !cwd.join(".mcp.json").exists(),
+        "an MCP server planted: {body}"
+    );
+
+    s.mock.on(script("asked"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let events = approve_with(&s, "acceptEdits", "plant asked", move |request| {
+        seen.lock().unwrap().push(request["input"].to_string());
+        vec![(json!({"allow": true}), 204)]
+    })
+    .await;
+    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(
+        asked[0].contains(".claude/settings.json") && asked[1].contains(".mcp.json"),
+        "{asked:?}"
+    );
+    assert!(cwd.join(".claude/settings.json").exists() && cwd.join(".mcp.json").exists());
+    assert!(cwd.join("plain-asked.txt").exists());
+}
+
 // 4. A client's mistakes are 400s.
 
 #[tokio::test]
