@@ -377,6 +377,15 @@ async fn main() {
         .await
         .expect("cache fill");
 
+    // The reuse pool's first run is served by its prewarmed spare; only the runs after
+    // it find a process reset with `/clear`. Run that one untimed.
+    reuse_pool
+        .query("warm-up run", options.clone())
+        .await
+        .expect("reuse warm-up")
+        .collect_all()
+        .await
+        .expect("reuse warm-up");
     let all = [
         &warm_pool,
         &eager_pool,
@@ -422,6 +431,7 @@ async fn main() {
             .query(prompt.as_str(), options.clone())
             .await
             .expect("reuse");
+        assert_eq!(run.served(), claude_code_sdk::Served::Reused);
         let (first, result) = time_stream(start, run).await;
         reuse.push(first, result);
 
