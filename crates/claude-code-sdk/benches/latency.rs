@@ -25,6 +25,10 @@
 //!   turn left the conversation hot. That endpoint answers with the whole turn as JSON,
 //!   so both columns are the time to the answer;
 //! - `ResponseCache` hit: no process at all.
+//! - the CLI's floor for a reused process: a copy of the spare started by hand, claimed
+//!   once for the run's working directory, each round a prompt written by hand and then
+//!   `/clear` (untimed, as the pool resets when a run ends); what the SDK's reused row
+//!   costs above the CLI itself.
 //! - the CLI's floor for a claimed spare: a process started by hand with exactly the
 //!   command line and environment of the pool's spare (read from `/proc`), parked at
 //!   the start of the round, then `claim_session` and the prompt written together by
@@ -292,6 +296,77 @@ impl RawSpare {
     }
 }
 
+/// The CLI's floor for a reused process: a copy of the pool's spare, claimed once for
+/// the run's working directory, then per round a prompt written by hand and, when its
+/// result is in, `/clear` written by hand (as the pool resets when a run ends).
+struct RawReused {
+    spare: RawSpare,
+}
+
+impl RawReused {
+    /// Claims a copy of the spare `pid` for `cwd` and resets it once, so every timed
+    /// prompt is the first of a conversation on a process that has run one.
+    async fn start(pid: u32, cwd: &Path) -> RawReused {
+        use tokio::io::AsyncWriteExt;
+        let mut spare = RawSpare::park_like(pid).await;
+        let claim = json!({"type": "control_request", "request_id": "claim",
+            "request": {"subtype": "claim_session", "cwd": cwd}});
+        spare
+            .stdin
+            .write_all(format!("{claim}\n").as_bytes())
+            .await
+            .expect("write");
+        while let Some(line) = spare.lines.next_line().await.expect("read") {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if value["response"]["request_id"] == "claim" {
+                assert_eq!(value["response"]["subtype"], "success", "{value}");
+                break;
+            }
+        }
+        let mut raw = RawReused { spare };
+        raw.turn("warm-up run").await;
+        raw.turn("/clear").await;
+        raw
+    }
+
+    /// Writes `prompt` as a user line; times the first assistant message and the
+    /// result.
+    async fn turn(&mut self, prompt: &str) -> (Duration, Duration) {
+        use tokio::io::AsyncWriteExt;
+        let user = json!({"type": "user", "session_id": "", "parent_tool_use_id": null,
+            "message": {"role": "user", "content": prompt}});
+        let start = Instant::now();
+        self.spare
+            .stdin
+            .write_all(format!("{user}\n").as_bytes())
+            .await
+            .expect("write");
+        let mut first = None;
+        while let Some(line) = self.spare.lines.next_line().await.expect("read") {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            match value["type"].as_str() {
+                Some("assistant") => {
+                    first.get_or_insert_with(|| start.elapsed());
+                }
+                Some("result") => {
+                    let at = start.elapsed();
+                    assert_eq!(value["is_error"], false, "{value}");
+                    return (first.unwrap_or(at), at);
+                }
+                _ => {}
+            }
+        }
+        panic!("the raw process ended without a result");
+    }
+
+    /// A timed prompt, then the untimed `/clear` that readies the next one.
+    async fn ask_then_reset(&mut self, prompt: &str) -> (Duration, Duration) {
+        let timed = self.turn(prompt).await;
+        self.turn("/clear").await;
+        timed
+    }
+}
+
 /// Waits until every pool has its spare (or reset process) back: a refill starting a
 /// CLI (about a CPU-second) must not run beside the next timed row, as it would not
 /// on a service that is not saturated.
@@ -377,6 +452,15 @@ async fn main() {
         .await
         .expect("cache fill");
 
+    // The reuse pool's first run is served by its prewarmed spare; only the runs after
+    // it find a process reset with `/clear`. Run that one untimed.
+    reuse_pool
+        .query("warm-up run", options.clone())
+        .await
+        .expect("reuse warm-up")
+        .collect_all()
+        .await
+        .expect("reuse warm-up");
     let all = [
         &warm_pool,
         &eager_pool,
@@ -384,6 +468,8 @@ async fn main() {
         &spare_pool,
         &client_pool,
     ];
+    let mut raw_reused = RawReused::start(spare_pool.warm_pids()[0], sandbox.cwd()).await;
+    let mut raw_reuse = Samples::default();
     for round in 0..runs {
         let prompt = format!("benchmark prompt {round}");
         // The floor's spare parks now, like the pool's, which parked during an earlier
@@ -422,8 +508,13 @@ async fn main() {
             .query(prompt.as_str(), options.clone())
             .await
             .expect("reuse");
+        assert_eq!(run.served(), claude_code_sdk::Served::Reused);
         let (first, result) = time_stream(start, run).await;
         reuse.push(first, result);
+
+        settle(&all).await;
+        let (first, result) = raw_reused.ask_then_reset(prompt.as_str()).await;
+        raw_reuse.push(first, result);
 
         settle(&all).await;
         let start = Instant::now();
@@ -515,6 +606,10 @@ async fn main() {
     table.push(("`QueryPool` warm process (refill after 250 ms)", warm));
     table.push(("`QueryPool` warm process (refill at once)", warm_eager));
     table.push(("`QueryPool` reused process (after `/clear`)", reuse));
+    table.push((
+        "the CLI's floor for that: a copy of the spare, claimed once, prompt and `/clear` written by hand",
+        raw_reuse,
+    ));
     table.push((
         "`QueryPool` claimed spare, new working directory",
         claimed_new_cwd,
