@@ -232,19 +232,22 @@ impl<'a> BlockIn<'a> {
         self.take(key).map_or(Value::Null, Field::into_value)
     }
 
-    /// The longest string of this block that borrows from the line, if any.
-    fn big_borrowed(&mut self) -> Option<&mut Cow<'a, str>> {
+    /// The longest string of this block that borrows from the line, if any, with the
+    /// name of its field.
+    fn big_borrowed(&mut self) -> Option<(&'static str, &mut Cow<'a, str>)> {
         let BlockIn::Fields(fields) = self else {
             return None;
         };
         fields
             .iter_mut()
-            .filter(|(k, _)| BIG_TEXT_FIELDS.contains(&k.as_ref()))
-            .filter_map(|(_, v)| match v {
-                Field::Str(s @ Cow::Borrowed(_)) => Some(s),
-                _ => None,
+            .filter_map(|(k, v)| {
+                let field = BIG_TEXT_FIELDS.iter().find(|f| **f == k.as_ref())?;
+                match v {
+                    Field::Str(s @ Cow::Borrowed(_)) => Some((*field, s)),
+                    _ => None,
+                }
             })
-            .max_by_key(|s| s.len())
+            .max_by_key(|(_, s)| s.len())
     }
 
     /// The typed block.
@@ -379,8 +382,9 @@ impl UserContent<'_> {
 /// Where the text that takes over a big line's buffer goes in the message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Slot {
-    /// The text of content block `n` (a text or thinking block, a tool result's text).
-    Block(usize),
+    /// Field `.1` of content block `.0` (a text or thinking block's text, a tool
+    /// result's text; any string field of a block kept as `Unknown`).
+    Block(usize, &'static str),
     /// A result's `result`.
     Result,
 }
@@ -407,19 +411,19 @@ pub(crate) fn claim_in_blocks(line: &[u8], blocks: &mut [BlockIn<'_>]) -> Option
     if line.len() <= BIG_LINE {
         return None;
     }
-    let (index, text) = blocks
+    let (index, field, text) = blocks
         .iter_mut()
         .enumerate()
-        .filter_map(|(i, b)| b.big_borrowed().map(|t| (i, t)))
-        .max_by_key(|(_, t)| t.len())?;
-    Some(claim(line, text, Slot::Block(index)))
+        .filter_map(|(i, b)| b.big_borrowed().map(|(field, t)| (i, field, t)))
+        .max_by_key(|(_, _, t)| t.len())?;
+    Some(claim(line, text, Slot::Block(index, field)))
 }
 
 /// The same for a user message's content.
 pub(crate) fn claim_in_user(line: &[u8], content: &mut UserContent<'_>) -> Option<Steal> {
     match content {
         UserContent::Text(text @ Cow::Borrowed(_)) if line.len() > BIG_LINE => {
-            Some(claim(line, text, Slot::Block(0)))
+            Some(claim(line, text, Slot::Block(0, "text")))
         }
         UserContent::Text(_) => None,
         UserContent::Blocks(blocks) => claim_in_blocks(line, blocks),
@@ -451,23 +455,33 @@ pub(crate) fn fill(message: &mut Message, steal: Steal, line: bytes::BytesMut) {
         Ok(text) => text,
         Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
     };
-    let target = match (message, slot) {
-        (Message::Assistant(m), Slot::Block(i)) => m.content.get_mut(i),
-        (Message::User(m), Slot::Block(i)) => m.content.get_mut(i),
+    let (target, field) = match (message, slot) {
+        (Message::Assistant(m), Slot::Block(i, field)) => (m.content.get_mut(i), field),
+        (Message::User(m), Slot::Block(i, field)) => (m.content.get_mut(i), field),
         (Message::Result(m), Slot::Result) => {
             m.result = Some(text);
             return;
         }
-        _ => None,
+        _ => return,
     };
-    match target {
-        Some(ContentBlock::Text { text: t } | ContentBlock::Thinking { thinking: t, .. }) => {
-            *t = text;
+    // The text goes back to the field it came from: a typed block keeps it only in the
+    // field its type reads; a block kept as `Unknown` keeps every field.
+    match (target, field) {
+        (Some(ContentBlock::Text { text: t }), "text")
+        | (Some(ContentBlock::Thinking { thinking: t, .. }), "thinking")
+        | (
+            Some(ContentBlock::ToolResult {
+                content: Some(ToolResultContent::Text(t)),
+                ..
+            }),
+            "content",
+        ) => *t = text,
+        (Some(ContentBlock::Unknown { raw, .. }), field) => {
+            if let Some(object) = raw.as_object_mut() {
+                object.insert(field.to_owned(), Value::String(text));
+            }
         }
-        Some(ContentBlock::ToolResult {
-            content: Some(ToolResultContent::Text(t)),
-            ..
-        }) => *t = text,
+        // A field the typed block does not keep (it was dropped as unknown).
         _ => {}
     }
 }

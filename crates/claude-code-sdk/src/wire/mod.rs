@@ -836,6 +836,46 @@ mod tests {
         assert_eq!(message.content(), format!("{text}\n\"q\""));
     }
 
+    /// A big text in a block of an odd shape goes back to the field it came from: an
+    /// unknown block keeps it, a text block keeps its own `text`, not another field's.
+    #[test]
+    fn big_texts_of_odd_blocks_stay_in_their_field() {
+        let big = "y".repeat(2 << 20);
+        let assistant = |blocks: Value| {
+            json!({"type": "assistant", "message": {"role": "assistant", "model": "m",
+                "content": blocks}, "session_id": "s"})
+            .to_string()
+        };
+        let message = Message::from_json(&assistant(json!([
+            {"type": "citation_x", "text": big},
+            {"type": "thinking", "thinking": "t", "signature": null, "content": "c"},
+        ])))
+        .unwrap();
+        let blocks = &message.as_assistant().unwrap().content;
+        assert!(
+            matches!(&blocks[0], ContentBlock::Unknown { kind, raw }
+                if kind == "citation_x" && raw["text"] == big.as_str()),
+            "{:?}",
+            &blocks[0].clone()
+        );
+        let message = Message::from_json(&assistant(json!([
+            {"type": "text", "text": "hi", "content": big},
+        ])))
+        .unwrap();
+        assert_eq!(
+            message.as_assistant().unwrap().content[0],
+            ContentBlock::text("hi")
+        );
+        let message = Message::from_json(&assistant(json!([
+            {"type": "thinking", "thinking": big, "signature": null},
+        ])))
+        .unwrap();
+        assert!(matches!(
+            &message.as_assistant().unwrap().content[0],
+            ContentBlock::Unknown { raw, .. } if raw["thinking"] == big.as_str()
+        ));
+    }
+
     /// The CLI writes a result's `type` after its text: it is found without a probe,
     /// and a line that only holds `"type":"result"` deeper down is not taken for one.
     #[test]
