@@ -151,6 +151,7 @@ impl From<&str> for HookEvent {
 pub struct HookMatcher {
     pub(crate) matcher: Option<String>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) block_on_failure: bool,
 }
 
 impl HookMatcher {
@@ -159,6 +160,7 @@ impl HookMatcher {
         HookMatcher {
             matcher: Some(pattern.into()),
             timeout: None,
+            block_on_failure: false,
         }
     }
 
@@ -171,6 +173,17 @@ impl HookMatcher {
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fail closed: when the hook's call fails (the callback returns an error, or its
+    /// answer does not validate), the action it guards (a tool call, a permission
+    /// request, a prompt) is blocked, as a failing command hook blocks. By default
+    /// the CLI reports the failure and goes ahead (`onFailure: "continue"`). Use it
+    /// for hooks that enforce a rule rather than observe.
+    #[must_use]
+    pub fn block_on_failure(mut self) -> Self {
+        self.block_on_failure = true;
         self
     }
 }
@@ -509,9 +522,17 @@ pub(crate) fn initialize_hooks(
     let mut ids = Vec::new();
     for (i, hook) in hooks.iter().enumerate() {
         let id = format!("hook_{i}");
-        let mut entry = json!({"matcher": hook.matcher.matcher, "hookCallbackIds": [id]});
-        if let Some(t) = hook.matcher.timeout {
+        let HookMatcher {
+            matcher,
+            timeout,
+            block_on_failure,
+        } = &hook.matcher;
+        let mut entry = json!({"matcher": matcher, "hookCallbackIds": [id]});
+        if let Some(t) = timeout {
             entry["timeout"] = json!(t.as_secs_f64().ceil() as u64);
+        }
+        if *block_on_failure {
+            entry["onFailure"] = json!("block");
         }
         by_event
             .entry(hook.event.as_str().to_owned())
@@ -543,6 +564,32 @@ mod tests {
             HookEvent::from_name("Elicitation"),
             HookEvent::Other("Elicitation".into())
         );
+    }
+
+    /// A matcher that fails closed says so to the CLI.
+    #[test]
+    fn a_matcher_that_fails_closed_asks_the_cli_to_block() {
+        let with = |matcher: HookMatcher| {
+            crate::ClaudeCodeOptions::builder()
+                .hook(HookEvent::PreToolUse, matcher, |_, _, _| async {
+                    Ok(HookOutput::default())
+                })
+                .build()
+                .unwrap()
+        };
+        let closed = with(
+            HookMatcher::new("Read")
+                .block_on_failure()
+                .timeout(Duration::from_secs(2)),
+        );
+        let open = with(HookMatcher::new("Read"));
+        let (wire, _) = initialize_hooks(&closed.hooks);
+        assert_eq!(
+            wire["PreToolUse"][0],
+            json!({"matcher": "Read", "hookCallbackIds": ["hook_0"], "timeout": 2, "onFailure": "block"})
+        );
+        let (wire, _) = initialize_hooks(&open.hooks);
+        assert!(wire["PreToolUse"][0].get("onFailure").is_none());
     }
 
     /// The input of a `PreSkillShellCommand` hook as CLI 2.1.332 sends it (captured).

@@ -337,7 +337,8 @@ pub(crate) fn with_confinement(
 ) -> claude_code_sdk::ClaudeCodeOptionsBuilder {
     builder.hook(
         claude_code_sdk::hooks::HookEvent::PreToolUse,
-        claude_code_sdk::hooks::HookMatcher::new(CONFINED_TOOLS),
+        // Fail closed: a failed call of this hook blocks the tool use.
+        claude_code_sdk::hooks::HookMatcher::new(CONFINED_TOOLS).block_on_failure(),
         move |input, _tool_use_id, _context| {
             let output = verdict(&input);
             async move { Ok(output) }

@@ -114,9 +114,16 @@ impl ClaudeCodeOptions {
         let hooks: Vec<Value> = hooks
             .iter()
             .map(|h| {
+                let crate::hooks::HookMatcher {
+                    matcher,
+                    timeout,
+                    block_on_failure,
+                } = &h.matcher;
                 json!([
                     h.event.as_str(),
-                    h.matcher.matcher,
+                    matcher,
+                    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    block_on_failure,
                     ptr(std::sync::Arc::as_ptr(&h.callback.0) as *const () as usize)
                 ])
             })
