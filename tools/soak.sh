@@ -78,7 +78,7 @@ for target in wire_lines transcript; do
       -max_len=65536 -print_final_stats=1) > "$out/fuzz-$target.log" 2>&1 || status=1
   else
     (cd fuzz && $CARGO build --quiet --release --bin stable-fuzz \
-      && timeout $((fuzz_seconds + 60)) target/release/stable-fuzz "$target" "corpus/$target" "$fuzz_seconds") \
+      && timeout $((fuzz_seconds + 60)) "${CARGO_TARGET_DIR:-target}/release/stable-fuzz" "$target" "corpus/$target" "$fuzz_seconds") \
       > "$out/fuzz-$target.log" 2>&1 || status=1
   fi
   echo "  $target ($engine): $(tail -1 "$out/fuzz-$target.log")"

@@ -399,11 +399,13 @@ impl CliSession {
     /// (working directory, permission mode, prompts, agents), then the model, then
     /// (when given) the run's first prompt.
     ///
-    /// The claim, the model and the prompt are written together, without waiting for
-    /// the answers in between: the CLI reads its input in order and finishes a claim
-    /// before it reads the next line, so the prompt runs in the claimed session, and a
-    /// round trip per step is saved. When the claim fails, the CLI refuses what follows
-    /// it (`not_claimed`) without asking the model.
+    /// The claim and the model (or, without a model, the claim and the prompt) are
+    /// written together, without waiting for the answers in between: the CLI reads its
+    /// input in order and finishes a claim before it reads the next line, so the prompt
+    /// runs in the claimed session, and a round trip is saved. When the claim fails,
+    /// the CLI refuses what follows it (`not_claimed`) without asking the model. A
+    /// refused model does not stop the CLI reading on, so with a model the prompt
+    /// waits for the model's answer.
     ///
     /// # Errors
     ///
@@ -433,7 +435,12 @@ impl CliSession {
             ),
             None => None,
         };
-        if let Some(prompt) = prompt {
+        // A refused model leaves the spare's own model in place and the CLI reads on:
+        // the prompt waits for the model's answer, so it never runs on the wrong model
+        // (and never twice, once here and once on the cold start that replaces this).
+        if model.is_none()
+            && let Some(prompt) = prompt
+        {
             self.link.send_prompt(prompt).await?;
         }
         let answer = claimed.answer(INITIALIZE_TIMEOUT).await?;
@@ -446,6 +453,9 @@ impl CliSession {
         }
         if let Some(model) = model {
             model.answer(CONTROL_TIMEOUT).await?;
+            if let Some(prompt) = prompt {
+                self.link.send_prompt(prompt).await?;
+            }
         }
         Ok(())
     }
