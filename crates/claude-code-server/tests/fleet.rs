@@ -11,18 +11,16 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_code_testkit::pg::TestDatabase;
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, wait_until_gone};
+use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, wait_until_gone};
 use common::eventually;
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 /// Tenant A's token.
 const TOK_A: &str = "fleet-tenant-a";
@@ -109,76 +107,32 @@ impl Cluster {
     }
 
     async fn spawn(&self, id: String) -> Replica {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
-        self.sandbox.configure(command.as_std_mut());
-        // A home of its own: the CLI's transcripts of one replica are not on disk for
-        // another; a conversation moves only through the database.
+        // A home of its own (`server_command`): the CLI's transcripts of one replica are
+        // not on disk for another; a conversation moves only through the database.
+        let mut command = common::server_command(&self.sandbox, &id);
         let home = self.sandbox.root().join(format!("home-{id}"));
-        std::fs::create_dir_all(home.join(".claude")).unwrap();
         command
-            .env("HOME", &home)
-            .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("CLAUDE_CODE_CLI_PATH", cli_path())
-            .env("RUST_LOG", "info")
-            .env_remove("DATABASE_URL")
-            .args(["--bind", "127.0.0.1:0", "--token", TOK_A, "--token", TOK_B])
-            .args(["--prewarm", "0", "--replica-id", &id]);
+            .args(["--token", TOK_A, "--token", TOK_B]);
         if !self.extra.iter().any(|a| a == "--lease") {
             command.args(["--lease", LEASE]);
         }
-        command
-            .args(["--request-timeout", "120", "--approval-timeout", "60"])
-            .arg("--project-root")
-            .arg(self.sandbox.cwd());
+        command.args(["--request-timeout", "120", "--approval-timeout", "60"]);
         match &self.store {
             Store::Postgres(db) => command.args(["--database-url", db.url()]),
             Store::Sqlite(dir) => command.arg("--data-dir").arg(dir.path()),
         };
-        command
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let pid = child.id().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = Arc::clone(&log);
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = tokio::time::timeout(HANG, addr_rx)
-            .await
-            .unwrap_or_else(|_| panic!("replica {id} did not say where it listens"))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "replica {id} exited before listening:\n{}",
-                    log.lock().unwrap()
-                )
-            });
+        command.args(&self.extra);
+        let server = common::Server::spawn(command).await;
         Replica {
             id,
-            child: Some(child),
-            pid,
-            url: format!("http://{addr}"),
-            log,
+            child: server.child,
+            pid: server.pid,
+            url: server.url,
+            log: server.log,
             paused: false,
         }
     }

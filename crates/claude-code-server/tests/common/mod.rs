@@ -1,4 +1,4 @@
-//! Helpers of the host-fault and security tests: the server binary as a child process
+//! Helpers of the server binary's tests (fleet, host faults, security): the server binary as a child process
 //! (with its log kept), a private PostgreSQL cluster the test may stop and start, the
 //! CLI processes a server started, and the `RELIABILITY_LOG` lines.
 #![allow(dead_code)] // each test file uses its own part
