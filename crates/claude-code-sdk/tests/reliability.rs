@@ -60,6 +60,24 @@ fn record(case: &str, outcome: &str, started: Instant, left: usize) {
     writeln!(file, "{line}").unwrap();
 }
 
+/// Reads `stream` until its first error (the watchdog's), within the hang guard `guard`;
+/// a `what` ("run", "turn") that ends without an error fails the test.
+async fn first_error<S>(stream: &mut S, guard: Duration, what: &str) -> Error
+where
+    S: futures::Stream<Item = claude_code_sdk::Result<claude_code_sdk::Message>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(guard, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("the watchdog ends the {what}"))
+        {
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return err,
+            None => panic!("the {what} ended without an error"),
+        }
+    }
+}
+
 fn outcome(err: &Error) -> String {
     match err.api_status() {
         Some(status) => format!("{:?} ({status})", err.kind()),
@@ -191,16 +209,7 @@ async fn a_stream_that_stops_sending_bytes_is_caught_by_the_idle_watchdog() {
         .unwrap();
     let started = Instant::now();
     let mut stream = query("hello", options);
-    let err = loop {
-        match tokio::time::timeout(Duration::from_secs(120), stream.next())
-            .await
-            .expect("the watchdog ends the run")
-        {
-            Some(Ok(_)) => {}
-            Some(Err(err)) => break err,
-            None => panic!("the run ended without an error"),
-        }
-    };
+    let err = first_error(&mut stream, Duration::from_secs(120), "run").await;
     assert!(err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains("idle_timeout"), "{err}");
     assert!(stream.next().await.is_none());
@@ -391,16 +400,7 @@ async fn the_idle_watchdog_ends_a_client_turn_that_goes_silent() {
     let client = ClaudeClient::connect(options).await.unwrap();
     client.query("hello").await.unwrap();
     let mut turn = client.receive_response();
-    let err = loop {
-        match tokio::time::timeout(Duration::from_secs(60), turn.next())
-            .await
-            .expect("the watchdog ends the turn")
-        {
-            Some(Ok(_)) => {}
-            Some(Err(err)) => break err,
-            None => panic!("the turn ended without an error"),
-        }
-    };
+    let err = first_error(&mut turn, Duration::from_secs(60), "turn").await;
     assert!(err.is_timeout(), "{err:?}");
     assert!(err.to_string().contains("idle_timeout"), "{err}");
     assert!(turn.next().await.is_none());
