@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use claude_code_sdk::store::conformance::check_session_store;
 use claude_code_sdk::store::{
-    EntryStream, InMemorySessionStore, PostgresSessionStore, SessionKey, SessionStore,
+    Durability, EntryStream, InMemorySessionStore, PostgresSessionStore, SessionKey, SessionStore,
     SqliteSessionStore,
 };
 use claude_code_testkit::pg::TestDatabase;
@@ -39,6 +39,70 @@ async fn sqlite_store_conforms() {
         .await
         .unwrap_or_else(|failure| panic!("{failure}"));
     assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+}
+
+/// `Durability::ProcessCrash` keeps the contracts, and an append it committed survives
+/// the process that made it being killed (SIGKILL, no chance to close anything): the
+/// test runs itself as that process.
+#[tokio::test]
+async fn sqlite_store_without_fsync_conforms_and_survives_a_killed_process() {
+    const CHILD: &str = "STORE_CONFORMANCE_CHILD_DB";
+    if let Ok(path) = std::env::var(CHILD) {
+        // The child: append, say so, and wait to be killed.
+        let store = SqliteSessionStore::open_with(&path, Durability::ProcessCrash)
+            .await
+            .unwrap();
+        let key = SessionKey::new("killed", "s").unwrap();
+        store
+            .append(&key, &[serde_json::json!({"type": "user", "uuid": "u1"})])
+            .await
+            .unwrap();
+        println!("appended");
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteSessionStore::open_with(dir.path().join("c.db"), Durability::ProcessCrash)
+        .await
+        .unwrap();
+    let report = check_session_store(&store)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+
+    let path = dir.path().join("killed.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sqlite_store_without_fsync_conforms_and_survives_a_killed_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(read > 0, "the child ended before it appended");
+        if line.contains("appended") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let reopened = SqliteSessionStore::open(&path).await.unwrap();
+    let key = SessionKey::new("killed", "s").unwrap();
+    let seen: Vec<Value> = futures::TryStreamExt::try_collect(reopened.load(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![serde_json::json!({"type": "user", "uuid": "u1"})]
+    );
 }
 
 #[tokio::test]

@@ -20,8 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::fleet::db::{Db, DbResult, Kind, now_ms};
-use crate::runs::RunRequest;
+use crate::fleet::db::{Db, DbResult, Kind, NewRun, now_ms};
 
 /// Creates the table.
 ///
@@ -82,58 +81,57 @@ pub(crate) async fn migrate(db: &Db) -> DbResult<()> {
     Ok(())
 }
 
-/// Records a run as it is submitted.
+/// Records a run as it is queued, in the transaction that queues it
+/// ([`Db::queue_run`]).
 ///
 /// # Errors
 ///
 /// Database errors.
 pub(crate) async fn submitted(
     db: &Db,
-    run: &str,
-    tenant: &str,
-    endpoint: &str,
-    session: Option<&str>,
-    request: &RunRequest,
-    keep_prompt: bool,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    run: &NewRun<'_>,
 ) -> DbResult<()> {
+    let request = run.request;
     let hash = crate::tenants::hex(&Sha256::digest(request.prompt.as_bytes()));
     sqlx::query(db.q(
         "INSERT INTO ccs_audit_log (run_id, at, tenant_id, request_id, endpoint, session_id,
             prompt_sha256, prompt_chars, prompt, cwd, mode, model)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     ))
-    .bind(run)
+    .bind(run.id)
     .bind(now_ms())
-    .bind(tenant)
+    .bind(run.tenant)
     .bind(request.request_id.as_deref())
-    .bind(endpoint)
-    .bind(session)
+    .bind(run.endpoint)
+    .bind(run.session)
     .bind(hash)
     .bind(i64::try_from(request.prompt.chars().count()).unwrap_or(i64::MAX))
-    .bind(keep_prompt.then_some(request.prompt.as_str()))
+    .bind(run.audit_prompt.then_some(request.prompt.as_str()))
     .bind(request.cwd.to_string_lossy().into_owned())
     .bind(request.mode.as_str())
     .bind(request.model.as_deref())
-    .execute(db.pool())
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Records how a run of `tenant` ended, on the replica that ran it, and adds its cost
-/// to the tenant's total (once: a run already recorded as ended is left as it is).
+/// to the tenant's total (once: a run already recorded as ended is left as it is), in
+/// the transaction that ends the run ([`Db::finish_run`]).
 ///
 /// # Errors
 ///
 /// Database errors.
 pub(crate) async fn ended(
     db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     run: &str,
     tenant: &str,
     outcome: &str,
     cost_usd: f64,
     tools: &[String],
 ) -> DbResult<()> {
-    let mut tx = db.pool().begin().await?;
     let updated = sqlx::query(db.q(
         "UPDATE ccs_audit_log SET outcome = $2, cost_usd = $3, tools = $4, ended_at = $5
          WHERE run_id = $1 AND outcome IS NULL",
@@ -143,7 +141,7 @@ pub(crate) async fn ended(
     .bind(cost_usd)
     .bind(Value::from(tools.to_vec()).to_string())
     .bind(now_ms())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if updated == 1 {
@@ -155,10 +153,9 @@ pub(crate) async fn ended(
         ))
         .bind(tenant)
         .bind(cost_usd)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

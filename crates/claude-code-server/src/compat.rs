@@ -145,17 +145,10 @@ async fn submit(
     .map_err(|err| ApiError::bad_request("invalid_request", err.to_string()))?;
     let mut run = inner.resolve(&query, caller).await?;
     run.max_line_bytes = Some(inner.config.max_response_bytes.max(4096));
-    let id = uuid::Uuid::new_v4().to_string();
     let admitted = inner.admit(caller).await?;
     inner
-        .audit_submitted(&id, caller, endpoint, None, &run)
-        .await?;
-    inner
-        .fleet
-        .submit(&id, &caller.0, None, &json!(run), false)
-        .await?;
-    drop(admitted);
-    Ok(id)
+        .enqueue(admitted, caller, endpoint, None, &run, false)
+        .await
 }
 
 #[utoipa::path(post, path = "/api/claude/query", tag = "compat", request_body = CompatRequest,

@@ -855,9 +855,15 @@ impl AppState {
                 (
                     format!("sqlite://{}?mode=rwc", dir.join("server.db").display()),
                     std::sync::Arc::new(
-                        claude_code_sdk::store::SqliteSessionStore::open(dir.join("sessions.db"))
-                            .await
-                            .map_err(io_err)?,
+                        // As durable as the server's own SQLite database (WAL,
+                        // `synchronous = NORMAL`): a crash of the server loses
+                        // nothing, a crash of the host the last commits of both.
+                        claude_code_sdk::store::SqliteSessionStore::open_with(
+                            dir.join("sessions.db"),
+                            claude_code_sdk::store::Durability::ProcessCrash,
+                        )
+                        .await
+                        .map_err(io_err)?,
                     ),
                 )
             }

@@ -505,16 +505,10 @@ pub(crate) async fn query_json(
     // allowance is refused by the SDK before it is buffered.
     let limit = inner.config.max_response_bytes;
     run.max_line_bytes = Some(limit.max(4096));
-    let id = uuid::Uuid::new_v4().to_string();
     let admitted = inner.admit(&caller).await?;
-    inner
-        .audit_submitted(&id, &caller, "query", None, &run)
+    let id = inner
+        .enqueue(admitted, &caller, "query", None, &run, false)
         .await?;
-    inner
-        .fleet
-        .submit(&id, &caller.0, None, &json!(run), false)
-        .await?;
-    drop(admitted);
     // A client that goes away takes its run with it.
     let guard = CancelOnDrop::new(&inner.fleet, &id);
     let answer = runs::collect(&state, &id, None, limit).await;
@@ -541,16 +535,10 @@ pub(crate) async fn query_stream(
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
     let run = inner.resolve(&request, &caller).await?;
-    let id = uuid::Uuid::new_v4().to_string();
     let admitted = inner.admit(&caller).await?;
-    inner
-        .audit_submitted(&id, &caller, "stream", None, &run)
+    let id = inner
+        .enqueue(admitted, &caller, "stream", None, &run, true)
         .await?;
-    inner
-        .fleet
-        .submit(&id, &caller.0, None, &json!(run), true)
-        .await?;
-    drop(admitted);
     Ok(stream_response(state.clone(), &id, 0))
 }
 
@@ -734,27 +722,48 @@ impl StateInner {
         }
     }
 
-    /// Writes the audit log's row of a run about to be submitted: no run goes
-    /// unrecorded.
-    pub(crate) async fn audit_submitted(
+    /// Queues `run`, which [`StateInner::admit`] let `caller` start, with its audit
+    /// row (one transaction: no run goes unrecorded), and wakes the replicas: the
+    /// run's id. A session's turn is refused (409 `conversation_busy`) while another
+    /// turn of the session is queued or running.
+    ///
+    /// # Errors
+    ///
+    /// 409 as above, database errors.
+    pub(crate) async fn enqueue(
         &self,
-        run: &str,
+        admitted: Admitted,
         caller: &Caller,
         endpoint: &str,
         session: Option<&str>,
-        request: &RunRequest,
-    ) -> Result<(), ApiError> {
-        crate::audit::submitted(
-            self.fleet.db(),
-            run,
-            &caller.0,
-            endpoint,
-            session,
-            request,
-            self.config.audit_prompts,
-        )
-        .await?;
-        Ok(())
+        run: &RunRequest,
+        stream: bool,
+    ) -> Result<String, ApiError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let queued = self
+            .fleet
+            .submit(&crate::fleet::db::NewRun {
+                id: &id,
+                tenant: &caller.0,
+                session,
+                request: run,
+                stream,
+                endpoint,
+                audit_prompt: self.config.audit_prompts,
+            })
+            .await?;
+        drop(admitted);
+        if !queued {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conversation_busy",
+                format!(
+                    "session {:?} already has a turn in progress",
+                    session.unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(id)
     }
 
     /// Whether `caller` may start a run now: this replica is not draining, the fleet
@@ -776,7 +785,14 @@ impl StateInner {
                 1,
             ));
         }
-        if !self.fleet.has_room(admitted.ahead).await? {
+        // The fleet's load and the caller's, read side by side.
+        let (room, (active, queued, recent)) = tokio::try_join!(
+            self.fleet.has_room(admitted.ahead),
+            self.fleet
+                .db()
+                .tenant_load(&caller.0, crate::fleet::db::now_ms() - 60_000),
+        )?;
+        if !room {
             return Err(ApiError::unavailable(
                 "pool_busy",
                 "every process slot is taken and the queue is full; try again shortly",
@@ -784,11 +800,6 @@ impl StateInner {
             ));
         }
         let limits = self.limits(&caller.0);
-        let (active, queued, recent) = self
-            .fleet
-            .db()
-            .tenant_load(&caller.0, crate::fleet::db::now_ms() - 60_000)
-            .await?;
         let over = |what: &str, n: i64, max: Option<u32>| {
             max.filter(|max| n >= i64::from(*max)).map(|max| {
                 ApiError::too_many(
@@ -907,21 +918,9 @@ pub(crate) async fn start_session(
     // abandons: nothing of it may stay.
     let forget = ForgetSession::new(&state, &id);
     let run = session_run(inner, &request.prompt, &cwd);
-    let run_id = uuid::Uuid::new_v4().to_string();
-    inner
-        .audit_submitted(&run_id, &caller, "session", Some(&id), &run)
+    let run_id = inner
+        .enqueue(admitted, &caller, "session", Some(&id), &run, false)
         .await?;
-    inner
-        .fleet
-        .db()
-        .insert_session_run(&run_id, &caller.0, &id, &json!(run), false)
-        .await?;
-    drop(admitted);
-    inner
-        .fleet
-        .notifier()
-        .publish(crate::fleet::notify::Channel::Runs, &run_id)
-        .await;
     let cancel = CancelOnDrop::new(&inner.fleet, &run_id);
     let answer = runs::collect(&state, &run_id, Some(id.clone()), usize::MAX).await;
     cancel.disarm();
@@ -1020,31 +1019,13 @@ pub(crate) async fn continue_session(
     ApiJson(request): ApiJson<SessionTurn>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let inner = &state.inner;
-    let session = inner.own_session(&id, &caller).await?;
-    let admitted = inner.admit(&caller).await?;
+    // The session and the admission's load, read side by side.
+    let (session, admitted) =
+        tokio::try_join!(inner.own_session(&id, &caller), inner.admit(&caller))?;
     let run = session_run(inner, &request.prompt, Path::new(&session.cwd));
-    let run_id = uuid::Uuid::new_v4().to_string();
-    inner
-        .audit_submitted(&run_id, &caller, "session", Some(&id), &run)
+    let run_id = inner
+        .enqueue(admitted, &caller, "session", Some(&id), &run, false)
         .await?;
-    if !inner
-        .fleet
-        .db()
-        .insert_session_run(&run_id, &caller.0, &id, &json!(run), false)
-        .await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conversation_busy",
-            format!("session {id:?} already has a turn in progress"),
-        ));
-    }
-    drop(admitted);
-    inner
-        .fleet
-        .notifier()
-        .publish(crate::fleet::notify::Channel::Runs, &run_id)
-        .await;
     let cancel = CancelOnDrop::new(&inner.fleet, &run_id);
     let answer = runs::collect(&state, &run_id, Some(id.clone()), usize::MAX).await;
     cancel.disarm();

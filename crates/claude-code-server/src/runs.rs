@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::{PermissionRequest, QueryResponse, ResultSummary};
 use crate::error::{ApiError, web_message};
-use crate::fleet::db::{EventRow, now_ms, state};
+use crate::fleet::db::{EventRow, RunEnd, now_ms, state};
 use crate::fleet::{EventWriter, Fleet, RunCtx, Stop, cancelled_error, interrupted_error};
 
 /// What a run asks, resolved against the server's limits when it was submitted.
@@ -91,17 +91,23 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         Err(err) => {
             tracing::error!(%err, run = row.id, "a run's request cannot be read");
             let data = json!({"error": {"kind": "invalid_request", "message": "the run's request cannot be read", "transient": false}, "status": 500});
-            ctx.finish(state::FAILED, "error", &data, false).await;
+            ctx.finish(failed(&data)).await;
             return;
         }
     };
-    match fleet
-        .db()
-        .start_run(&row.id, fleet.replica(), row.epoch)
-        .await
-    {
-        Ok(true) => {}
-        _ => return,
+    // Marked running, and its session read, side by side.
+    let read_session = async {
+        match &row.session {
+            Some(id) => fleet.db().session(id, Some(&row.tenant)).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (started, read) = tokio::join!(
+        fleet.db().start_run(&row.id, fleet.replica(), row.epoch),
+        read_session
+    );
+    if !matches!(started, Ok(true)) {
+        return;
     }
     // With the span's run id and request id: one request id follows a run to
     // whichever replica runs it.
@@ -113,15 +119,15 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
     // A session's run continues the session's conversation where its last run left it.
     let mut request = request;
     let mut session = None;
-    if let Some(id) = &row.session {
-        match fleet.db().session(id, Some(&row.tenant)).await {
-            Ok(Some(s)) => {
+    if row.session.is_some() {
+        match read {
+            Ok(Some(Some(s))) => {
                 if let Some(why) = inner
                     .workspace_for(std::path::Path::new(&s.cwd))
                     .refuses(&s)
                 {
                     let data = json!({"error": {"kind": "workspace_moved", "message": why, "transient": false}, "status": 409});
-                    ctx.finish(state::FAILED, "error", &data, false).await;
+                    ctx.finish(failed(&data)).await;
                     return;
                 }
                 if let Some(cli) = &s.cli_session
@@ -138,7 +144,7 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
             }
             _ => {
                 let data = json!({"error": {"kind": "not_found", "message": "the session is gone", "transient": false}, "status": 404});
-                ctx.finish(state::FAILED, "error", &data, false).await;
+                ctx.finish(failed(&data)).await;
                 return;
             }
         }
@@ -146,8 +152,7 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
     let options = match options_for_run(&state, &request, &writer, &row.tenant) {
         Ok(options) => options,
         Err(err) => {
-            ctx.finish(state::FAILED, "error", &ApiError::event_data(&err), false)
-                .await;
+            ctx.finish(failed(&ApiError::event_data(&err))).await;
             return;
         }
     };
@@ -159,8 +164,7 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
     let mut run = match started {
         Ok(run) => run,
         Err(err) => {
-            ctx.finish(state::FAILED, "error", &ApiError::event_data(&err), false)
-                .await;
+            ctx.finish(failed(&ApiError::event_data(&err))).await;
             return;
         }
     };
@@ -196,33 +200,10 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         .iter()
         .any(|t| SIDE_EFFECT_TOOLS.contains(&t.as_str()) || t.starts_with("mcp__"));
     let result = messages.iter().rev().find_map(Message::as_result).cloned();
-    // Whatever the end, a conversation the run produced belongs to its tenant.
-    if let Some(result) = &result
-        && !result.session_id.is_empty()
-    {
-        let cost = result.turn_cost_usd.unwrap_or(0.0);
-        if let Err(err) = fleet
-            .db()
-            .record_conversation(&result.session_id, &row.tenant, cost)
-            .await
-        {
-            tracing::warn!(%err, "could not record a conversation's owner");
-        }
-        if let Some(s) = &session {
-            let _ = fleet
-                .db()
-                .record_turn(
-                    &s.id,
-                    &row.id,
-                    fleet.replica(),
-                    row.epoch,
-                    &result.session_id,
-                    cost,
-                    true,
-                )
-                .await;
-        }
-    }
+    let conversation = result
+        .as_ref()
+        .filter(|r| !r.session_id.is_empty())
+        .map(|r| (r.session_id.as_str(), r.turn_cost_usd.unwrap_or(0.0)));
     let summary = ResultSummary::resumed(&messages, request.previous_total);
     let (final_state, kind, data) = match end {
         End::Done => (state::SUCCEEDED, "done", json!(summary)),
@@ -235,26 +216,41 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
             "error",
             interrupted_error("the server shut down"),
         ),
-        // The lease is gone: another replica ended the run; nothing more may be written.
+        // The lease is gone: another replica ended the run; nothing more may be written
+        // about it. A conversation it produced still belongs to its tenant.
         End::Stopped(_) => {
             tracing::warn!(run = row.id, "lost the lease of a run; its CLI was stopped");
+            if let Some((id, cost)) = conversation
+                && let Err(err) = fleet.db().record_conversation(id, &row.tenant, cost).await
+            {
+                tracing::warn!(%err, "could not record a conversation's owner");
+            }
             return;
         }
     };
     let cost = summary.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
-    if let Err(err) =
-        crate::audit::ended(fleet.db(), &row.id, &row.tenant, final_state, cost, &tools).await
-    {
-        tracing::warn!(%err, "could not complete the audit log");
-    }
-    if final_state == state::CANCELLED
-        && let Some(s) = &session
-        && s.turns == 0
-    {
+    let session = session.as_ref();
+    ctx.finish(RunEnd {
+        state: final_state,
+        event: (kind, &data),
+        side_effects,
+        conversation,
+        session: session.map(|s| s.id.as_str()),
+        audit: Some((cost, &tools)),
         // A session whose first turn was cancelled never existed for its client.
-        let _ = fleet.db().delete_session(&s.id).await;
+        forget_session: session
+            .filter(|s| final_state == state::CANCELLED && s.turns == 0)
+            .map(|s| s.id.as_str()),
+    })
+    .await;
+}
+
+/// The end of a run that failed before it ran: its audit row says so too.
+fn failed(data: &Value) -> RunEnd<'_> {
+    RunEnd {
+        audit: Some((0.0, &[])),
+        ..RunEnd::new(state::FAILED, "error", data)
     }
-    ctx.finish(final_state, kind, &data, side_effects).await;
 }
 
 /// The SDK options of a run.

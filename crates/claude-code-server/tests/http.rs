@@ -568,3 +568,63 @@ async fn without_a_token_only_localhost_is_served() {
     let body: Value = rebound.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "forbidden_host");
 }
+
+/// A turn refused because another turn of its session is under way is no run: the
+/// audit log keeps no row of it. Each turn that ran has its row completed (outcome,
+/// cost, end) by the transaction that wrote its final event, so the client that got
+/// the answer finds it there.
+#[tokio::test]
+async fn a_refused_turn_is_not_audited_and_each_answered_turn_is_complete() {
+    let s = Server::start(|c| c).await;
+    s.mock
+        .on(Rule::prompt_contains("slow turn")
+            .reply(Reply::text("late").delay(Duration::from_secs(2))));
+    let (status, first) = s.json("/v1/sessions", json!({"prompt": "hello"})).await;
+    assert_eq!(status, 201, "{first}");
+    let id = first["session"].as_str().unwrap().to_owned();
+    let turn = format!("/v1/sessions/{id}/messages");
+    let slow = s.post(&turn, json!({"prompt": "a slow turn"})).send();
+    let refused = async {
+        // Until the slow turn has reached the model: its run is under way.
+        for _ in 0..200 {
+            if s.mock.requests().iter().any(|r| r.mentions("a slow turn")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        s.json(&turn, json!({"prompt": "meanwhile"})).await
+    };
+    let (slow, (status, body)) = tokio::join!(slow, refused);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["kind"], "conversation_busy");
+    let slow: Value = slow.unwrap().json().await.unwrap();
+    assert_eq!(slow["result"]["text"], "late", "{slow}");
+
+    let audit: Value = s
+        .http
+        .get(format!("{}/v1/audit", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["session"] == id.as_str())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the two turns that ran, not the refused one: {audit}"
+    );
+    for row in rows {
+        assert_eq!(row["outcome"], "succeeded", "{row}");
+        assert!(row["ended_at"].is_string(), "{row}");
+        assert!(row["cost_usd"].is_number(), "{row}");
+        assert_eq!(row["tools"], json!([]), "{row}");
+    }
+}

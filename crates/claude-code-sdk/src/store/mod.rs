@@ -107,7 +107,7 @@ pub use mirror::{MIRROR_LINE_TYPE, MirrorConfig, MirrorFailure, MirrorFrame, Mir
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresSessionStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteSessionStore;
+pub use sqlite::{Durability, SqliteSessionStore};
 
 /// A stream of transcript entries, as [`SessionStore::load`] yields them.
 pub type EntryStream<'a> = BoxStream<'a, Result<Value>>;

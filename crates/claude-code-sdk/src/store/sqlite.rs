@@ -8,7 +8,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::sql::{decode, encode, storage, subpath_column, time_of};
 use super::{EntryStream, SessionKey, SessionStore, StoredSession};
@@ -36,6 +38,20 @@ const SCHEMA: &[&str] = &[
         ON claude_session_entries (key_id, uuid) WHERE uuid IS NOT NULL",
 ];
 
+/// How far a [`SqliteSessionStore`]'s committed append is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// It survives a power loss: each commit waits for the disk (SQLite's
+    /// `synchronous = FULL`). The default.
+    #[default]
+    PowerLoss,
+    /// It survives a crash of the process, not of the machine: commits do not wait
+    /// for the disk (`synchronous = NORMAL` in WAL mode), so an append costs no
+    /// `fsync`.
+    ProcessCrash,
+}
+
 /// A [`SessionStore`] in a SQLite file (feature `sqlite`, via `sqlx` with bundled
 /// SQLite): one host keeps its transcripts across restarts and disk cleanups of the
 /// CLI's config directory.
@@ -53,6 +69,25 @@ const SCHEMA: &[&str] = &[
 /// let store = SqliteSessionStore::open("/var/lib/myapp/sessions.db").await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Durability
+///
+/// [`open`](Self::open) makes every commit wait for the disk (SQLite's
+/// `synchronous = FULL`): an append survives a power loss, and costs one `fsync` (about
+/// 4 ms on the disk this crate is developed on). An append that only has to survive a
+/// crash of the process, not of the machine, skips it with
+/// [`Durability::ProcessCrash`] (`synchronous = NORMAL` in WAL mode): a transcript is
+/// then as durable as anything else the application keeps that way.
+///
+/// ```no_run
+/// use claude_code_sdk::store::{Durability, SqliteSessionStore};
+///
+/// # async fn demo() -> claude_code_sdk::Result<()> {
+/// let store =
+///     SqliteSessionStore::open_with("/var/lib/myapp/sessions.db", Durability::ProcessCrash)
+///         .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SqliteSessionStore {
     pool: SqlitePool,
@@ -65,10 +100,25 @@ impl SqliteSessionStore {
     ///
     /// [`Storage`](crate::ErrorKind::Storage) when the file cannot be opened or set up.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Durability::PowerLoss).await
+    }
+
+    /// Opens (creating if needed) the database file at `path` and its tables, with
+    /// commits as durable as `durability` says.
+    ///
+    /// # Errors
+    ///
+    /// [`Storage`](crate::ErrorKind::Storage) when the file cannot be opened or set up.
+    pub async fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
+        let synchronous = match durability {
+            Durability::PowerLoss => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()

@@ -128,6 +128,61 @@ pub(crate) mod state {
     }
 }
 
+/// How a run ends, for [`Db::finish_run`]: its final state and event, and what else
+/// the run leaves behind, written with them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunEnd<'a> {
+    /// The final state ([`state`]).
+    pub(crate) state: &'a str,
+    /// The final event: its kind (`done` or `error`) and data.
+    pub(crate) event: (&'a str, &'a Value),
+    /// Whether the run used a tool with side effects.
+    pub(crate) side_effects: bool,
+    /// The CLI conversation the run continued or started, and what the run cost: the
+    /// run's tenant owns it (unless another tenant already does).
+    pub(crate) conversation: Option<(&'a str, f64)>,
+    /// The session whose turn the run was: it continues `conversation` next, on this
+    /// replica's hot process.
+    pub(crate) session: Option<&'a str>,
+    /// The run's cost and the tools it used, for its audit row (`None` leaves the
+    /// row as it is).
+    pub(crate) audit: Option<(f64, &'a [String])>,
+    /// A session to delete with the run (its first turn was cancelled: the client
+    /// never learned of it).
+    pub(crate) forget_session: Option<&'a str>,
+}
+
+impl<'a> RunEnd<'a> {
+    /// An end with only its state and final event.
+    pub(crate) fn new(state: &'a str, kind: &'a str, data: &'a Value) -> Self {
+        RunEnd {
+            state,
+            event: (kind, data),
+            side_effects: false,
+            conversation: None,
+            session: None,
+            audit: None,
+            forget_session: None,
+        }
+    }
+}
+
+/// A run to queue ([`Db::queue_run`]), with what its audit row records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRun<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) tenant: &'a str,
+    /// The session whose turn it is.
+    pub(crate) session: Option<&'a str>,
+    pub(crate) request: &'a crate::runs::RunRequest,
+    /// Whether a client streams its events (a run nobody reads is cancelled).
+    pub(crate) stream: bool,
+    /// The endpoint that submitted it (the audit row's `endpoint`).
+    pub(crate) endpoint: &'a str,
+    /// Whether the audit row keeps the prompt's text (`--audit-prompts`).
+    pub(crate) audit_prompt: bool,
+}
+
 /// A run as the database keeps it.
 #[derive(Debug, Clone)]
 pub(crate) struct RunRow {
@@ -503,30 +558,32 @@ impl Db {
 
     // --- runs -------------------------------------------------------------------------
 
-    /// Inserts a queued run.
-    pub(crate) async fn insert_run(
-        &self,
-        id: &str,
-        tenant: &str,
-        session: Option<&str>,
-        request: &Value,
-        stream: bool,
-    ) -> DbResult<()> {
+    /// Queues a run with its audit row, in one transaction. A session's run is queued
+    /// only while no other run of the session is queued or running (one turn at a
+    /// time): `false` then, and nothing is written.
+    pub(crate) async fn queue_run(&self, run: &NewRun<'_>) -> DbResult<bool> {
         let now = now_ms();
-        sqlx::query(self.q(
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(self.q(
             "INSERT INTO ccs_runs (id, tenant_id, session_id, request, state, stream, reader_seen_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+             SELECT $1, $2, $3, $4, 'queued', $5, $6, $6
+             WHERE $3 IS NULL OR NOT EXISTS (SELECT 1 FROM ccs_runs WHERE session_id = $3
+                               AND state IN ('queued', 'claimed', 'running'))",
         ))
-        .bind(id)
-        .bind(tenant)
-        .bind(session)
-        .bind(request.to_string())
-        .bind(state::QUEUED)
-        .bind(i64::from(stream))
+        .bind(run.id)
+        .bind(run.tenant)
+        .bind(run.session)
+        .bind(serde_json::to_string(run.request).map_err(|e| DbError(sqlx::Error::Encode(Box::new(e))))?)
+        .bind(i64::from(run.stream))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        crate::audit::submitted(self, &mut tx, run).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A run, if `tenant` owns it (any tenant's when `tenant` is `None`).
@@ -711,39 +768,71 @@ impl Db {
         Ok(Some(seq))
     }
 
-    /// Ends a run with its final event (fenced), in one transaction that also expires
-    /// its approvals still waiting: `false` when the writer no longer holds it.
+    /// Ends a run as `end` says, in one fenced transaction: its state and final event,
+    /// its approvals still waiting expired, and what the run leaves behind (the
+    /// conversation's owner, the session's turn, the audit row, a session to forget).
+    /// `false` when the writer no longer holds the run: then nothing is written.
+    ///
+    /// One transaction, not one per record: a client that reads the final event finds
+    /// the session ready for its next turn, and a crash leaves all or nothing.
     pub(crate) async fn finish_run(
         &self,
         run: &str,
         replica: &str,
         epoch: i64,
-        final_state: &str,
-        event: (&str, &Value),
-        side_effects: bool,
+        end: &RunEnd<'_>,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(self.q(
             "UPDATE ccs_runs SET next_seq = next_seq + 1, state = $4, ended_at = $5,
                 lease_until = NULL, side_effects = $6, outcome = $7
              WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
-             RETURNING next_seq",
+             RETURNING next_seq, tenant_id",
         ))
         .bind(run)
         .bind(replica)
         .bind(epoch)
-        .bind(final_state)
+        .bind(end.state)
         .bind(now_ms())
-        .bind(i64::from(side_effects))
-        .bind(event.1.to_string())
+        .bind(i64::from(end.side_effects))
+        .bind(end.event.1.to_string())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             return Ok(false);
         };
-        self.insert_event(&mut tx, run, &row, event.0, event.1)
+        let tenant: String = row.try_get("tenant_id")?;
+        self.insert_event(&mut tx, run, &row, end.event.0, end.event.1)
             .await?;
         self.expire_approvals_of(&mut tx, run).await?;
+        if let Some((conversation, cost)) = end.conversation {
+            self.upsert_conversation(&mut tx, conversation, &tenant, cost)
+                .await?;
+            if let Some(session) = end.session {
+                sqlx::query(self.q(
+                    "UPDATE ccs_sessions SET cli_session_id = $2, turns = turns + 1,
+                        total_cost = total_cost + $3, home_replica = $4, updated_at = $5,
+                        state = 'active'
+                     WHERE id = $1",
+                ))
+                .bind(session)
+                .bind(conversation)
+                .bind(cost)
+                .bind(replica)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some((cost, tools)) = end.audit {
+            crate::audit::ended(self, &mut tx, run, &tenant, end.state, cost, tools).await?;
+        }
+        if let Some(session) = end.forget_session {
+            sqlx::query(self.q("DELETE FROM ccs_sessions WHERE id = $1"))
+                .bind(session)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -986,38 +1075,6 @@ impl Db {
         row.as_ref().map(SessionRow::from_row).transpose()
     }
 
-    /// Records a finished turn of a session: the CLI session to resume next, the home
-    /// replica (whose hot process has it), the cost. Fenced by the run's epoch.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn record_turn(
-        &self,
-        session: &str,
-        run: &str,
-        replica: &str,
-        epoch: i64,
-        cli_session: &str,
-        cost: f64,
-        keep_home: bool,
-    ) -> DbResult<bool> {
-        let done = sqlx::query(self.q(
-            "UPDATE ccs_sessions SET cli_session_id = $4, turns = turns + 1,
-                total_cost = total_cost + $5, home_replica = $6, updated_at = $7, state = 'active'
-             WHERE id = $1 AND EXISTS (SELECT 1 FROM ccs_runs
-                 WHERE id = $2 AND replica = $3 AND epoch = $8 AND state IN ('claimed', 'running'))",
-        ))
-        .bind(session)
-        .bind(run)
-        .bind(replica)
-        .bind(cli_session)
-        .bind(cost)
-        .bind(keep_home.then_some(replica))
-        .bind(now_ms())
-        .bind(epoch)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Ends a session.
     pub(crate) async fn end_session(&self, id: &str, tenant: &str) -> DbResult<bool> {
         let done = sqlx::query(self.q(
@@ -1180,8 +1237,22 @@ impl Db {
 
     /// Records that `tenant`'s run continued (or started) CLI conversation `id`, which
     /// cost `cost` more. A conversation another tenant owns is left alone (`false`).
+    /// (A run that ends normally records it in [`Db::finish_run`].)
     pub(crate) async fn record_conversation(
         &self,
+        id: &str,
+        tenant: &str,
+        cost: f64,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = self.upsert_conversation(&mut tx, id, tenant, cost).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn upsert_conversation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         id: &str,
         tenant: &str,
         cost: f64,
@@ -1197,7 +1268,7 @@ impl Db {
         .bind(tenant)
         .bind(cost)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1212,34 +1283,6 @@ impl Db {
         .await?;
         row.map(|r| Ok((r.try_get("tenant_id")?, r.try_get("total_cost")?)))
             .transpose()
-    }
-
-    /// Inserts a run of session `session` unless one of its runs is still queued or
-    /// running (one turn at a time): `false` then.
-    pub(crate) async fn insert_session_run(
-        &self,
-        id: &str,
-        tenant: &str,
-        session: &str,
-        request: &Value,
-        stream: bool,
-    ) -> DbResult<bool> {
-        let now = now_ms();
-        let done = sqlx::query(self.q(
-            "INSERT INTO ccs_runs (id, tenant_id, session_id, request, state, stream, reader_seen_at, created_at)
-             SELECT $1, $2, $3, $4, 'queued', $5, $6, $6
-             WHERE NOT EXISTS (SELECT 1 FROM ccs_runs WHERE session_id = $3
-                               AND state IN ('queued', 'claimed', 'running'))",
-        ))
-        .bind(id)
-        .bind(tenant)
-        .bind(session)
-        .bind(request.to_string())
-        .bind(i64::from(stream))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Whether a run of session `session` is queued or running.

@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use db::{Db, DbResult, EventRow, RunRow, now_ms, state};
+use db::{Db, DbResult, EventRow, RunEnd, RunRow, now_ms, state};
 use notify::{Channel, Notifier};
 
 /// How the fleet times its leases and checks.
@@ -149,10 +149,6 @@ impl Fleet {
         &self.inner.db
     }
 
-    pub(crate) fn notifier(&self) -> &Notifier {
-        &self.inner.notifier
-    }
-
     pub(crate) fn replica(&self) -> &str {
         &self.inner.config.replica
     }
@@ -236,9 +232,11 @@ impl Fleet {
                     id,
                     self.replica(),
                     run.epoch,
-                    state::INTERRUPTED,
-                    ("error", &interrupted_error("the server shut down")),
-                    false,
+                    &RunEnd::new(
+                        state::INTERRUPTED,
+                        "error",
+                        &interrupted_error("the server shut down"),
+                    ),
                 )
                 .await;
             self.inner.notifier.publish(Channel::Events, id).await;
@@ -262,25 +260,19 @@ impl Fleet {
         Ok(running + queued + admitting < slots + max_queued)
     }
 
-    /// Queues a run and wakes the replicas.
+    /// Queues a run with its audit row ([`Db::queue_run`]) and wakes the replicas.
+    /// `false` when a session's run was refused: another turn of the session is
+    /// queued or running.
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub(crate) async fn submit(
-        &self,
-        id: &str,
-        tenant: &str,
-        session: Option<&str>,
-        request: &Value,
-        stream: bool,
-    ) -> DbResult<()> {
-        self.inner
-            .db
-            .insert_run(id, tenant, session, request, stream)
-            .await?;
-        self.inner.notifier.publish(Channel::Runs, id).await;
-        Ok(())
+    pub(crate) async fn submit(&self, run: &db::NewRun<'_>) -> DbResult<bool> {
+        if !self.inner.db.queue_run(run).await? {
+            return Ok(false);
+        }
+        self.inner.notifier.publish(Channel::Runs, run.id).await;
+        Ok(true)
     }
 
     /// Asks for a run to be cancelled: a queued run ends at once, a running one where it
@@ -517,27 +509,14 @@ impl RunCtx {
         &self.writer.fleet
     }
 
-    /// Ends the run with its final state and event. `false` when this replica no longer
-    /// held it.
-    pub(crate) async fn finish(
-        mut self,
-        final_state: &str,
-        kind: &str,
-        data: &Value,
-        side_effects: bool,
-    ) -> bool {
+    /// Ends the run as `end` says (one transaction: [`db::Db::finish_run`]). `false`
+    /// when this replica no longer held it.
+    pub(crate) async fn finish(mut self, end: RunEnd<'_>) -> bool {
         self.finished = true;
         let fleet = Arc::clone(&self.writer.fleet.inner);
         let ok = match fleet
             .db
-            .finish_run(
-                &self.row.id,
-                &fleet.config.replica,
-                self.row.epoch,
-                final_state,
-                (kind, data),
-                side_effects,
-            )
+            .finish_run(&self.row.id, &fleet.config.replica, self.row.epoch, &end)
             .await
         {
             Ok(ok) => ok,
