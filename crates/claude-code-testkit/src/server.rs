@@ -292,6 +292,13 @@ mod tests {
         command
     }
 
+    /// The error of [`ServerProcess::spawn`] on `script`.
+    async fn spawn_error(script: &str, timeout: Duration) -> ListenError {
+        ServerProcess::spawn(shell(script), timeout)
+            .await
+            .unwrap_err()
+    }
+
     #[test]
     fn the_address_is_the_value_after_addr_on_a_listening_line() {
         assert_eq!(
@@ -338,12 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_exit_before_listening_is_an_error_with_the_log() {
-        let error = ServerProcess::spawn(
-            shell("echo 'no config' >&2; exit 3"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_err();
+        let error = spawn_error("echo 'no config' >&2; exit 3", Duration::from_secs(60)).await;
         let ListenError::Exited { status, log } = &error else {
             panic!("{error}");
         };
@@ -356,15 +358,11 @@ mod tests {
     async fn a_timeout_is_an_error_and_the_child_is_killed() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
-        let error = ServerProcess::spawn(
-            shell(&format!(
-                "echo $$ > '{}'; echo 'still starting' >&2; exec sleep 600",
-                pid_file.display()
-            )),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap_err();
+        let script = format!(
+            "echo $$ > '{}'; echo 'still starting' >&2; exec sleep 600",
+            pid_file.display()
+        );
+        let error = spawn_error(&script, Duration::from_secs(1)).await;
         assert!(
             matches!(error, ListenError::TimedOut { after, .. } if after == Duration::from_secs(1)),
             "{error}"
@@ -377,12 +375,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_is_not_one_is_an_error() {
-        let error = ServerProcess::spawn(
-            shell("echo 'listening addr=somewhere' >&2; exec sleep 600"),
+        let error = spawn_error(
+            "echo 'listening addr=somewhere' >&2; exec sleep 600",
             Duration::from_secs(60),
         )
-        .await
-        .unwrap_err();
+        .await;
         assert!(
             matches!(&error, ListenError::BadAddress { value, .. } if value == "somewhere"),
             "{error}"
