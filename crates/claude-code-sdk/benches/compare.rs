@@ -29,17 +29,18 @@
 //! Not a criterion benchmark (`harness = false`): a benchmark that needs other SDKs in
 //! the same run does not fit one process's harness.
 
+mod common;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use claude_code_sdk::{
     ClaudeClient, ClaudeCodeOptions, ContentBlock, Message, PoolConfig, QueryPool, Served, query,
 };
+use common::Server;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -115,79 +116,23 @@ fn tagged_alive(tag: &str) -> bool {
     })
 }
 
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
+/// The server binary (`BENCH_SERVER_BIN`, else the release build) for `root`, with
+/// room for the concurrent streams of `server_sse`.
+async fn start_server(root: &Path) -> Server {
+    let binary = std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/claude-code-server")
+        });
+    Server::start(&binary, root, Duration::from_secs(120), |command| {
+        command
+            .args(["--max-concurrent", "8", "--max-queued", "200"])
+            .args(["--queue-timeout", "600"]);
+    })
+    .await
 }
 
 impl Server {
-    async fn start(root: &Path) -> Server {
-        let binary = std::env::var_os("BENCH_SERVER_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../target/release/claude-code-server")
-            });
-        let data = tempfile::tempdir().expect("data dir");
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .args(["--bind", "127.0.0.1:0", "--prewarm", "1", "--max-concurrent", "8"])
-            .args(["--max-queued", "200", "--queue-timeout", "600", "--project-root"])
-            .arg(root)
-            .arg("--data-dir")
-            .arg(data.path())
-            .args([
-                "--pass-env",
-                "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the server binary starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let url = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(at) = line.find("127.0.0.1:")
-                {
-                    let port: String = line[at + 10..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    return format!("http://127.0.0.1:{port}");
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server {
-            child,
-            url,
-            http: reqwest::Client::new(),
-            _data: data,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status();
-        let body: Value = response.json().await.expect("a JSON answer");
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
     /// One streamed run: (time to the first `message` event with an assistant message,
     /// time to `done`, every event name in order).
     async fn stream(&self, prompt: &str) -> (Duration, Duration, Vec<String>) {
@@ -223,10 +168,6 @@ impl Server {
         }
         let at = start.elapsed();
         (first.unwrap_or(at), at, events)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
     }
 }
 
@@ -360,7 +301,7 @@ impl Worker {
             }
             "server_turn" => {
                 if self.server.is_none() {
-                    self.server = Some(Server::start(&self.root).await);
+                    self.server = Some(start_server(&self.root).await);
                 }
                 let server = self.server.as_ref().expect("server");
                 let started = server
@@ -376,16 +317,12 @@ impl Worker {
                     .await;
                 let at = start.elapsed();
                 assert!(answer["result"].is_object(), "{answer}");
-                let _ = server
-                    .http
-                    .delete(format!("{}/v1/sessions/{id}", server.url))
-                    .send()
-                    .await;
+                server.delete(&format!("/v1/sessions/{id}")).await;
                 json!({"first": ms(at), "result": ms(at)})
             }
             "server_sse" => {
                 if self.server.is_none() {
-                    self.server = Some(Server::start(&self.root).await);
+                    self.server = Some(start_server(&self.root).await);
                 }
                 let server = self.server.as_ref().expect("server");
                 let clients = command["n"].as_u64().unwrap_or(100) as usize;

@@ -42,6 +42,8 @@
 //! (see `settle`): a refill starting a CLI beside a timed row measures the machine's
 //! two cores, not the path.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -51,6 +53,7 @@ use claude_code_sdk::{
     query,
 };
 use claude_code_testkit::{MockAnthropic, Sandbox, cli_path};
+use common::Server;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -106,92 +109,6 @@ fn server_binary() -> Option<PathBuf> {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/claude-code-server")
         });
     path.is_file().then_some(path)
-}
-
-/// The server binary on a free loopback port, its own SQLite directory, no database
-/// URL, the sandbox's CLI environment, one spare per run shape, sessions kept hot.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(binary: &Path, sandbox: &Sandbox) -> Server {
-        let data = tempfile::tempdir().expect("data dir");
-        let mut command = tokio::process::Command::new(binary);
-        // First what must not leak in (it names CLAUDE_CODE_CLI_PATH too), then the
-        // sandbox's environment and the CLI.
-        for key in sandbox.inherited_env_to_remove() {
-            command.env_remove(key);
-        }
-        command
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .envs(sandbox.env())
-            .env("CLAUDE_CODE_CLI_PATH", cli_path())
-            .args(["--bind", "127.0.0.1:0", "--prewarm", "1", "--project-root"])
-            .arg(sandbox.cwd())
-            .arg("--data-dir")
-            .arg(data.path())
-            .args([
-                "--pass-env",
-                "CLAUDE_CODE_TMPDIR,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC,CLAUDE_CODE_MAX_RETRIES,DISABLE_*,XDG_*",
-            ])
-            .current_dir(sandbox.root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the server binary starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(at) = line.find("127.0.0.1:")
-                {
-                    let port: String = line[at + 10..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    return format!("http://127.0.0.1:{port}");
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens within a minute");
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server {
-            child,
-            url,
-            http: reqwest::Client::new(),
-            _data: data,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status();
-        let body: Value = response.json().await.expect("a JSON answer");
-        assert!(status.is_success(), "{status}: {body}");
-        body
-    }
-
-    async fn delete(&self, path: &str) {
-        let _ = self.http.delete(format!("{}{path}", self.url)).send().await;
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
 }
 
 /// A spare started by hand: the pool's spare's command line and environment, no SDK.
@@ -417,7 +334,20 @@ async fn main() {
     let spare_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
     let client_pool = QueryPool::new(PoolConfig::default().prewarm(options.clone(), 1));
     let server = match server_binary() {
-        Some(binary) => Some(Server::start(&binary, &sandbox).await),
+        // The sandbox's CLI environment (first what must not leak in: it names
+        // CLAUDE_CODE_CLI_PATH too), sessions kept hot, one minute to start.
+        Some(binary) => Some(
+            Server::start(&binary, sandbox.cwd(), Duration::from_secs(60), |command| {
+                for key in sandbox.inherited_env_to_remove() {
+                    command.env_remove(key);
+                }
+                command
+                    .envs(sandbox.env())
+                    .env("CLAUDE_CODE_CLI_PATH", cli_path())
+                    .current_dir(sandbox.root());
+            })
+            .await,
+        ),
         None => {
             eprintln!(
                 "no server binary (BENCH_SERVER_BIN or target/release/claude-code-server): \

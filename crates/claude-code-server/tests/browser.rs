@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, survivors_in};
+use claude_code_testkit::{
+    MockAnthropic, Reply, Rule, Sandbox, ServerProcess, cli_path, survivors_in,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TOKEN: &str = "browser-test-token";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -60,27 +61,13 @@ impl Server {
             .current_dir(sandbox.root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("the server binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                {
-                    return addr.trim().to_owned();
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server did not say where it listens");
-        // Keep reading its log so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let server = ServerProcess::spawn(command, Duration::from_secs(60))
+            .await
+            .expect("the server listens");
         Server {
-            child,
-            url: format!("http://{addr}"),
+            url: server.url(),
+            child: server.child,
             _data: data,
         }
     }

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_code_testkit::pg::TestDatabase;
@@ -43,7 +42,7 @@ struct Replica {
     child: Option<tokio::process::Child>,
     pid: u32,
     url: String,
-    log: Arc<Mutex<String>>,
+    log: claude_code_testkit::ServerLog,
     /// Stopped with SIGSTOP: not asked anything until it continues.
     paused: bool,
 }
@@ -332,7 +331,7 @@ impl Cluster {
     }
 
     fn log(&self, k: usize) -> String {
-        self.r(k).log.lock().unwrap().clone()
+        self.r(k).log.text()
     }
 
     /// Waits until the mock has a turn request for which `matches` holds.

@@ -7,14 +7,16 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use claude_code_sdk::{ClaudeCodeOptions, PoolConfig};
 use claude_code_server::{AppState, ServerConfig, serve_on};
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, survivors_in};
+use claude_code_testkit::{
+    MockAnthropic, Reply, Rule, Sandbox, ServerLog, ServerProcess, cli_path, survivors_in,
+};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const TOKEN: &str = "hardening-token";
@@ -170,7 +172,7 @@ fn log_lines() -> Vec<String> {
 struct Binary {
     child: tokio::process::Child,
     addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
+    stderr: ServerLog,
 }
 
 impl Binary {
@@ -179,33 +181,13 @@ impl Binary {
         // No spares: their pipes would count in the open-file figures.
         command.args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--prewarm", "0"]);
         command.arg("--project-root").arg(sandbox.cwd()).args(extra);
-        let mut child = command.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = stderr.clone();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.trim().parse().unwrap());
-                }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+        let server = ServerProcess::spawn(command, Duration::from_secs(30))
             .await
-            .expect("the server did not say where it listens")
-            .expect("the server exited before listening");
+            .expect("the server listens");
         Binary {
-            child,
-            addr,
-            stderr,
+            child: server.child,
+            addr: server.addr,
+            stderr: server.log,
         }
     }
 
@@ -251,7 +233,7 @@ impl Binary {
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 }
 

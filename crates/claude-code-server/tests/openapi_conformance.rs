@@ -12,11 +12,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use claude_code_testkit::{MockAnthropic, Sandbox, cli_path, workspace_root};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use claude_code_testkit::{
+    MockAnthropic, Sandbox, ServerLog, ServerProcess, cli_path, workspace_root,
+};
+use tokio::io::AsyncReadExt;
 
 const TOKEN: &str = "conformance-token";
 
@@ -37,7 +38,7 @@ const SEED: &str = "20261201";
 struct Server {
     child: tokio::process::Child,
     addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: ServerLog,
 }
 
 impl Server {
@@ -57,39 +58,21 @@ impl Server {
             .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn claude-code-server");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let keep = log.clone();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.trim().parse().unwrap());
-                }
-                let mut log = keep.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
+        let server = ServerProcess::spawn(command, Duration::from_secs(60))
             .await
-            .expect("the server did not say where it listens")
-            .expect("the server exited before listening");
-        Server { child, addr, log }
+            .expect("claude-code-server listens");
+        Server {
+            child: server.child,
+            addr: server.addr,
+            log: server.log,
+        }
     }
 
     /// The server's log lines that are errors or panics.
     fn errors(&self) -> String {
         self.log
-            .lock()
-            .unwrap()
+            .text()
             .lines()
             .filter(|l| l.contains("ERROR") || l.contains("panicked"))
             .collect::<Vec<_>>()

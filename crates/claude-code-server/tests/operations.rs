@@ -5,14 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path, survivors_in};
+use claude_code_testkit::{
+    MockAnthropic, Reply, Rule, Sandbox, ServerLog, ServerProcess, cli_path, survivors_in,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncBufReadExt;
 
 const ACME_TOKEN: &str = "acme-plaintext-token-3f9c2b7e41d0";
 const BETA_TOKEN: &str = "beta-plaintext-token-8a1d5c0f92e4";
@@ -23,7 +23,7 @@ const PLAIN_TOKEN: &str = "plain-plaintext-token-5e2f80a9b1c6";
 struct Binary {
     child: tokio::process::Child,
     url: String,
-    log: Arc<Mutex<String>>,
+    log: ServerLog,
     data_dir: tempfile::TempDir,
 }
 
@@ -46,46 +46,20 @@ impl Binary {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
+        let server = ServerProcess::spawn(command, Duration::from_secs(60))
             .await
-            .expect("the server did not say where it listens")
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the server exited before listening: {}",
-                    log.lock().unwrap()
-                )
-            });
+            .expect("the server listens");
         Binary {
-            child,
-            url: format!("http://{addr}"),
-            log,
+            url: server.url(),
+            child: server.child,
+            log: server.log,
             data_dir,
         }
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     fn signal(&self, name: &str) {

@@ -6,11 +6,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use claude_code_testkit::{
-    MockAnthropic, Reply, Rule, Sandbox, cli_path, pid_is_running, processes_in, survivors_in,
+    MockAnthropic, Reply, Rule, Sandbox, ServerProcess, cli_path, pid_is_running, processes_in,
+    survivors_in,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const TOKEN_A: &str = "tok-A-3f9c1e";
@@ -62,34 +62,15 @@ async fn start_server(sandbox: &Sandbox, database: &str) -> Running {
         ])
         // Not in the project: only the CLIs and their tools work there.
         .current_dir(sandbox.root())
-        // The log goes to stderr.
+        // The log goes to stderr (read, and drained, by `ServerProcess`).
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = command.spawn().expect("the server binary starts");
-    let log = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(log).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("listening")
-                && let Some(at) = line.find("127.0.0.1:")
-            {
-                let port: String = line[at + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return format!("127.0.0.1:{port}");
-            }
-        }
-        panic!("the server exited before listening");
-    })
-    .await
-    .expect("the server listens within 30 s");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = ServerProcess::spawn(command, Duration::from_secs(30))
+        .await
+        .expect("the server listens within 30 s");
     Running {
-        child,
-        url: format!("http://{addr}"),
+        url: server.url(),
+        child: server.child,
     }
 }
 

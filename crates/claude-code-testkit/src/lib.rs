@@ -45,6 +45,8 @@
 //! - [`fake`]: `fake-claude`'s modes and recordings.
 //! - [`pg`]: a fresh PostgreSQL database per test.
 //! - [`pid_is_running`], [`wait_until_gone`], [`read_pid_file`]: "no process survives".
+//! - [`ServerProcess`]: a server binary started as a child process, once it says where
+//!   it listens, with its stderr log ([`ServerLog`]).
 //! - [`cli_version`], [`cli_is_at_least`], [`require_cli!`]: the version of the CLI
 //!   under test, and skipping (loudly) what it is too old for.
 //!
@@ -57,6 +59,7 @@ mod paths;
 pub mod pg;
 mod process;
 mod sandbox;
+mod server;
 mod version;
 
 pub use fake::{FakeMode, Invocation, read_record};
@@ -71,4 +74,5 @@ pub use process::{
     wait_until_gone_blocking,
 };
 pub use sandbox::{MOCK_API_KEY, Sandbox, UNREACHABLE_BASE_URL};
+pub use server::{ListenError, ServerLog, ServerProcess};
 pub use version::{Version, cli_is_at_least, cli_supports, cli_version};

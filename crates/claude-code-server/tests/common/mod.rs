@@ -7,11 +7,9 @@ use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 /// The hang guard of every wait.
 pub(crate) const HANG: Duration = Duration::from_secs(90);
@@ -95,7 +93,7 @@ pub(crate) struct Server {
     pub(crate) child: Option<tokio::process::Child>,
     pub(crate) pid: u32,
     pub(crate) url: String,
-    pub(crate) log: Arc<Mutex<String>>,
+    pub(crate) log: claude_code_testkit::ServerLog,
 }
 
 impl Server {
@@ -105,48 +103,21 @@ impl Server {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("the server binary starts");
-        let pid = child.id().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = Arc::clone(&log);
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = tokio::time::timeout(HANG, addr_rx)
+        let server = claude_code_testkit::ServerProcess::spawn(command, HANG)
             .await
-            .expect("the server did not say where it listens")
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the server exited before listening:\n{}",
-                    log.lock().unwrap()
-                )
-            });
+            .expect("the server listens");
         Server {
-            child: Some(child),
-            pid,
-            url: format!("http://{addr}"),
-            log,
+            pid: server.child.id().unwrap(),
+            url: server.url(),
+            child: Some(server.child),
+            log: server.log,
         }
     }
 
     /// Everything it logged so far.
     pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     /// The CLI processes it started and that still run (they carry its owner marker,
