@@ -105,6 +105,33 @@ async fn sqlite_store_without_fsync_conforms_and_survives_a_killed_process() {
     );
 }
 
+/// An append larger than one `INSERT` of the SQLite store (500 rows) keeps every
+/// entry, in order, and its `uuid` idempotence across the chunks.
+#[tokio::test]
+async fn sqlite_store_keeps_a_large_append_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteSessionStore::open(dir.path().join("large.db"))
+        .await
+        .unwrap();
+    let key = SessionKey::new("large", "s").unwrap();
+    let entries: Vec<Value> = (0..1203)
+        .map(|i| serde_json::json!({"type": "user", "uuid": format!("u{i}"), "n": i}))
+        .collect();
+    store.append(&key, &entries).await.unwrap();
+    // Again, with one new entry at the end: only that one is added.
+    let mut again = entries.clone();
+    again.push(serde_json::json!({"type": "user", "uuid": "last", "n": 1203}));
+    store.append(&key, &again).await.unwrap();
+    let seen: Vec<Value> = futures::TryStreamExt::try_collect(store.load(&key))
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 1204);
+    assert!(
+        seen.iter().enumerate().all(|(i, e)| e["n"] == i),
+        "out of order"
+    );
+}
+
 #[tokio::test]
 async fn postgres_store_conforms() {
     let Some(db) = TestDatabase::create().await else {

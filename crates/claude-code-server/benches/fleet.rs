@@ -18,26 +18,28 @@
 //!    the client asks the survivors for the next turn until one accepts it; the time
 //!    from the kill to the first event of that continued turn on another replica.
 //!
-//! Environment: `FLEET_BENCH_PAIRS` (default 20 pairs per warm measure),
+//! Environment: `FLEET_BENCH_PAIRS` (default 20 pooled-query pairs), `FLEET_BENCH_TURNS`
+//! (default 100 session-turn pairs: cheap, and enough for a p99 that is not the maximum),
 //! `FLEET_BENCH_RUNS` (default 24 runs per replica count), `FLEET_BENCH_KILLS`
 //! (default 3 takeovers), `FLEET_BENCH_LEASE` (seconds, default 2), `DATABASE_URL`
 //! (else 127.0.0.1:5432; without PostgreSQL the fleet rows say so),
-//! `CLAUDE_CODE_CLI_PATH` (the CLI). Timing goes here, never into tests.
+//! `CLAUDE_CODE_CLI_PATH` (the CLI), `FLEET_BENCH_ONLY` (a comma-separated subset of
+//! `added`, `fleet`, `takeover`), `FLEET_BENCH_SERVER_LOG` (the servers' `RUST_LOG`, to
+//! profile them: e.g. `info,sqlx::query=debug`; each server's first MiB of log is then
+//! written to `target/bench/fleet-<replica>.log`). Timing goes here, never into tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claude_code_sdk::{ClaudeClient, ClaudeCodeOptions, PermissionMode, PoolConfig, QueryPool};
 use claude_code_testkit::pg::TestDatabase;
-use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, cli_path};
+use claude_code_testkit::{MockAnthropic, Reply, Rule, Sandbox, ServerProcess, cli_path};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 /// The bench's bearer token (an operator's: `/metrics` answers it).
 const TOKEN: &str = "fleet-bench-token";
@@ -82,12 +84,34 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
+/// CPU time (user + system) process `pid` has used, in ms (`/proc/<pid>/stat`; the
+/// kernel counts it in ticks of 10 ms).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the
+    // 14th and 15th of the line.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 /// One `claude-code-server` process.
 struct Server {
     child: Option<tokio::process::Child>,
     pid: u32,
     url: String,
     id: String,
+    log: claude_code_testkit::ServerLog,
 }
 
 /// Where a server keeps its state.
@@ -107,7 +131,11 @@ impl Server {
             .env("HOME", &home)
             .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
             .env("CLAUDE_CODE_CLI_PATH", cli_path())
-            .env("RUST_LOG", "warn,claude_code_server=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEET_BENCH_SERVER_LOG")
+                    .unwrap_or_else(|_| "warn,claude_code_server=info".to_owned()),
+            )
             .env_remove("DATABASE_URL")
             .args(["--bind", "127.0.0.1:0", "--operator-token", TOKEN])
             .args(["--replica-id", id, "--request-timeout", "120"])
@@ -126,42 +154,16 @@ impl Server {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("the server binary starts");
-        let pid = child.id().expect("a pid");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = Arc::clone(&log);
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && let Some(addr) = line.split("addr=").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                if log.len() < 1 << 20 {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
-        let addr = match tokio::time::timeout(HANG, rx).await {
-            Ok(Ok(addr)) => addr,
-            _ => panic!(
-                "server {id} did not start:\n{}",
-                log.lock().unwrap().as_str()
-            ),
-        };
+        let server = ServerProcess::spawn(command, HANG)
+            .await
+            .unwrap_or_else(|err| panic!("server {id} did not start: {err}"));
         Server {
-            child: Some(child),
-            pid,
-            url: format!("http://{addr}"),
+            pid: server.child.id().expect("a pid"),
+            url: server.url(),
+            child: Some(server.child),
             id: id.to_owned(),
+            log: server.log,
         }
     }
 
@@ -211,6 +213,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         if self.child.is_some() {
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        }
+        if std::env::var_os("FLEET_BENCH_SERVER_LOG").is_some() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("fleet-{}.log", self.id)), self.log.text());
         }
     }
 }
@@ -374,18 +381,11 @@ impl Pairs {
 
     fn row(&self, label: &str) -> String {
         let added = self.added();
-        let load1: f64 = load()
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::MAX);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // Judged whatever the load: both sides of a pair run under the same load, and
+        // the load average (the bench's own CLIs keep it near the core count) is
+        // printed beside the table.
         let verdict = if added.is_empty() {
             String::new()
-        } else if load1 > cores {
-            // The machine's other work then moves either side by hundreds of ms (a
-            // pair's difference came out at -150 ms as often as at +150 ms): no verdict.
-            format!("not judged: load average {load1:.1} on {cores:.0} cores")
         } else {
             let (p50, p99) = (pct(&added, 50.0), pct(&added, 99.0));
             format!(
@@ -408,7 +408,7 @@ impl Pairs {
 }
 
 /// Part 1: what the server adds over the SDK called directly.
-async fn added_latency(out: &mut Vec<String>, pairs: usize) {
+async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     let mock = MockAnthropic::start().await;
     mock.on(echo());
     let sandbox = Sandbox::new(&mock);
@@ -442,13 +442,16 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
     let mut over = Pairs::default();
     let mut incomplete = 0;
     for i in 0..pairs + 2 {
-        server.wait_warm(&http, 2).await;
-        direct_warm(pool.clone()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let prompt = format!("pooled query {i}");
         let mut s = None;
         let mut d = None;
         for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            // Before each side, both pools are warm and idle: the spare the other
+            // side just used is replaced (a CLI start, about half a CPU-second) before
+            // this side's clock starts, not while it runs.
+            server.wait_warm(&http, 2).await;
+            direct_warm(pool.clone()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             if side == 0 {
                 s = stream(&http, &server, json!({"prompt": prompt})).await;
             } else {
@@ -497,9 +500,13 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
 
     // A session's follow-up turn on a hot process: server session vs a connected client.
     let mut turn = Pairs::default();
-    let per_session = 5;
+    let per_session = 10;
+    // CPU used during the turns (sessions' starts and ends left out): the server's, and
+    // the bench process's (the HTTP client and the direct SDK side).
+    let mut cpu = (0.0, 0.0);
+    let mut cpu_turns = 0;
     let mut done = 0;
-    while done < pairs {
+    while done < turns {
         server.wait_warm(&http, 1).await;
         let (status, started) = post(
             &http,
@@ -513,8 +520,12 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
         let client = ClaudeClient::connect(options.clone()).await.unwrap();
         client.query("first turn").await.unwrap();
         time_direct(Instant::now(), client.receive_response()).await;
+        // The server has replaced the spare its session took before the turns start.
+        server.wait_warm(&http, 1).await;
+        let cpu_before = (cpu_ms(server.pid), cpu_ms(std::process::id()));
+        let mut measured = 0;
         for k in 0..per_session {
-            if done >= pairs {
+            if done >= turns {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -539,6 +550,7 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
                     d = time_direct(start, client.receive_response()).await.1;
                 }
             }
+            measured += 1;
             if ok {
                 turn.push(s, d);
             } else {
@@ -546,6 +558,9 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
             }
             done += 1;
         }
+        cpu.0 += cpu_ms(server.pid) - cpu_before.0;
+        cpu.1 += cpu_ms(std::process::id()) - cpu_before.1;
+        cpu_turns += measured;
         client.close().await.unwrap();
         let _ = http
             .delete(format!("{}/v1/sessions/{session}", server.url))
@@ -562,8 +577,9 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
          `claude-code-server` alone on SQLite (`--prewarm 1 --max-concurrent 4`, over loopback HTTP, \
          SSE for the query, JSON for the session turn) against a `QueryPool` with one spare of the \
          same options (and a connected `ClaudeClient` for the session turn), both against the same \
-         mock model; before each pair the bench waits until both pools are warm and idle. \
-         Added = server − direct of each pair. Load average {} at the end.",
+         mock model; before each side of a pair the bench waits until both pools are warm and \
+         idle (a spare used by one side is replaced before the other side's clock starts). \
+         Added = server − direct of each pair; p99 is the nearest rank. Load average {} at the end.",
         load()
     ));
     out.push(String::new());
@@ -579,9 +595,21 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize) {
          append to the log to its delivery to the client), over the pooled queries' {lag_count:.0} \
          events: mean {}. With a load average near or above the 2 cores, each hop between \
          processes and threads (HTTP client → server → its database thread → the CLI and back) \
-         can wait for a core, so what the server adds grows with the load (not yet profiled \
-         apart from this lag): compare runs by their load average.",
+         can wait for a core, so what the server adds grows with the load: compare runs by \
+         their load average. `FLEET_BENCH_SERVER_LOG=info,sqlx::query=debug,tower_http=debug` \
+         writes each server's log with every statement's time (target/bench/fleet-*.log).",
         fmt_ms(lag_sum / lag_count * 1000.0)
+    ));
+    out.push(String::new());
+    let per_turn = |ms: f64| fmt_ms(ms / f64::from(cpu_turns.max(1)));
+    out.push(format!(
+        "CPU per session turn (user + system, `/proc`, over the {cpu_turns} turns): the server \
+         {}, the bench process (its HTTP client and the direct SDK side together) {}. The \
+         server's share is mostly hops between threads: every SQLite statement goes to sqlx's \
+         connection thread and back, and `perf` puts about a third of the server's CPU in the \
+         kernel's context switch on this virtual machine.",
+        per_turn(cpu.0),
+        per_turn(cpu.1)
     ));
     out.push(String::new());
     if incomplete > 0 {
@@ -841,6 +869,7 @@ async fn takeover(out: &mut Vec<String>, db: &TestDatabase, kills: usize, lease:
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is read from the arguments.
     let pairs = env_usize("FLEET_BENCH_PAIRS", 20);
+    let turns = env_usize("FLEET_BENCH_TURNS", 100);
     let runs = env_usize("FLEET_BENCH_RUNS", 24);
     let kills = env_usize("FLEET_BENCH_KILLS", 3);
     let lease = std::env::var("FLEET_BENCH_LEASE").unwrap_or_else(|_| "2".to_owned());
@@ -851,14 +880,14 @@ async fn main() {
     out.push(String::new());
     out.push(format!(
         "Run of {}: `make bench` (this part: `cargo bench -p claude-code-server --bench fleet`, \
-         FLEET_BENCH_PAIRS={pairs} FLEET_BENCH_RUNS={runs} FLEET_BENCH_KILLS={kills}); load average \
+         FLEET_BENCH_PAIRS={pairs} FLEET_BENCH_TURNS={turns} FLEET_BENCH_RUNS={runs} FLEET_BENCH_KILLS={kills}); load average \
          {} at the start; the real CLI against the testkit's mock model.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         load()
     ));
     out.push(String::new());
     if wanted("added") {
-        added_latency(&mut out, pairs).await;
+        added_latency(&mut out, pairs, turns).await;
     }
     if wanted("fleet") || wanted("takeover") {
         match TestDatabase::create().await {

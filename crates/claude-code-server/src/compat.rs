@@ -232,7 +232,7 @@ pub(crate) async fn stream(
 fn events(state: AppState, run: String) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     struct Reading {
         state: AppState,
-        run: String,
+        feed: crate::fleet::EventFeed,
         after: i64,
         pending: std::collections::VecDeque<Event>,
         ended: bool,
@@ -244,8 +244,8 @@ fn events(state: AppState, run: String) -> Sse<impl Stream<Item = Result<Event, 
     let reading = Reading {
         _cancel: CancelOnDrop::new(&state.inner.fleet, &run),
         _reading: state.inner.reading(),
+        feed: state.inner.fleet.feed(&run),
         state,
-        run,
         after: 0,
         pending: Default::default(),
         ended: false,
@@ -263,9 +263,8 @@ fn events(state: AppState, run: String) -> Sse<impl Stream<Item = Result<Event, 
                 r.done = true;
                 return Some((Ok(Event::default().data("[DONE]")), r));
             }
-            let fleet = r.state.inner.fleet.clone();
             let next = tokio::select! {
-                next = fleet.next_events(&r.run, r.after, Duration::from_secs(1)) => next,
+                next = r.feed.next(r.after, Duration::from_secs(1)) => next,
                 () = r.state.inner.shutdown.cancelled() => {
                     r.ended = true;
                     r.pending.push_back(error_event("the server is shutting down"));

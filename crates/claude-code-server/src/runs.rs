@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use claude_code_sdk::options::SIDE_EFFECT_TOOLS;
 use claude_code_sdk::{ClaudeCodeOptions, Message, PermissionDecision, PermissionMode};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -162,12 +162,15 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         inner.pool.query(request.prompt.clone(), options).await
     };
     let mut run = match started {
-        Ok(run) => run,
+        Ok(run) => Box::pin(run.peekable()),
         Err(err) => {
             ctx.finish(failed(&ApiError::event_data(&err))).await;
             return;
         }
     };
+    // The run's last message when it is a result whose stream had already ended: it is
+    // written with the run's end, in one transaction instead of two.
+    let mut last: Option<Value> = None;
     let mut messages: Vec<Message> = Vec::new();
     let mut tools: Vec<String> = Vec::new();
     enum End {
@@ -182,7 +185,14 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
             item = run.next() => match item {
                 Some(Ok(message)) => {
                     tools.extend(message.tools_used().iter().map(|t| (*t).to_owned()));
-                    if !writer.event("message", &json!(web_message(&message))).await {
+                    let data = json!(web_message(&message));
+                    // A session turn's stream ends with its result: already over when
+                    // the result comes, so nothing is held back.
+                    let over = message.is_result()
+                        && matches!(run.as_mut().peek().now_or_never(), Some(None));
+                    if over {
+                        last = Some(data);
+                    } else if !writer.event("message", &data).await {
                         break End::Stopped(writer.stop_reason());
                     }
                     if message.is_result() {
@@ -232,6 +242,7 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
     let session = session.as_ref();
     ctx.finish(RunEnd {
         state: final_state,
+        last_message: last.as_ref(),
         event: (kind, &data),
         side_effects,
         conversation,
@@ -521,9 +532,10 @@ pub(crate) async fn collect(
     let mut after = 0;
     let mut messages: Vec<Value> = Vec::new();
     let mut collected = 0usize;
+    let mut feed = fleet.feed(run);
     loop {
         let events = tokio::select! {
-            events = fleet.next_events(run, after, Duration::from_secs(1)) => events?,
+            events = feed.next(after, Duration::from_secs(1)) => events?,
             () = state.inner.shutdown.cancelled() => {
                 return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));
             }
@@ -575,6 +587,7 @@ pub(crate) fn sse(
     struct Reading {
         state: AppState,
         run: String,
+        feed: crate::fleet::EventFeed,
         after: i64,
         pending: std::collections::VecDeque<EventRow>,
         first: Option<Event>,
@@ -584,6 +597,7 @@ pub(crate) fn sse(
     }
     let reading = Reading {
         _reading: state.inner.reading(),
+        feed: state.inner.fleet.feed(&run),
         state,
         run,
         after,
@@ -621,7 +635,7 @@ pub(crate) fn sse(
                 let _ = fleet.db().touch_reader(&r.run).await;
             }
             let next = tokio::select! {
-                next = fleet.next_events(&r.run, r.after, every) => next,
+                next = r.feed.next(r.after, every) => next,
                 () = r.state.inner.shutdown.cancelled() => {
                     r.ended = true;
                     let event = Event::default().event("error").json_data(json!({"error": {

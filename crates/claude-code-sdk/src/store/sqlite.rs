@@ -16,6 +16,10 @@ use super::sql::{decode, encode, storage, subpath_column, time_of};
 use super::{EntryStream, SessionKey, SessionStore, StoredSession};
 use crate::error::Result;
 
+/// Rows per `INSERT` of an append: 5 bound values each, well under SQLite's limit of
+/// 32,766 bound values per statement.
+const ROWS_PER_INSERT: usize = 500;
+
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS claude_session_keys (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -122,6 +126,8 @@ impl SqliteSessionStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
+            // A file handle does not go stale: no ping before each statement.
+            .test_before_acquire(false)
             .max_connections(4)
             .connect_with(options)
             .await
@@ -173,19 +179,36 @@ impl SessionStore for SqliteSessionStore {
             let batch: i64 = row
                 .try_get(1)
                 .map_err(|e| storage("record a transcript", e))?;
-            for (ord, (uuid, text)) in uuids.iter().zip(&texts).enumerate() {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO claude_session_entries (key_id, batch, ord, uuid, entry)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(id)
-                .bind(batch)
-                .bind(i64::try_from(ord).unwrap_or(i64::MAX))
-                .bind(uuid.as_deref())
-                .bind(text.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| storage("append entries", e))?;
+            // One statement per chunk of rows, not one per entry: each statement is a
+            // round trip to the connection's thread.
+            let rows: Vec<(i64, Option<&str>, &str)> = uuids
+                .iter()
+                .zip(&texts)
+                .enumerate()
+                .map(|(ord, (uuid, text))| {
+                    (
+                        i64::try_from(ord).unwrap_or(i64::MAX),
+                        uuid.as_deref(),
+                        text.as_str(),
+                    )
+                })
+                .collect();
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT OR IGNORE INTO claude_session_entries (key_id, batch, ord, uuid, entry) ",
+                );
+                insert.push_values(chunk, |mut row, (ord, uuid, text)| {
+                    row.push_bind(id)
+                        .push_bind(batch)
+                        .push_bind(*ord)
+                        .push_bind(*uuid)
+                        .push_bind(*text);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| storage("append entries", e))?;
             }
             tx.commit()
                 .await

@@ -134,6 +134,9 @@ pub(crate) mod state {
 pub(crate) struct RunEnd<'a> {
     /// The final state ([`state`]).
     pub(crate) state: &'a str,
+    /// A `message` event written just before the final one (the run's result, when
+    /// its stream ended with it).
+    pub(crate) last_message: Option<&'a Value>,
     /// The final event: its kind (`done` or `error`) and data.
     pub(crate) event: (&'a str, &'a Value),
     /// Whether the run used a tool with side effects.
@@ -157,6 +160,7 @@ impl<'a> RunEnd<'a> {
     pub(crate) fn new(state: &'a str, kind: &'a str, data: &'a Value) -> Self {
         RunEnd {
             state,
+            last_message: None,
             event: (kind, data),
             side_effects: false,
             conversation: None,
@@ -297,6 +301,10 @@ impl Db {
                 max_connections
             })
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A SQLite connection is a file handle that does not go stale: no ping
+            // round trip before each statement (sqlx's default). A PostgreSQL one can
+            // (a restarted server), so it is tested.
+            .test_before_acquire(kind == Kind::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if kind == Kind::Sqlite {
@@ -783,8 +791,9 @@ impl Db {
         end: &RunEnd<'_>,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
+        let events = 1 + i64::from(end.last_message.is_some());
         let row = sqlx::query(self.q(
-            "UPDATE ccs_runs SET next_seq = next_seq + 1, state = $4, ended_at = $5,
+            "UPDATE ccs_runs SET next_seq = next_seq + $8, state = $4, ended_at = $5,
                 lease_until = NULL, side_effects = $6, outcome = $7
              WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
              RETURNING next_seq, tenant_id",
@@ -796,13 +805,19 @@ impl Db {
         .bind(now_ms())
         .bind(i64::from(end.side_effects))
         .bind(end.event.1.to_string())
+        .bind(events)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             return Ok(false);
         };
         let tenant: String = row.try_get("tenant_id")?;
-        self.insert_event(&mut tx, run, &row, end.event.0, end.event.1)
+        let next: i64 = row.try_get("next_seq")?;
+        if let Some(message) = end.last_message {
+            self.insert_event_at(&mut tx, run, next - 2, "message", message)
+                .await?;
+        }
+        self.insert_event_at(&mut tx, run, next - 1, end.event.0, end.event.1)
             .await?;
         self.expire_approvals_of(&mut tx, run).await?;
         if let Some((conversation, cost)) = end.conversation {
@@ -891,6 +906,18 @@ impl Db {
         data: &Value,
     ) -> DbResult<i64> {
         let seq: i64 = reserved.try_get::<i64, _>("next_seq")? - 1;
+        self.insert_event_at(tx, run, seq, kind, data).await
+    }
+
+    /// Writes event `seq` of `run` (a number its `next_seq` reserved).
+    async fn insert_event_at(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run: &str,
+        seq: i64,
+        kind: &str,
+        data: &Value,
+    ) -> DbResult<i64> {
         sqlx::query(
             self.q(
                 "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",

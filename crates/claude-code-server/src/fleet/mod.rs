@@ -317,36 +317,14 @@ impl Fleet {
         }
     }
 
-    /// The events of `run` after `after`, waiting up to `wait` for new ones when there
-    /// are none yet.
-    ///
-    /// # Errors
-    ///
-    /// Database errors.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub(crate) async fn next_events(
-        &self,
-        run: &str,
-        after: i64,
-        wait: Duration,
-    ) -> DbResult<Vec<EventRow>> {
-        let mut notes = self.inner.notifier.subscribe();
-        let events = self.inner.db.events_after(run, after, 256).await?;
-        if !events.is_empty() {
-            return Ok(events);
+    /// A reader of `run`'s events ([`EventFeed`]), told of new ones from now on.
+    pub(crate) fn feed(&self, run: &str) -> EventFeed {
+        EventFeed {
+            notes: self.inner.notifier.subscribe(),
+            fleet: self.clone(),
+            run: run.to_owned(),
+            read_now: true,
         }
-        // Poll at least once a second: a notification may be lost.
-        Notifier::wait(
-            &mut notes,
-            Channel::Events,
-            Some(run),
-            wait.min(Duration::from_secs(1)),
-        )
-        .await;
-        self.inner.db.events_after(run, after, 256).await
     }
 
     /// Waits for the answer to approval `id` until `deadline` (ms): `Some((allow,
@@ -430,6 +408,60 @@ pub(crate) fn cancelled_error(reason: &str) -> Value {
         "message": format!("the run was cancelled: {reason}"),
         "transient": false,
     }})
+}
+
+/// How many events one read of a run's log returns at most.
+const EVENT_PAGE: usize = 256;
+
+/// Reads one run's events as they are appended: the log is read again when a
+/// notification says the run has new events (or once per `wait` without one: a
+/// notification can be lost), not on every call. Its subscription is taken when it is
+/// made, so no notification between two calls is missed.
+pub(crate) struct EventFeed {
+    fleet: Fleet,
+    run: String,
+    notes: tokio::sync::broadcast::Receiver<notify::Note>,
+    /// Whether to read before waiting: at first, after a full page, and after a read
+    /// that did not complete.
+    read_now: bool,
+}
+
+impl EventFeed {
+    /// The events after `after`: at once when some may be waiting, else once a
+    /// notification about the run arrives or `wait` (at most a second) passes, then
+    /// possibly none.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a call cancelled while it read makes the next one read at once.
+    pub(crate) async fn next(&mut self, after: i64, wait: Duration) -> DbResult<Vec<EventRow>> {
+        if self.read_now {
+            let events = self.read(after).await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+        Notifier::wait(
+            &mut self.notes,
+            Channel::Events,
+            Some(&self.run),
+            wait.min(Duration::from_secs(1)),
+        )
+        .await;
+        self.read(after).await
+    }
+
+    async fn read(&mut self, after: i64) -> DbResult<Vec<EventRow>> {
+        self.read_now = true;
+        let page = i64::try_from(EVENT_PAGE).unwrap_or(i64::MAX);
+        let events = self.fleet.db().events_after(&self.run, after, page).await?;
+        self.read_now = events.len() >= EVENT_PAGE;
+        Ok(events)
+    }
 }
 
 /// A claimed run, as its executor sees it: write events (fenced), watch for a stop,
