@@ -190,13 +190,16 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
                     // the result comes, so nothing is held back.
                     let over = message.is_result()
                         && matches!(run.as_mut().peek().now_or_never(), Some(None));
-                    if over {
-                        last = Some(data);
-                    } else if !writer.event("message", &data).await {
-                        break End::Stopped(writer.stop_reason());
-                    }
                     if message.is_result() {
                         messages.push(message);
+                    }
+                    if over {
+                        // Done: a stop that comes now does not undo a finished turn.
+                        last = Some(data);
+                        break End::Done;
+                    }
+                    if !writer.event("message", &data).await {
+                        break End::Stopped(writer.stop_reason());
                     }
                 }
                 Some(Err(err)) => break End::Failed(err),
@@ -235,25 +238,40 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
             {
                 tracing::warn!(%err, "could not record a conversation's owner");
             }
+            // A result held back for the end (`last`) is not written either: the
+            // replica that took the run over ended it.
             return;
         }
     };
     let cost = summary.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
     let session = session.as_ref();
-    ctx.finish(RunEnd {
-        state: final_state,
-        last_message: last.as_ref(),
-        event: (kind, &data),
-        side_effects,
-        conversation,
-        session: session.map(|s| s.id.as_str()),
-        audit: Some((cost, &tools)),
-        // A session whose first turn was cancelled never existed for its client.
-        forget_session: session
-            .filter(|s| final_state == state::CANCELLED && s.turns == 0)
-            .map(|s| s.id.as_str()),
-    })
-    .await;
+    let ended_here = ctx
+        .finish(RunEnd {
+            state: final_state,
+            last_message: last.as_ref(),
+            event: (kind, &data),
+            side_effects,
+            conversation,
+            session: session.map(|s| s.id.as_str()),
+            audit: Some((cost, &tools)),
+            // A session whose first turn was cancelled never existed for its client.
+            forget_session: session
+                .filter(|s| final_state == state::CANCELLED && s.turns == 0)
+                .map(|s| s.id.as_str()),
+        })
+        .await;
+    if !ended_here {
+        // Someone else ended the run first (a shutdown ends its runs at once): what the
+        // run leaves behind is still its tenant's, and its audit row gets its cost
+        // and tools (once: a row already completed is left as it is).
+        if let Err(err) = fleet
+            .db()
+            .record_leftovers(&row.id, &row.tenant, conversation, cost, &tools)
+            .await
+        {
+            tracing::warn!(%err, "could not record what an ended run left behind");
+        }
+    }
 }
 
 /// The end of a run that failed before it ran: its audit row says so too.

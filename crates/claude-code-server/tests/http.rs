@@ -539,6 +539,33 @@ async fn shutdown_ends_running_streams() {
         assert!(std::time::Instant::now() < deadline, "{stats}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The shutdown ended the run before its executor could: the executor still
+    // completes the run's audit row (its end, cost and tools).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit: Value = s
+            .http
+            .get(format!("{}/v1/audit", s.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = &audit["entries"][0];
+        assert_eq!(row["outcome"], "interrupted", "{audit}");
+        if row["ended_at"].is_string() {
+            assert_eq!(row["tools"], json!([]), "{row}");
+            assert!(row["cost_usd"].is_number(), "{row}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never completed: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

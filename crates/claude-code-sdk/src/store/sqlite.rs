@@ -126,7 +126,7 @@ impl SqliteSessionStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            // A file handle does not go stale: no ping before each statement.
+            // A file handle does not go stale: no ping when a connection is taken.
             .test_before_acquire(false)
             .max_connections(4)
             .connect_with(options)
@@ -206,6 +206,9 @@ impl SessionStore for SqliteSessionStore {
                 });
                 insert
                     .build()
+                    // Only the full chunk's statement is worth keeping prepared: every
+                    // other length would push hot statements out of the cache.
+                    .persistent(chunk.len() == ROWS_PER_INSERT)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| storage("append entries", e))?;

@@ -197,7 +197,7 @@ mod sqlite {
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
-                // A file handle does not go stale: no ping before each statement.
+                // A file handle does not go stale: no ping when a connection is taken.
                 .test_before_acquire(false)
                 .max_connections(4)
                 .connect_with(options)

@@ -302,8 +302,8 @@ impl Db {
             })
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // A SQLite connection is a file handle that does not go stale: no ping
-            // round trip before each statement (sqlx's default). A PostgreSQL one can
-            // (a restarted server), so it is tested.
+            // round trip when a connection is taken from the pool (sqlx's default). A
+            // PostgreSQL one can (a restarted server), so it is tested.
             .test_before_acquire(kind == Kind::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -365,6 +365,16 @@ impl Db {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((db_ms, asked + half));
         Ok(())
+    }
+
+    /// A transaction that writes: on SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so it waits its turn under the busy timeout instead of failing
+    /// with `SQLITE_BUSY` when another writer commits between its read and its write.
+    async fn begin_write(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.kind {
+            Kind::Postgres => self.pool.begin().await?,
+            Kind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -489,7 +499,7 @@ impl Db {
                 .await?;
         }
         // Replicas starting together must not race to create tables.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.kind == Kind::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(74927110)")
                 .execute(&mut *tx)
@@ -571,7 +581,7 @@ impl Db {
     /// time): `false` then, and nothing is written.
     pub(crate) async fn queue_run(&self, run: &NewRun<'_>) -> DbResult<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(self.q(
             "INSERT INTO ccs_runs (id, tenant_id, session_id, request, state, stream, reader_seen_at, created_at)
              SELECT $1, $2, $3, $4, 'queued', $5, $6, $6
@@ -649,7 +659,7 @@ impl Db {
         // transaction that writes later could find its snapshot stale (SQLITE_BUSY).
         let mut tx = match self.kind {
             Kind::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock(74927111)")
                     .execute(&mut *tx)
                     .await?;
@@ -759,7 +769,7 @@ impl Db {
         kind: &str,
         data: &Value,
     ) -> DbResult<Option<i64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(self.q("UPDATE ccs_runs SET next_seq = next_seq + 1
              WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
              RETURNING next_seq"))
@@ -790,7 +800,7 @@ impl Db {
         epoch: i64,
         end: &RunEnd<'_>,
     ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let events = 1 + i64::from(end.last_message.is_some());
         let row = sqlx::query(self.q(
             "UPDATE ccs_runs SET next_seq = next_seq + $8, state = $4, ended_at = $5,
@@ -828,7 +838,7 @@ impl Db {
                     "UPDATE ccs_sessions SET cli_session_id = $2, turns = turns + 1,
                         total_cost = total_cost + $3, home_replica = $4, updated_at = $5,
                         state = 'active'
-                     WHERE id = $1",
+                     WHERE id = $1 AND state <> 'ended'",
                 ))
                 .bind(session)
                 .bind(conversation)
@@ -868,7 +878,7 @@ impl Db {
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "UPDATE ccs_runs SET next_seq = next_seq + 1, state = $2, ended_at = $3,
                 epoch = epoch + 1, lease_until = NULL, outcome = $4
@@ -893,8 +903,6 @@ impl Db {
         Ok(true)
     }
 
-    /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
-    /// an answer any more, so none may be taken as delivered.
     /// Appends an event at the sequence number a `RETURNING next_seq` row reserved;
     /// returns that number.
     async fn insert_event(
@@ -933,6 +941,8 @@ impl Db {
         Ok(seq)
     }
 
+    /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
+    /// an answer any more, so none may be taken as delivered.
     async fn expire_approvals_of(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -1271,10 +1281,40 @@ impl Db {
         tenant: &str,
         cost: f64,
     ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let recorded = self.upsert_conversation(&mut tx, id, tenant, cost).await?;
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// What a run that another writer ended (a shutdown, a takeover) leaves behind,
+    /// in one transaction: the conversation it continued belongs to `tenant`, and its
+    /// audit row gets the state the run ended in, its cost and its tools, unless it
+    /// was completed already.
+    pub(crate) async fn record_leftovers(
+        &self,
+        run: &str,
+        tenant: &str,
+        conversation: Option<(&str, f64)>,
+        cost: f64,
+        tools: &[String],
+    ) -> DbResult<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some((id, turn_cost)) = conversation {
+            self.upsert_conversation(&mut tx, id, tenant, turn_cost)
+                .await?;
+        }
+        let ended: Option<String> = sqlx::query(self.q("SELECT state FROM ccs_runs WHERE id = $1"))
+            .bind(run)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("state"))
+            .transpose()?;
+        if let Some(outcome) = ended.filter(|s| state::is_final(s)) {
+            crate::audit::ended(self, &mut tx, run, tenant, &outcome, cost, tools).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn upsert_conversation(

@@ -457,6 +457,11 @@ impl EventFeed {
 
     async fn read(&mut self, after: i64) -> DbResult<Vec<EventRow>> {
         self.read_now = true;
+        // What was notified so far is committed, so this read covers it: the
+        // notifications waiting now would only wake the next call for nothing.
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            self.notes.try_recv()
+        {}
         let page = i64::try_from(EVENT_PAGE).unwrap_or(i64::MAX);
         let events = self.fleet.db().events_after(&self.run, after, page).await?;
         self.read_now = events.len() >= EVENT_PAGE;
@@ -546,17 +551,25 @@ impl RunCtx {
     pub(crate) async fn finish(mut self, end: RunEnd<'_>) -> bool {
         self.finished = true;
         let fleet = Arc::clone(&self.writer.fleet.inner);
-        let ok = match fleet
-            .db
-            .finish_run(&self.row.id, &fleet.config.replica, self.row.epoch, &end)
-            .await
-        {
-            Ok(ok) => ok,
-            Err(err) => {
-                tracing::warn!(%err, run = self.row.id, "could not end a run");
-                false
+        // Retried: the transaction is fenced and all or nothing (a retry after a
+        // commit whose answer was lost finds the run ended and writes nothing).
+        let mut ok = false;
+        for attempt in 0..3u32 {
+            match fleet
+                .db
+                .finish_run(&self.row.id, &fleet.config.replica, self.row.epoch, &end)
+                .await
+            {
+                Ok(done) => {
+                    ok = done;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, run = self.row.id, attempt, "could not end a run");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
             }
-        };
+        }
         lock(&fleet.local).remove(&self.row.id);
         fleet.notifier.publish(Channel::Events, &self.row.id).await;
         ok
