@@ -758,6 +758,57 @@ async fn tenants_apart(c: &Cluster) {
 
 // --- on PostgreSQL, three replicas -----------------------------------------------------
 
+/// 32 turns of one session asked at once, through every replica: one runs, the
+/// others are refused (409), so no two CLIs ever continue one conversation.
+async fn one_turn_at_a_time(c: &Cluster) {
+    // Before the echo: the first matching rule answers.
+    c.mock.on(Rule::prompt_contains("at once")
+        .reply(Reply::text("one at a time").delay(Duration::from_secs(2))));
+    c.mock.on(echo());
+    let (status, first) = c
+        .post(0, TOK_A, "/v1/sessions", json!({"prompt": "hello"}))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let session = first["session"].as_str().unwrap().to_owned();
+    let path = format!("/v1/sessions/{session}/messages");
+    let asks = (0..32).map(|k| {
+        c.post(
+            k % c.replicas.len(),
+            TOK_A,
+            &path,
+            json!({"prompt": format!("turn {k} at once")}),
+        )
+    });
+    let answers = futures::future::join_all(asks).await;
+    let ran: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["error"]["kind"] == "conversation_busy")
+        .count();
+    assert_eq!((ran.len(), refused), (1, 31), "{answers:?}");
+    let (status, history) = c.get(0, TOK_A, &format!("/v1/sessions/{session}")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["turns"].as_array().unwrap().len(), 2, "{history}");
+}
+
+#[tokio::test]
+async fn fleet_one_turn_at_a_time_under_concurrent_requests() {
+    let Some(c) = Cluster::postgres(2, &[]).await else {
+        return;
+    };
+    one_turn_at_a_time(&c).await;
+}
+
+#[tokio::test]
+async fn sqlite_one_turn_at_a_time_under_concurrent_requests() {
+    let c = Cluster::sqlite(&[]).await;
+    one_turn_at_a_time(&c).await;
+}
+
 #[tokio::test]
 async fn fleet_session_continues_through_every_replica() {
     let Some(c) = Cluster::postgres(3, &[]).await else {

@@ -460,6 +460,12 @@ impl Db {
             .to_owned(),
             "CREATE INDEX IF NOT EXISTS ccs_runs_state ON ccs_runs (state, created_at)".to_owned(),
             "CREATE INDEX IF NOT EXISTS ccs_runs_tenant ON ccs_runs (tenant_id, state)".to_owned(),
+            // One turn at a time per session, whatever the isolation level: two
+            // replicas (or two requests) queueing a turn of one session at once cannot
+            // both pass `queue_run`'s NOT EXISTS on PostgreSQL's READ COMMITTED.
+            "CREATE UNIQUE INDEX IF NOT EXISTS ccs_runs_one_turn ON ccs_runs (session_id)
+                WHERE session_id IS NOT NULL AND state IN ('queued', 'claimed', 'running')"
+                .to_owned(),
             "CREATE TABLE IF NOT EXISTS ccs_events (
                 run_id TEXT NOT NULL,
                 seq BIGINT NOT NULL,
@@ -595,7 +601,13 @@ impl Db {
         .bind(i64::from(run.stream))
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        let done = match done {
+            // Another turn of the session was queued at the same time (the index
+            // `ccs_runs_one_turn`): refused like one queued before.
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => return Ok(false),
+            other => other?,
+        };
         if done.rows_affected() != 1 {
             return Ok(false);
         }
