@@ -71,15 +71,20 @@ impl Samples {
     }
 }
 
-fn percentile(samples: &[Duration], p: f64) -> Duration {
+/// The `p` quantile of `samples`; `None` without samples (a row with none in a short
+/// run, `BENCH_RUNS=1`).
+fn percentile(samples: &[Duration], p: f64) -> Option<Duration> {
     let mut sorted = samples.to_vec();
     sorted.sort();
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
+    let index = ((sorted.len().max(1) as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied()
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "–".to_owned(),
+        |d| format!("{:.1}", d.as_secs_f64() * 1000.0),
+    )
 }
 
 /// Times a stream: to its first assistant message, and to its result.
