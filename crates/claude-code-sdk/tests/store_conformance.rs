@@ -20,6 +20,14 @@ use serde_json::Value;
 
 const EVERY_CONTRACT: usize = 13;
 
+/// Runs the suite on `store`: every contract passes.
+async fn assert_conforms(store: &impl SessionStore) {
+    let report = check_session_store(store)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+}
+
 #[tokio::test]
 async fn in_memory_store_conforms() {
     let report = check_session_store(&InMemorySessionStore::new())
@@ -35,10 +43,7 @@ async fn sqlite_store_conforms() {
     let store = SqliteSessionStore::open(dir.path().join("sessions.db"))
         .await
         .unwrap();
-    let report = check_session_store(&store)
-        .await
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+    assert_conforms(&store).await;
 }
 
 /// `Durability::ProcessCrash` keeps the contracts, and an append it committed survives
@@ -65,10 +70,7 @@ async fn sqlite_store_without_fsync_conforms_and_survives_a_killed_process() {
     let store = SqliteSessionStore::open_with(dir.path().join("c.db"), Durability::ProcessCrash)
         .await
         .unwrap();
-    let report = check_session_store(&store)
-        .await
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+    assert_conforms(&store).await;
 
     let path = dir.path().join("killed.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -138,10 +140,7 @@ async fn postgres_store_conforms() {
         return;
     };
     let store = PostgresSessionStore::connect(db.url()).await.unwrap();
-    let report = check_session_store(&store)
-        .await
-        .unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(report.passed().len(), EVERY_CONTRACT, "{report}");
+    assert_conforms(&store).await;
     // Two stores over one database (two replicas) see each other's writes, and a
     // second connect finds the tables in place.
     let other = PostgresSessionStore::connect(db.url()).await.unwrap();

@@ -60,6 +60,19 @@ impl Server {
             .json(&body)
     }
 
+    /// GET `path` with the token: its JSON body.
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn json(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self.post(path, body).send().await.unwrap();
         let status = response.status().as_u16();
@@ -284,16 +297,7 @@ async fn sessions_continue_exactly_and_end() {
             .mentions("I live in Lisbon.")
     );
 
-    let history: Value = s
-        .http
-        .get(format!("{}/v1/sessions/{id}", s.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = s.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!(history["turns"].as_array().unwrap().len(), 2);
     let ended = s
         .http
@@ -522,16 +526,7 @@ async fn shutdown_ends_running_streams() {
     // The run ends (interrupted) and its CLI with it, soon after.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let stats: Value = s
-            .http
-            .get(format!("{}/v1/stats", s.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = s.get("/v1/stats").await;
         if stats["runs"]["active"] == 0 && stats["pool"]["active"] == 0 {
             assert_eq!(stats["runs"]["failed"], 1, "interrupted: {stats}");
             break;
@@ -543,16 +538,7 @@ async fn shutdown_ends_running_streams() {
     // completes the run's audit row (its end, cost and tools).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let audit: Value = s
-            .http
-            .get(format!("{}/v1/audit", s.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let audit: Value = s.get("/v1/audit").await;
         let row = &audit["entries"][0];
         assert_eq!(row["outcome"], "interrupted", "{audit}");
         if row["ended_at"].is_string() {
@@ -627,16 +613,7 @@ async fn a_refused_turn_is_not_audited_and_each_answered_turn_is_complete() {
     let slow: Value = slow.unwrap().json().await.unwrap();
     assert_eq!(slow["result"]["text"], "late", "{slow}");
 
-    let audit: Value = s
-        .http
-        .get(format!("{}/v1/audit", s.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = s.get("/v1/audit").await;
     let rows: Vec<&Value> = audit["entries"]
         .as_array()
         .unwrap()
