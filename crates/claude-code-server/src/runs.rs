@@ -169,7 +169,8 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         }
     };
     // The run's last message when it is a result whose stream had already ended: it is
-    // written with the run's end, in one transaction instead of two.
+    // written with the run's end, in one transaction instead of two (the loop ends
+    // with it, so no stop or lost lease comes between).
     let mut last: Option<Value> = None;
     let mut messages: Vec<Message> = Vec::new();
     let mut tools: Vec<String> = Vec::new();
@@ -238,8 +239,6 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
             {
                 tracing::warn!(%err, "could not record a conversation's owner");
             }
-            // A result held back for the end (`last`) is not written either: the
-            // replica that took the run over ended it.
             return;
         }
     };
