@@ -167,17 +167,21 @@ impl Server {
         }
     }
 
-    /// This server's CLI processes, warm ones, busy ones (from `/metrics`).
-    async fn pool(&self, http: &reqwest::Client) -> (u64, u64) {
-        let text = http
-            .get(format!("{}/metrics", self.url))
+    /// This server's `/metrics` text.
+    async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("{}/metrics", self.url))
             .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// This server's CLI processes, warm ones, busy ones (from `/metrics`).
+    async fn pool(&self, http: &reqwest::Client) -> (u64, u64) {
+        let text = self.metrics(http).await;
         let value = |state: &str| {
             text.lines()
                 .find(|l| {
@@ -479,15 +483,7 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     );
     // The server's own figure for the last hop: an event's append to the log to its
     // delivery to the client (`ccs_event_lag_seconds`), summed over those runs.
-    let metrics = http
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(&http).await;
     let figure = |suffix: &str| {
         metrics
             .lines()
