@@ -553,8 +553,9 @@ impl RunCtx {
         let fleet = Arc::clone(&self.writer.fleet.inner);
         // Retried: the transaction is fenced and all or nothing (a retry after a
         // commit whose answer was lost finds the run ended and writes nothing).
+        const ATTEMPTS: u32 = 3;
         let mut ok = false;
-        for attempt in 0..3u32 {
+        for attempt in 0..ATTEMPTS {
             match fleet
                 .db
                 .finish_run(&self.row.id, &fleet.config.replica, self.row.epoch, &end)
@@ -566,7 +567,9 @@ impl RunCtx {
                 }
                 Err(err) => {
                     tracing::warn!(%err, run = self.row.id, attempt, "could not end a run");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    if attempt + 1 < ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
                 }
             }
         }
