@@ -195,6 +195,15 @@ impl RawSpare {
             .write_all(format!("{claim}\n{user}\n").as_bytes())
             .await
             .expect("write");
+        let timed = self.read_turn(start).await;
+        let _ = self.child.kill().await;
+        timed
+    }
+
+    /// Reads the CLI's output until the result of the turn written at `start`: the time
+    /// to its first assistant message and to its result. A refused control request
+    /// (the claim) fails the bench.
+    async fn read_turn(&mut self, start: Instant) -> (Duration, Duration) {
         let mut first = None;
         while let Some(line) = self.lines.next_line().await.expect("read") {
             let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
@@ -205,16 +214,15 @@ impl RawSpare {
                 Some("result") => {
                     let at = start.elapsed();
                     assert_eq!(value["is_error"], false, "{value}");
-                    let _ = self.child.kill().await;
                     return (first.unwrap_or(at), at);
                 }
                 Some("control_response") if value["response"]["subtype"] == "error" => {
-                    panic!("the raw claim failed: {value}");
+                    panic!("the raw CLI refused a request: {value}");
                 }
                 _ => {}
             }
         }
-        panic!("the raw spare ended without a result");
+        panic!("the raw CLI ended without a result");
     }
 }
 
@@ -263,22 +271,7 @@ impl RawReused {
             .write_all(format!("{user}\n").as_bytes())
             .await
             .expect("write");
-        let mut first = None;
-        while let Some(line) = self.spare.lines.next_line().await.expect("read") {
-            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            match value["type"].as_str() {
-                Some("assistant") => {
-                    first.get_or_insert_with(|| start.elapsed());
-                }
-                Some("result") => {
-                    let at = start.elapsed();
-                    assert_eq!(value["is_error"], false, "{value}");
-                    return (first.unwrap_or(at), at);
-                }
-                _ => {}
-            }
-        }
-        panic!("the raw process ended without a result");
+        self.spare.read_turn(start).await
     }
 
     /// A timed prompt, then the untimed `/clear` that readies the next one.
