@@ -600,10 +600,9 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     let per_turn = |ms: f64| fmt_ms(ms / f64::from(cpu_turns.max(1)));
     out.push(format!(
         "CPU per session turn (user + system, `/proc`, over the {cpu_turns} turns): the server \
-         {}, the bench process (its HTTP client and the direct SDK side together) {}. The \
-         server's share is mostly hops between threads: every SQLite statement goes to sqlx's \
-         connection thread and back, and `perf` puts about a third of the server's CPU in the \
-         kernel's context switch on this virtual machine.",
+         {}, the bench process (its HTTP client and the direct SDK side together) {}. Where the \
+         server's CPU goes (a `perf` profile: mostly hand-offs between threads, each SQLite \
+         statement a round trip to sqlx's connection thread): the notes on the targets above.",
         per_turn(cpu.0),
         per_turn(cpu.1)
     ));

@@ -674,7 +674,7 @@ pub(crate) fn sse(
                     if let Ok(Some(row)) = fleet.db().run(&r.run, None).await
                         && state::is_final(&row.state)
                     {
-                        match fleet.db().events_after(&r.run, r.after, 256).await {
+                        match fleet.db().events_after(&r.run, r.after).await {
                             Ok(more) if more.is_empty() => return None,
                             Ok(more) => r.pending.extend(more),
                             Err(err) => tracing::warn!(%err, "could not read a run's events"),

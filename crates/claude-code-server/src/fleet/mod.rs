@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use db::{Db, DbResult, EventRow, RunEnd, RunRow, now_ms, state};
+use db::{Db, DbResult, EVENT_PAGE, EventRow, RunEnd, RunRow, now_ms, state};
 use notify::{Channel, Notifier};
 
 /// How the fleet times its leases and checks.
@@ -410,9 +410,6 @@ pub(crate) fn cancelled_error(reason: &str) -> Value {
     }})
 }
 
-/// How many events one read of a run's log returns at most.
-const EVENT_PAGE: usize = 256;
-
 /// Reads one run's events as they are appended: the log is read again when a
 /// notification says the run has new events (or once per `wait` without one: a
 /// notification can be lost), not on every call. Its subscription is taken when it is
@@ -462,8 +459,7 @@ impl EventFeed {
         while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
             self.notes.try_recv()
         {}
-        let page = i64::try_from(EVENT_PAGE).unwrap_or(i64::MAX);
-        let events = self.fleet.db().events_after(&self.run, after, page).await?;
+        let events = self.fleet.db().events_after(&self.run, after).await?;
         self.read_now = events.len() >= EVENT_PAGE;
         Ok(events)
     }
