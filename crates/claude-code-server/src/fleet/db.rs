@@ -522,6 +522,34 @@ impl Db {
         for sql in statements {
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
         }
+        // A run's `next_seq` stays past its highest event: `append_event` inserts an
+        // event at `next_seq` in one statement and this trigger moves `next_seq` on
+        // (an insert at a number reserved beforehand leaves it as it is).
+        let next_seq = match self.kind {
+            Kind::Postgres => vec![
+                "CREATE OR REPLACE FUNCTION ccs_events_next_seq() RETURNS trigger
+                 LANGUAGE plpgsql AS $body$
+                 BEGIN
+                     UPDATE ccs_runs SET next_seq = NEW.seq + 1
+                      WHERE id = NEW.run_id AND next_seq <= NEW.seq;
+                     RETURN NULL;
+                 END
+                 $body$",
+                "DROP TRIGGER IF EXISTS ccs_events_next_seq ON ccs_events",
+                "CREATE TRIGGER ccs_events_next_seq AFTER INSERT ON ccs_events
+                 FOR EACH ROW EXECUTE FUNCTION ccs_events_next_seq()",
+            ],
+            Kind::Sqlite => vec![
+                "CREATE TRIGGER IF NOT EXISTS ccs_events_next_seq AFTER INSERT ON ccs_events
+                 FOR EACH ROW BEGIN
+                     UPDATE ccs_runs SET next_seq = NEW.seq + 1
+                      WHERE id = NEW.run_id AND next_seq <= NEW.seq;
+                 END",
+            ],
+        };
+        for sql in next_seq {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -788,21 +816,31 @@ impl Db {
         kind: &str,
         data: &Value,
     ) -> DbResult<Option<i64>> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(self.q("UPDATE ccs_runs SET next_seq = next_seq + 1
+        // One statement, one round trip (it was four: BEGIN, UPDATE, INSERT, COMMIT).
+        // The fence and the number are read from the run's row: locked on PostgreSQL
+        // (`FOR UPDATE`, so a takeover committed first is seen, its epoch and its
+        // event); on SQLite a writing statement holds the one write lock from its
+        // start. The trigger `ccs_events_next_seq` moves `next_seq` on.
+        let lock = match self.kind {
+            Kind::Postgres => "FOR UPDATE",
+            Kind::Sqlite => "",
+        };
+        let row = sqlx::query(self.q(&format!(
+            "INSERT INTO ccs_events (run_id, seq, kind, data, at)
+             SELECT id, next_seq, $4, $5, $6 FROM ccs_runs
              WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
-             RETURNING next_seq"))
+             {lock}
+             RETURNING seq"
+        )))
         .bind(run)
         .bind(replica)
         .bind(epoch)
-        .fetch_optional(&mut *tx)
+        .bind(kind)
+        .bind(data.to_string())
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let seq = self.insert_event(&mut tx, run, &row, kind, data).await?;
-        tx.commit().await?;
-        Ok(Some(seq))
+        Ok(row.map(|row| row.try_get("seq")).transpose()?)
     }
 
     /// Ends a run as `end` says, in one fenced transaction: its state and final event,
@@ -1446,5 +1484,169 @@ impl Db {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A running run held by replica `a` at epoch 1, written as a claim leaves it.
+    async fn running(db: &Db, id: &str) {
+        sqlx::query(db.q(
+            "INSERT INTO ccs_runs (id, tenant_id, request, state, replica, epoch,
+                lease_until, created_at)
+             VALUES ($1, 't', '{}', 'running', 'a', 1, $2, 0)",
+        ))
+        .bind(id)
+        .bind(now_ms() + 60_000)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+
+    async fn log(db: &Db, run: &str) -> Vec<(i64, String)> {
+        db.events_after(run, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.kind))
+            .collect()
+    }
+
+    /// The event log of a run as its holder, a finish and a takeover write it: numbers
+    /// in order without gaps, and nothing written by a writer that no longer holds the
+    /// run (another replica, an older epoch, a run already over).
+    async fn event_log_is_fenced_and_numbered(db: &Db) {
+        running(db, "r1").await;
+        let m = json!({"n": 1});
+        assert_eq!(
+            db.append_event("r1", "a", 1, "message", &m).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            db.append_event("r1", "a", 1, "message", &m).await.unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            db.append_event("r1", "b", 1, "message", &m).await.unwrap(),
+            None,
+            "another replica"
+        );
+        assert_eq!(
+            db.append_event("r1", "a", 2, "message", &m).await.unwrap(),
+            None,
+            "another epoch"
+        );
+        let done = json!({"result": "ok"});
+        let end = RunEnd {
+            last_message: Some(&m),
+            ..RunEnd::new(state::SUCCEEDED, "done", &done)
+        };
+        assert!(db.finish_run("r1", "a", 1, &end).await.unwrap());
+        assert_eq!(
+            db.append_event("r1", "a", 1, "message", &m).await.unwrap(),
+            None,
+            "ended"
+        );
+        assert_eq!(
+            log(db, "r1").await,
+            [
+                (1, "message".into()),
+                (2, "message".into()),
+                (3, "message".into()),
+                (4, "done".into())
+            ]
+        );
+
+        // Taken over (its lease ran out): the holder's next append is refused, and the
+        // takeover's event follows the holder's last.
+        running(db, "r2").await;
+        assert_eq!(
+            db.append_event("r2", "a", 1, "message", &m).await.unwrap(),
+            Some(1)
+        );
+        let error = json!({"error": {"kind": "interrupted"}});
+        assert!(
+            db.end_unheld_run(
+                "r2",
+                &[state::CLAIMED, state::RUNNING],
+                None,
+                state::INTERRUPTED,
+                ("error", &error)
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(
+            db.append_event("r2", "a", 1, "message", &m).await.unwrap(),
+            None,
+            "taken over"
+        );
+        assert_eq!(
+            log(db, "r2").await,
+            [(1, "message".into()), (2, "error".into())]
+        );
+
+        // Appends of many runs at once each get their own numbers.
+        let runs: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        for run in &runs {
+            running(db, run).await;
+        }
+        let appends = runs
+            .iter()
+            .flat_map(|run| (0..5).map(move |_| run))
+            .map(|run| {
+                let m = m.clone();
+                async move { db.append_event(run, "a", 1, "message", &m).await.unwrap() }
+            });
+        let numbers = futures::future::join_all(appends).await;
+        assert!(numbers.iter().all(Option::is_some));
+        for run in &runs {
+            let seqs: Vec<i64> = log(db, run).await.into_iter().map(|(seq, _)| seq).collect();
+            assert_eq!(seqs, [1, 2, 3, 4, 5], "{run}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_event_log_is_fenced_and_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("fleet.db").display()
+        );
+        let db = Db::connect(&url, 4).await.unwrap();
+        event_log_is_fenced_and_numbered(&db).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_event_log_is_fenced_and_numbered() {
+        let Some(pg) = claude_code_testkit::pg::TestDatabase::create().await else {
+            return;
+        };
+        let db = Db::connect(pg.url(), 4).await.unwrap();
+        event_log_is_fenced_and_numbered(&db).await;
+        // Connecting again (a second replica, a restart) migrates again.
+        Db::connect(pg.url(), 4).await.unwrap();
+        event_log_is_fenced_and_numbered_again(&db).await;
+    }
+
+    async fn event_log_is_fenced_and_numbered_again(db: &Db) {
+        running(db, "again").await;
+        let m = json!({});
+        assert_eq!(
+            db.append_event("again", "a", 1, "message", &m)
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            db.append_event("again", "a", 1, "message", &m)
+                .await
+                .unwrap(),
+            Some(2)
+        );
     }
 }
