@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::fleet::db::{Db, DbResult, Kind, NewRun, now_ms};
+use crate::fleet::db::{Batch, Db, DbResult, Kind, NewRun, now_ms};
 
 /// Creates the table.
 ///
@@ -118,45 +118,45 @@ pub(crate) async fn submitted(
 
 /// Records how a run of `tenant` ended, on the replica that ran it, and adds its cost
 /// to the tenant's total (once: a run already recorded as ended is left as it is), in
-/// the transaction that ends the run ([`Db::finish_run`]).
-///
-/// # Errors
-///
-/// Database errors.
-pub(crate) async fn ended(
-    db: &Db,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// the transaction that ends the run ([`Db::finish_run`]): two statements added to its
+/// `batch`.
+pub(crate) fn ended(
+    batch: &mut Batch,
+    kind: Kind,
     run: &str,
     tenant: &str,
     outcome: &str,
     cost_usd: f64,
     tools: &[String],
-) -> DbResult<()> {
-    let updated = sqlx::query(db.q(
-        "UPDATE ccs_audit_log SET outcome = $2, cost_usd = $3, tools = $4, ended_at = $5
-         WHERE run_id = $1 AND outcome IS NULL",
-    ))
-    .bind(run)
-    .bind(outcome)
-    .bind(cost_usd)
-    .bind(Value::from(tools.to_vec()).to_string())
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if updated == 1 {
-        sqlx::query(db.q(
-            "INSERT INTO ccs_tenant_costs (tenant_id, cost_usd, runs) VALUES ($1, $2, 1)
+) {
+    // The tenant's total first, while the row is still open: it counts the run once,
+    // the row is completed once. The row is locked on PostgreSQL (a concurrent
+    // completion waits, then finds it completed); SQLite has one writer.
+    let lock = match kind {
+        Kind::Postgres => "FOR UPDATE",
+        Kind::Sqlite => "",
+    };
+    batch.push(
+        format!(
+            "INSERT INTO ccs_tenant_costs (tenant_id, cost_usd, runs)
+             SELECT $1, $2, 1 FROM ccs_audit_log WHERE run_id = $3 AND outcome IS NULL {lock}
              ON CONFLICT (tenant_id) DO UPDATE
              SET cost_usd = ccs_tenant_costs.cost_usd + excluded.cost_usd,
-                 runs = ccs_tenant_costs.runs + 1",
-        ))
-        .bind(tenant)
-        .bind(cost_usd)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+                 runs = ccs_tenant_costs.runs + 1"
+        ),
+        vec![tenant.into(), cost_usd.into(), run.into()],
+    );
+    batch.push(
+        "UPDATE ccs_audit_log SET outcome = $2, cost_usd = $3, tools = $4, ended_at = $5
+         WHERE run_id = $1 AND outcome IS NULL",
+        vec![
+            run.into(),
+            outcome.into(),
+            cost_usd.into(),
+            Value::from(tools.to_vec()).to_string().into(),
+            now_ms().into(),
+        ],
+    );
 }
 
 /// The newest `limit` rows (of `tenant`, when given) submitted before `before` (Unix

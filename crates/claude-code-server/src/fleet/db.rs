@@ -288,6 +288,102 @@ fn json_col(row: &AnyRow, column: &str) -> DbResult<Value> {
     serde_json::from_str(&text).map_err(|e| DbError(sqlx::Error::Decode(Box::new(e))))
 }
 
+/// Writes of one transaction that read nothing back, run together by
+/// [`Db::run_batch`]. Each statement is written as it would be alone, with `$1`,
+/// `$2`, ... numbering its own arguments.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    statements: Vec<(String, Vec<Arg>)>,
+}
+
+impl Batch {
+    /// Adds `sql` (a constant, or built from constants: values travel in `args`).
+    pub(crate) fn push(&mut self, sql: impl Into<String>, args: Vec<Arg>) {
+        self.statements.push((sql.into(), args));
+    }
+}
+
+/// A value bound to a statement of a [`Batch`].
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+}
+
+impl Arg {
+    fn bind_to<'q>(
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        arg: Arg,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Real(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+        }
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<f64> for Arg {
+    fn from(v: f64) -> Self {
+        Arg::Real(Some(v))
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+
+/// `sql` with each `$n` placeholder written as SQLite's anonymous `?`, and the
+/// argument it names pushed onto `out` (once per use): sqlx binds the anonymous
+/// parameters of a multi-statement query in order across its statements. (Numbered
+/// ones would not do: SQLite counts a statement's parameters up to its highest
+/// number, and sqlx binds the unnamed gaps below it from the same list, running out
+/// before the named ones of a later statement.)
+fn positional(sql: &str, args: &[Arg], out: &mut Vec<Arg>) -> String {
+    let mut text = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match after[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| args.get(n.checked_sub(1)?))
+        {
+            Some(arg) => {
+                text.push('?');
+                out.push(arg.clone());
+            }
+            None => text.push_str(&rest[at..at + 1 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    text.push_str(rest);
+    text
+}
+
 impl Db {
     /// Connects to `url` (`postgres://...` or `sqlite://path`) and creates the schema
     /// if it is missing.
@@ -383,6 +479,57 @@ impl Db {
             Kind::Postgres => self.pool.begin().await?,
             Kind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
         })
+    }
+
+    /// Runs `batch` in `tx`; returns how many rows its statements changed, summed.
+    ///
+    /// On PostgreSQL each statement is its own round trip, as it would be anyway. On
+    /// SQLite the statements go to sqlx's connection thread as one multi-statement
+    /// query: one hand-off instead of one per statement, each of which costs two
+    /// thread wake-ups (about 70 µs of CPU on the bench machine, BENCHMARKS.md). sqlx
+    /// runs a multi-statement query with arguments on SQLite only and calls that
+    /// deprecated (launchbadge/sqlx#3108): an upgrade that drops it fails every run's
+    /// end in the tests at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped part way, some statements may have run: the transaction is still open,
+    /// and dropping it rolls them back (sqlx sends the `ROLLBACK` before the
+    /// connection's next use).
+    async fn run_batch(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        batch: Batch,
+    ) -> DbResult<u64> {
+        match self.kind {
+            Kind::Postgres => {
+                let mut changed = 0;
+                for (sql, args) in batch.statements {
+                    let query = args
+                        .into_iter()
+                        .fold(sqlx::query(AssertSqlSafe(sql)), Arg::bind_to);
+                    changed += query.execute(&mut **tx).await?.rows_affected();
+                }
+                Ok(changed)
+            }
+            Kind::Sqlite => {
+                if batch.statements.is_empty() {
+                    return Ok(0);
+                }
+                let mut sql = String::new();
+                let mut all = Vec::new();
+                for (statement, args) in &batch.statements {
+                    if !sql.is_empty() {
+                        sql.push_str(";\n");
+                    }
+                    sql.push_str(&positional(statement, args, &mut all));
+                }
+                let query = all
+                    .into_iter()
+                    .fold(sqlx::query(AssertSqlSafe(sql)), Arg::bind_to);
+                Ok(query.execute(&mut **tx).await?.rows_affected())
+            }
+        }
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -880,41 +1027,42 @@ impl Db {
         };
         let tenant: String = row.try_get("tenant_id")?;
         let next: i64 = row.try_get("next_seq")?;
+        // The run is this writer's to end (its row is locked on PostgreSQL; SQLite
+        // has one writer): the rest is written without reading back.
+        let mut batch = Batch::default();
         if let Some(message) = end.last_message {
-            self.insert_event_at(&mut tx, run, next - 2, "message", message)
-                .await?;
+            push_event(&mut batch, run, next - 2, "message", message);
         }
-        self.insert_event_at(&mut tx, run, next - 1, end.event.0, end.event.1)
-            .await?;
-        self.expire_approvals_of(&mut tx, run).await?;
+        push_event(&mut batch, run, next - 1, end.event.0, end.event.1);
+        push_expire_approvals(&mut batch, run);
         if let Some((conversation, cost)) = end.conversation {
-            self.upsert_conversation(&mut tx, conversation, &tenant, cost)
-                .await?;
+            push_conversation(&mut batch, conversation, &tenant, cost);
             if let Some(session) = end.session {
-                sqlx::query(self.q(
+                batch.push(
                     "UPDATE ccs_sessions SET cli_session_id = $2, turns = turns + 1,
                         total_cost = total_cost + $3, home_replica = $4, updated_at = $5,
                         state = 'active'
                      WHERE id = $1 AND state <> 'ended'",
-                ))
-                .bind(session)
-                .bind(conversation)
-                .bind(cost)
-                .bind(replica)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+                    vec![
+                        session.into(),
+                        conversation.into(),
+                        cost.into(),
+                        replica.into(),
+                        now_ms().into(),
+                    ],
+                );
             }
         }
         if let Some((cost, tools)) = end.audit {
-            crate::audit::ended(self, &mut tx, run, &tenant, end.state, cost, tools).await?;
+            crate::audit::ended(&mut batch, self.kind, run, &tenant, end.state, cost, tools);
         }
         if let Some(session) = end.forget_session {
-            sqlx::query(self.q("DELETE FROM ccs_sessions WHERE id = $1"))
-                .bind(session)
-                .execute(&mut *tx)
-                .await?;
+            batch.push(
+                "DELETE FROM ccs_sessions WHERE id = $1",
+                vec![session.into()],
+            );
         }
+        self.run_batch(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -953,65 +1101,13 @@ impl Db {
         let Some(row) = row else {
             return Ok(false);
         };
-        self.insert_event(&mut tx, run, &row, event.0, event.1)
-            .await?;
-        self.expire_approvals_of(&mut tx, run).await?;
+        let seq: i64 = row.try_get::<i64, _>("next_seq")? - 1;
+        let mut batch = Batch::default();
+        push_event(&mut batch, run, seq, event.0, event.1);
+        push_expire_approvals(&mut batch, run);
+        self.run_batch(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Appends an event at the sequence number a `RETURNING next_seq` row reserved;
-    /// returns that number.
-    async fn insert_event(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run: &str,
-        reserved: &sqlx::any::AnyRow,
-        kind: &str,
-        data: &Value,
-    ) -> DbResult<i64> {
-        let seq: i64 = reserved.try_get::<i64, _>("next_seq")? - 1;
-        self.insert_event_at(tx, run, seq, kind, data).await
-    }
-
-    /// Writes event `seq` of `run` (a number its `next_seq` reserved).
-    async fn insert_event_at(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run: &str,
-        seq: i64,
-        kind: &str,
-        data: &Value,
-    ) -> DbResult<i64> {
-        sqlx::query(
-            self.q(
-                "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
-            ),
-        )
-        .bind(run)
-        .bind(seq)
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-        Ok(seq)
-    }
-
-    /// Expires the approvals still waiting for `run`, which is ending: nobody will act on
-    /// an answer any more, so none may be taken as delivered.
-    async fn expire_approvals_of(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run: &str,
-    ) -> DbResult<()> {
-        sqlx::query(self.q(
-            "UPDATE ccs_approvals SET state = 'expired' WHERE run_id = $1 AND state = 'waiting'",
-        ))
-        .bind(run)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 
     /// Runs whose lease ran out before `now`.
@@ -1333,7 +1429,9 @@ impl Db {
         cost: f64,
     ) -> DbResult<bool> {
         let mut tx = self.begin_write().await?;
-        let recorded = self.upsert_conversation(&mut tx, id, tenant, cost).await?;
+        let mut batch = Batch::default();
+        push_conversation(&mut batch, id, tenant, cost);
+        let recorded = self.run_batch(&mut tx, batch).await? == 1;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -1351,44 +1449,22 @@ impl Db {
         tools: &[String],
     ) -> DbResult<()> {
         let mut tx = self.begin_write().await?;
-        if let Some((id, turn_cost)) = conversation {
-            self.upsert_conversation(&mut tx, id, tenant, turn_cost)
-                .await?;
-        }
         let ended: Option<String> = sqlx::query(self.q("SELECT state FROM ccs_runs WHERE id = $1"))
             .bind(run)
             .fetch_optional(&mut *tx)
             .await?
             .map(|row| row.try_get("state"))
             .transpose()?;
-        if let Some(outcome) = ended.filter(|s| state::is_final(s)) {
-            crate::audit::ended(self, &mut tx, run, tenant, &outcome, cost, tools).await?;
+        let mut batch = Batch::default();
+        if let Some((id, turn_cost)) = conversation {
+            push_conversation(&mut batch, id, tenant, turn_cost);
         }
+        if let Some(outcome) = ended.filter(|s| state::is_final(s)) {
+            crate::audit::ended(&mut batch, self.kind, run, tenant, &outcome, cost, tools);
+        }
+        self.run_batch(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn upsert_conversation(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        id: &str,
-        tenant: &str,
-        cost: f64,
-    ) -> DbResult<bool> {
-        let done = sqlx::query(self.q(
-            "INSERT INTO ccs_conversations (cli_session_id, tenant_id, total_cost, updated_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (cli_session_id) DO UPDATE
-               SET total_cost = ccs_conversations.total_cost + $3, updated_at = $4
-               WHERE ccs_conversations.tenant_id = $2",
-        ))
-        .bind(id)
-        .bind(tenant)
-        .bind(cost)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// The owner and the total cost of CLI conversation `id`.
@@ -1487,11 +1563,55 @@ impl Db {
     }
 }
 
+/// Writes event `seq` of `run` (a number its `next_seq` reserved).
+fn push_event(batch: &mut Batch, run: &str, seq: i64, kind: &str, data: &Value) {
+    batch.push(
+        "INSERT INTO ccs_events (run_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            run.into(),
+            seq.into(),
+            kind.into(),
+            data.to_string().into(),
+            now_ms().into(),
+        ],
+    );
+}
+
+/// Expires the approvals still waiting for `run`, which is ending: nobody will act on
+/// an answer any more, so none may be taken as delivered.
+fn push_expire_approvals(batch: &mut Batch, run: &str) {
+    batch.push(
+        "UPDATE ccs_approvals SET state = 'expired' WHERE run_id = $1 AND state = 'waiting'",
+        vec![run.into()],
+    );
+}
+
+/// Records `tenant` as the owner of CLI conversation `id` (one row changed), or adds
+/// `cost` to it when it already is; a conversation another tenant owns is left alone
+/// (no row changed).
+fn push_conversation(batch: &mut Batch, id: &str, tenant: &str, cost: f64) {
+    batch.push(
+        "INSERT INTO ccs_conversations (cli_session_id, tenant_id, total_cost, updated_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (cli_session_id) DO UPDATE
+           SET total_cost = ccs_conversations.total_cost + $3, updated_at = $4
+           WHERE ccs_conversations.tenant_id = $2",
+        vec![id.into(), tenant.into(), cost.into(), now_ms().into()],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The database as the server opens it (the fleet's tables and the audit log).
+    async fn connect(url: &str) -> Db {
+        let db = Db::connect(url, 4).await.unwrap();
+        crate::audit::migrate(&db).await.unwrap();
+        db
+    }
 
     /// A running run held by replica `a` at epoch 1, written as a claim leaves it.
     async fn running(db: &Db, id: &str) {
@@ -1610,6 +1730,127 @@ mod tests {
         }
     }
 
+    /// A run's end writes everything it leaves behind in one transaction (one batch):
+    /// its events, its approvals expired, its conversation and session turn, its audit
+    /// row and its tenant's total, each once.
+    async fn a_run_ends_with_all_it_leaves(db: &Db) {
+        running(db, "e1").await;
+        let now = now_ms();
+        for sql in [
+            "INSERT INTO ccs_sessions (id, tenant_id, cwd, options, state, created_at, updated_at)
+             VALUES ('s1', 't', '/w', '{}', 'active', 0, 0)",
+            "INSERT INTO ccs_approvals (id, run_id, tenant_id, request, state, expires_at, created_at)
+             VALUES ('p1', 'e1', 't', '{}', 'waiting', 9999999999999, 0)",
+            "INSERT INTO ccs_audit_log (run_id, at, tenant_id, endpoint, prompt_sha256, prompt_chars, cwd, mode)
+             VALUES ('e1', 0, 't', 'session', 'h', 1, '/w', 'readOnly')",
+        ] {
+            sqlx::query(sql).execute(db.pool()).await.unwrap();
+        }
+        let (result, done) = (json!({"type": "result"}), json!({"cost_usd": 0.25}));
+        let tools = vec!["Read".to_owned()];
+        let end = RunEnd {
+            last_message: Some(&result),
+            conversation: Some(("cli-1", 0.25)),
+            session: Some("s1"),
+            audit: Some((0.25, &tools)),
+            ..RunEnd::new(state::SUCCEEDED, "done", &done)
+        };
+        assert!(db.finish_run("e1", "a", 1, &end).await.unwrap());
+        assert!(
+            !db.finish_run("e1", "a", 1, &end).await.unwrap(),
+            "ended once"
+        );
+        assert_eq!(
+            log(db, "e1").await,
+            [(1, "message".into()), (2, "done".into())]
+        );
+        assert_eq!(db.approval("p1").await.unwrap().unwrap().state, "expired");
+        assert_eq!(
+            db.conversation("cli-1").await.unwrap(),
+            Some(("t".into(), 0.25))
+        );
+        let session = db.session("s1", Some("t")).await.unwrap().unwrap();
+        assert_eq!(
+            (session.turns, session.cli_session.as_deref()),
+            (1, Some("cli-1"))
+        );
+        // A second writer's leftovers (a shutdown that ended the run first) count
+        // nothing twice.
+        db.record_leftovers("e1", "t", None, 0.25, &tools)
+            .await
+            .unwrap();
+        let audit: (String, f64, String, i64) = {
+            let row = sqlx::query("SELECT outcome, cost_usd, tools, ended_at FROM ccs_audit_log")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2), row.get(3))
+        };
+        assert_eq!(
+            (audit.0.as_str(), audit.1, audit.2.as_str()),
+            ("succeeded", 0.25, r#"["Read"]"#)
+        );
+        assert!(audit.3 >= now);
+        let costs: Vec<(String, f64, i64)> =
+            sqlx::query("SELECT tenant_id, cost_usd, runs FROM ccs_tenant_costs")
+                .fetch_all(db.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+        assert_eq!(costs, [("t".to_owned(), 0.25, 1)]);
+        // Another tenant's run that continued the conversation does not take it over.
+        assert!(!db.record_conversation("cli-1", "u", 1.0).await.unwrap());
+        assert!(db.record_conversation("cli-1", "t", 1.0).await.unwrap());
+        assert_eq!(
+            db.conversation("cli-1").await.unwrap(),
+            Some(("t".into(), 1.25))
+        );
+    }
+
+    #[test]
+    fn placeholders_become_positional_with_their_arguments_in_order() {
+        let mut out = vec![Arg::from("before")];
+        let args = [Arg::from(1), Arg::from("two")];
+        assert_eq!(
+            positional(
+                "a = $2 AND b = $1 OR c = $2 AND d = $3, e = $",
+                &args,
+                &mut out
+            ),
+            "a = ? AND b = ? OR c = ? AND d = $3, e = $"
+        );
+        let texts: Vec<String> = out.iter().map(|a| format!("{a:?}")).collect();
+        assert_eq!(
+            texts,
+            [
+                r#"Text(Some("before"))"#,
+                r#"Text(Some("two"))"#,
+                "Int(Some(1))",
+                r#"Text(Some("two"))"#
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_run_ends_with_all_it_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("fleet.db").display()
+        );
+        a_run_ends_with_all_it_leaves(&connect(&url).await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_a_run_ends_with_all_it_leaves() {
+        let Some(pg) = claude_code_testkit::pg::TestDatabase::create().await else {
+            return;
+        };
+        a_run_ends_with_all_it_leaves(&connect(pg.url()).await).await;
+    }
+
     #[tokio::test]
     async fn sqlite_event_log_is_fenced_and_numbered() {
         let dir = tempfile::tempdir().unwrap();
@@ -1617,8 +1858,7 @@ mod tests {
             "sqlite://{}?mode=rwc",
             dir.path().join("fleet.db").display()
         );
-        let db = Db::connect(&url, 4).await.unwrap();
-        event_log_is_fenced_and_numbered(&db).await;
+        event_log_is_fenced_and_numbered(&connect(&url).await).await;
     }
 
     #[tokio::test]
@@ -1626,10 +1866,10 @@ mod tests {
         let Some(pg) = claude_code_testkit::pg::TestDatabase::create().await else {
             return;
         };
-        let db = Db::connect(pg.url(), 4).await.unwrap();
+        let db = connect(pg.url()).await;
         event_log_is_fenced_and_numbered(&db).await;
         // Connecting again (a second replica, a restart) migrates again.
-        Db::connect(pg.url(), 4).await.unwrap();
+        connect(pg.url()).await;
         event_log_is_fenced_and_numbered_again(&db).await;
     }
 
