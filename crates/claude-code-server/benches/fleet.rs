@@ -26,7 +26,10 @@
 //! `CLAUDE_CODE_CLI_PATH` (the CLI), `FLEET_BENCH_ONLY` (a comma-separated subset of
 //! `added`, `fleet`, `takeover`), `FLEET_BENCH_SERVER_LOG` (the servers' `RUST_LOG`, to
 //! profile them: e.g. `info,sqlx::query=debug`; each server's first MiB of log is then
-//! written to `target/bench/fleet-<replica>.log`). Timing goes here, never into tests.
+//! written to `target/bench/fleet-<replica>.log`), `FLEET_BENCH_SERVER_BIN` (another
+//! `claude-code-server` binary to measure instead of this build's, e.g. an older
+//! commit's, for an A/B of two builds against the same direct baseline). Timing goes
+//! here, never into tests.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -122,7 +125,9 @@ enum Store<'a> {
 
 impl Server {
     async fn start(sandbox: &Sandbox, id: &str, store: Store<'_>, extra: &[&str]) -> Server {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claude-code-server"));
+        let binary = std::env::var_os("FLEET_BENCH_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_claude-code-server").into());
+        let mut command = tokio::process::Command::new(binary);
         sandbox.configure(command.as_std_mut());
         // A home of its own per replica: a conversation moves only through the database.
         let home = sandbox.root().join(format!("home-{id}"));
@@ -494,8 +499,22 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     };
     let (lag_sum, lag_count) = (figure("sum"), figure("count"));
 
-    // A session's follow-up turn on a hot process: server session vs a connected client.
+    // A session's follow-up turn on a hot process: server session vs a connected client,
+    // and vs a connected client that keeps its transcript in a SQLite store as the
+    // server does (`--session-mirror`, the result held until the transcript is stored):
+    // how much of what the server adds is that durability.
     let mut turn = Pairs::default();
+    let mut turn_stored = Pairs::default();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        claude_code_sdk::store::SqliteSessionStore::open_with(
+            store_dir.path().join("sessions.db"),
+            claude_code_sdk::store::Durability::ProcessCrash,
+        )
+        .await
+        .unwrap(),
+    );
+    let stored_options = options.to_builder().session_store(store).build().unwrap();
     let per_session = 10;
     // CPU used during the turns (sessions' starts and ends left out): the server's, and
     // the bench process's (the HTTP client and the direct SDK side).
@@ -516,6 +535,9 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
         let client = ClaudeClient::connect(options.clone()).await.unwrap();
         client.query("first turn").await.unwrap();
         time_direct(Instant::now(), client.receive_response()).await;
+        let stored_client = ClaudeClient::connect(stored_options.clone()).await.unwrap();
+        stored_client.query("first turn").await.unwrap();
+        time_direct(Instant::now(), stored_client.receive_response()).await;
         // The server has replaced the spare its session took before the turns start.
         server.wait_warm(&http, 1).await;
         let cpu_before = (cpu_ms(server.pid), cpu_ms(std::process::id()));
@@ -528,8 +550,10 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
             let prompt = format!("follow-up {done}");
             let mut s = Duration::ZERO;
             let mut d = Duration::ZERO;
+            let mut ds = Duration::ZERO;
             let mut ok = true;
-            for side in if k % 2 == 0 { [0, 1] } else { [1, 0] } {
+            // The three sides in a rotating order.
+            for side in [0, 1, 2].map(|side| (side + k) % 3) {
                 let start = Instant::now();
                 if side == 0 {
                     let (status, answer) = post(
@@ -541,14 +565,18 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
                     .await;
                     s = start.elapsed();
                     ok &= status == 200 && answer["result"].is_object();
-                } else {
+                } else if side == 1 {
                     client.query(prompt.as_str()).await.unwrap();
                     d = time_direct(start, client.receive_response()).await.1;
+                } else {
+                    stored_client.query(prompt.as_str()).await.unwrap();
+                    ds = time_direct(start, stored_client.receive_response()).await.1;
                 }
             }
             measured += 1;
             if ok {
                 turn.push(s, d);
+                turn_stored.push(s, ds);
             } else {
                 incomplete += 1;
             }
@@ -558,6 +586,7 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
         cpu.1 += cpu_ms(std::process::id()) - cpu_before.1;
         cpu_turns += measured;
         client.close().await.unwrap();
+        stored_client.close().await.unwrap();
         let _ = http
             .delete(format!("{}/v1/sessions/{session}", server.url))
             .bearer_auth(TOKEN)
@@ -572,8 +601,10 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
         "The same warm work, interleaved pair by pair (the order alternating), one run at a time: \
          `claude-code-server` alone on SQLite (`--prewarm 1 --max-concurrent 4`, over loopback HTTP, \
          SSE for the query, JSON for the session turn) against a `QueryPool` with one spare of the \
-         same options (and a connected `ClaudeClient` for the session turn), both against the same \
-         mock model; before each side of a pair the bench waits until both pools are warm and \
+         same options (and a connected `ClaudeClient` for the session turn; a second one that keeps \
+         its transcript in a SQLite store as the server does, `--session-mirror` with the result \
+         held until the transcript is stored, is the last row's direct side), all against the \
+         same mock model; before each side of a pair the bench waits until both pools are warm and \
          idle (a spare used by one side is replaced before the other side's clock starts). \
          Added = server − direct of each pair; p99 is the nearest rank. Load average {} at the end.",
         load()
@@ -585,6 +616,9 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     out.push(result.row("pooled query on a warm spare: the result message"));
     out.push(over.row("pooled query on a warm spare: run over (`done` / the direct stream's end)"));
     out.push(turn.row("session follow-up turn on a hot process: result"));
+    out.push(turn_stored.row(
+        "the same turn against a direct client that keeps its transcript in a SQLite store, as the server does",
+    ));
     out.push(String::new());
     out.push(format!(
         "The server's own figure for its last hop (`ccs_event_lag_seconds`, from an event's \
@@ -600,7 +634,7 @@ async fn added_latency(out: &mut Vec<String>, pairs: usize, turns: usize) {
     let per_turn = |ms: f64| fmt_ms(ms / f64::from(cpu_turns.max(1)));
     out.push(format!(
         "CPU per session turn (user + system, `/proc`, over the {cpu_turns} turns): the server \
-         {}, the bench process (its HTTP client and the direct SDK side together) {}. Where the \
+         {}, the bench process (its HTTP client and the direct SDK sides together) {}. Where the \
          server's CPU goes (a `perf` profile: mostly hand-offs between threads, each SQLite \
          statement a round trip to sqlx's connection thread): the notes on the targets above.",
         per_turn(cpu.0),
