@@ -86,6 +86,29 @@ pub(crate) const EVENT_PAGE: usize = 256;
 // at every new binding, so each execution was compiled again (seen in `perf` as
 // `sqlite3Reprepare`, about 9% of the database thread's time).
 
+// A run's `next_seq` stays past its highest event: `append_event` inserts an event at
+// `next_seq` in one statement and this trigger moves `next_seq` on (an insert at a
+// number reserved beforehand leaves it as it is). Created when missing, never
+// replaced: a different body needs a new name.
+const NEXT_SEQ_TRIGGER_SQLITE: &str =
+    "CREATE TRIGGER IF NOT EXISTS ccs_events_next_seq AFTER INSERT ON ccs_events
+     FOR EACH ROW BEGIN
+         UPDATE ccs_runs SET next_seq = NEW.seq + 1
+          WHERE id = NEW.run_id AND next_seq <= NEW.seq;
+     END";
+const NEXT_SEQ_TRIGGER_POSTGRES: [&str; 2] = [
+    "CREATE OR REPLACE FUNCTION ccs_events_next_seq() RETURNS trigger
+     LANGUAGE plpgsql AS $body$
+     BEGIN
+         UPDATE ccs_runs SET next_seq = NEW.seq + 1
+          WHERE id = NEW.run_id AND next_seq <= NEW.seq;
+         RETURN NULL;
+     END
+     $body$",
+    "CREATE TRIGGER ccs_events_next_seq AFTER INSERT ON ccs_events
+     FOR EACH ROW EXECUTE FUNCTION ccs_events_next_seq()",
+];
+
 /// A tenant's limit by tenant id (`None`: no limit).
 pub(crate) type TenantLimit = dyn Fn(&str) -> Option<u32> + Send + Sync;
 
@@ -360,28 +383,33 @@ impl From<Option<&str>> for Arg {
 /// ones would not do: SQLite counts a statement's parameters up to its highest
 /// number, and sqlx binds the unnamed gaps below it from the same list, running out
 /// before the named ones of a later statement.)
-fn positional(sql: &str, args: &[Arg], out: &mut Vec<Arg>) -> String {
+///
+/// A batch's statements hold no `$` but their placeholders (no string literal with
+/// one): a `$` that names none of `args` is an error, not a value bound out of place.
+fn positional(sql: &str, args: &[Arg], out: &mut Vec<Arg>) -> DbResult<String> {
     let mut text = String::with_capacity(sql.len());
     let mut rest = sql;
     while let Some(at) = rest.find('$') {
         text.push_str(&rest[..at]);
         let after = &rest[at + 1..];
         let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        match after[..digits]
+        let arg = after[..digits]
             .parse::<usize>()
             .ok()
             .and_then(|n| args.get(n.checked_sub(1)?))
-        {
-            Some(arg) => {
-                text.push('?');
-                out.push(arg.clone());
-            }
-            None => text.push_str(&rest[at..at + 1 + digits]),
-        }
+            .ok_or_else(|| {
+                DbError(sqlx::Error::Protocol(format!(
+                    "a batch statement's `${}` names none of its {} arguments",
+                    &after[..digits],
+                    args.len()
+                )))
+            })?;
+        text.push('?');
+        out.push(arg.clone());
         rest = &after[digits..];
     }
     text.push_str(rest);
-    text
+    Ok(text)
 }
 
 impl Db {
@@ -520,9 +548,10 @@ impl Db {
                 let mut all = Vec::new();
                 for (statement, args) in &batch.statements {
                     if !sql.is_empty() {
-                        sql.push_str(";\n");
+                        // On a line of its own: a statement's last line may be a comment.
+                        sql.push_str("\n;\n");
                     }
-                    sql.push_str(&positional(statement, args, &mut all));
+                    sql.push_str(&positional(statement, args, &mut all)?);
                 }
                 let query = all
                     .into_iter()
@@ -669,35 +698,34 @@ impl Db {
         for sql in statements {
             sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
         }
-        // A run's `next_seq` stays past its highest event: `append_event` inserts an
-        // event at `next_seq` in one statement and this trigger moves `next_seq` on
-        // (an insert at a number reserved beforehand leaves it as it is).
-        let next_seq = match self.kind {
-            Kind::Postgres => vec![
-                "CREATE OR REPLACE FUNCTION ccs_events_next_seq() RETURNS trigger
-                 LANGUAGE plpgsql AS $body$
-                 BEGIN
-                     UPDATE ccs_runs SET next_seq = NEW.seq + 1
-                      WHERE id = NEW.run_id AND next_seq <= NEW.seq;
-                     RETURN NULL;
-                 END
-                 $body$",
-                "DROP TRIGGER IF EXISTS ccs_events_next_seq ON ccs_events",
-                "CREATE TRIGGER ccs_events_next_seq AFTER INSERT ON ccs_events
-                 FOR EACH ROW EXECUTE FUNCTION ccs_events_next_seq()",
-            ],
-            Kind::Sqlite => vec![
-                "CREATE TRIGGER IF NOT EXISTS ccs_events_next_seq AFTER INSERT ON ccs_events
-                 FOR EACH ROW BEGIN
-                     UPDATE ccs_runs SET next_seq = NEW.seq + 1
-                      WHERE id = NEW.run_id AND next_seq <= NEW.seq;
-                 END",
-            ],
-        };
-        for sql in next_seq {
-            sqlx::query(sql).execute(&mut *tx).await?;
+        if self.kind == Kind::Sqlite {
+            sqlx::query(NEXT_SEQ_TRIGGER_SQLITE)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
+        if self.kind == Kind::Postgres {
+            // In a transaction of its own, once: this one locks only `ccs_events`, so
+            // it cannot deadlock with appends, which lock `ccs_events` and then (the
+            // trigger) `ccs_runs`, whereas the statements above lock `ccs_runs` first.
+            let mut tx = self.begin_write().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(74927110)")
+                .execute(&mut *tx)
+                .await?;
+            let present = sqlx::query(
+                "SELECT 1 FROM pg_trigger
+                 WHERE tgrelid = 'ccs_events'::regclass AND tgname = 'ccs_events_next_seq'",
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !present {
+                for sql in NEXT_SEQ_TRIGGER_POSTGRES {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -972,7 +1000,7 @@ impl Db {
             Kind::Postgres => "FOR UPDATE",
             Kind::Sqlite => "",
         };
-        let row = sqlx::query(self.q(&format!(
+        let rows = sqlx::query(self.q(&format!(
             "INSERT INTO ccs_events (run_id, seq, kind, data, at)
              SELECT id, next_seq, $4, $5, $6 FROM ccs_runs
              WHERE id = $1 AND replica = $2 AND epoch = $3 AND state IN ('claimed', 'running')
@@ -985,9 +1013,12 @@ impl Db {
         .bind(kind)
         .bind(data.to_string())
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        // To the statement's end, not its first row: SQLite commits an autocommit
+        // statement when it finishes, and sqlx drops the error of a statement reset
+        // after its first row (a full disk at the commit would go unseen).
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.map(|row| row.try_get("seq")).transpose()?)
+        Ok(rows.first().map(|row| row.try_get("seq")).transpose()?)
     }
 
     /// Ends a run as `end` says, in one fenced transaction: its state and final event,
@@ -1814,13 +1845,13 @@ mod tests {
         let mut out = vec![Arg::from("before")];
         let args = [Arg::from(1), Arg::from("two")];
         assert_eq!(
-            positional(
-                "a = $2 AND b = $1 OR c = $2 AND d = $3, e = $",
-                &args,
-                &mut out
-            ),
-            "a = ? AND b = ? OR c = ? AND d = $3, e = $"
+            positional("a = $2 AND b = $1 OR c = $2", &args, &mut out).unwrap(),
+            "a = ? AND b = ? OR c = ?"
         );
+        // A `$` that names no argument is refused, not bound to another's value.
+        for bad in ["d = $3", "e = $", "f = '$0'"] {
+            assert!(positional(bad, &args, &mut Vec::new()).is_err(), "{bad}");
+        }
         let texts: Vec<String> = out.iter().map(|a| format!("{a:?}")).collect();
         assert_eq!(
             texts,
@@ -1868,25 +1899,22 @@ mod tests {
         };
         let db = connect(pg.url()).await;
         event_log_is_fenced_and_numbered(&db).await;
-        // Connecting again (a second replica, a restart) migrates again.
-        connect(pg.url()).await;
-        event_log_is_fenced_and_numbered_again(&db).await;
+        event_log_is_fenced_and_numbered_again(&db, pg.url()).await;
     }
 
-    async fn event_log_is_fenced_and_numbered_again(db: &Db) {
+    /// Replicas starting (each migrates the schema) while another appends events: no
+    /// append fails (a migration that locked the runs and then the events deadlocked
+    /// with appends, which lock them the other way round).
+    async fn event_log_is_fenced_and_numbered_again(db: &Db, url: &str) {
         running(db, "again").await;
         let m = json!({});
-        assert_eq!(
-            db.append_event("again", "a", 1, "message", &m)
-                .await
-                .unwrap(),
-            Some(1)
-        );
-        assert_eq!(
-            db.append_event("again", "a", 1, "message", &m)
-                .await
-                .unwrap(),
-            Some(2)
-        );
+        let appends = async {
+            for n in 1..=200 {
+                let seq = db.append_event("again", "a", 1, "message", &m).await;
+                assert_eq!(seq.unwrap(), Some(n));
+            }
+        };
+        let starts = futures::future::join_all((0..6).map(|_| connect(url)));
+        tokio::join!(appends, starts);
     }
 }
