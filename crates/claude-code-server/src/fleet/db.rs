@@ -1864,14 +1864,21 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn sqlite_a_run_ends_with_all_it_leaves() {
+    /// A SQLite database in a folder of its own (removed with the folder).
+    async fn sqlite() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("fleet.db").display()
         );
-        a_run_ends_with_all_it_leaves(&connect(&url).await).await;
+        let db = connect(&url).await;
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_run_ends_with_all_it_leaves() {
+        let (_dir, db) = sqlite().await;
+        a_run_ends_with_all_it_leaves(&db).await;
     }
 
     #[tokio::test]
@@ -1884,12 +1891,8 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_event_log_is_fenced_and_numbered() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("fleet.db").display()
-        );
-        event_log_is_fenced_and_numbered(&connect(&url).await).await;
+        let (_dir, db) = sqlite().await;
+        event_log_is_fenced_and_numbered(&db).await;
     }
 
     #[tokio::test]
