@@ -428,21 +428,51 @@ impl From<crate::fleet::db::DbError> for ApiError {
         let id = request_id();
         tracing::error!(request_id = %id, error = %err, "the database failed");
         if err.is_storage_full() {
-            let mut answer = ApiError::unavailable(
-                "insufficient_storage",
-                format!(
-                    "the server's database has no room to write this request; try again \
-                     later (request id {id})"
-                ),
-                30,
-            );
-            answer.status = StatusCode::INSUFFICIENT_STORAGE;
-            return answer;
+            return ApiError::storage_full(format!(
+                "the server's database has no room to write this request; try again later \
+                 (request id {id})"
+            ));
         }
         ApiError::unavailable(
             "database_unavailable",
             format!("the server's database did not answer; try again (request id {id})"),
             2,
         )
+    }
+}
+
+impl ApiError {
+    /// `507` with `Retry-After`: the database has no room to write.
+    fn storage_full(message: String) -> ApiError {
+        let mut answer = ApiError::unavailable("insufficient_storage", message, 30);
+        answer.status = StatusCode::INSUFFICIENT_STORAGE;
+        answer
+    }
+
+    /// A run that stopped because its events could not be written
+    /// ([`crate::fleet::Stop::WriteFailed`]); the details are in the log.
+    pub(crate) fn write_failed(storage_full: bool) -> ApiError {
+        if storage_full {
+            ApiError::storage_full(
+                "the server's database has no room for this run's output; try again later"
+                    .to_owned(),
+            )
+        } else {
+            ApiError::unavailable(
+                "database_unavailable",
+                "the server's database failed while recording this run; try again",
+                2,
+            )
+        }
+    }
+
+    /// The data of an `error` event that ends a run with this answer (the shape of
+    /// [`ApiError::event_data`]).
+    pub(crate) fn to_event_data(&self) -> Value {
+        let mut data = json!({"error": self.body["error"].clone(), "status": self.status.as_u16()});
+        if let Some(secs) = self.retry_after {
+            data["retry_after"] = json!(secs);
+        }
+        data
     }
 }

@@ -225,6 +225,11 @@ async fn execute_run(state: AppState, ctx: RunCtx) {
         End::Stopped(Some(Stop::Cancelled(reason))) => {
             (state::CANCELLED, "error", cancelled_error(&reason))
         }
+        End::Stopped(Some(Stop::WriteFailed { storage_full })) => (
+            state::FAILED,
+            "error",
+            ApiError::write_failed(storage_full).to_event_data(),
+        ),
         End::Stopped(Some(Stop::Shutdown)) => (
             state::INTERRUPTED,
             "error",

@@ -455,19 +455,51 @@ async fn full_disk(how: Full) {
     let mut answers = Vec::new();
     for i in 0..6 {
         let asked = Instant::now();
-        let answer = tokio::time::timeout(HANG, c.query(&server, &format!("full {i} {big}")))
+        let prompt = format!("full {i} {big}");
+        let answer = tokio::time::timeout(HANG, c.query(&server, &prompt))
             .await
-            .expect("hang guard: a request on a full disk hung");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "hang guard: a request on a full disk hung; the server's log:\n{}",
+                    server.log.text()
+                )
+            });
         answers.push((answer.status, asked.elapsed().as_secs_f64(), answer.body));
     }
     let statuses: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
-    for (status, _, body) in &answers {
+    for (i, (status, _, body)) in answers.iter().enumerate() {
         assert!(
             matches!(status, 200 | 503 | 507),
             "a full disk answered {status}: {body}"
         );
         if *status != 200 {
             assert!(body["error"]["message"].is_string(), "{body}");
+        } else {
+            // An answer is read back from the run's log: a 200 holds the whole turn,
+            // the reply included (an event whose write failed is never taken as stored).
+            let reply = format!("Noted: full {i} ");
+            let replied = body["messages"].as_array().is_some_and(|messages| {
+                messages
+                    .iter()
+                    .any(|m| m["content"].as_str().is_some_and(|c| c.starts_with(&reply)))
+            });
+            let shape: Vec<String> = body["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    format!(
+                        "{} ({} chars)",
+                        m["type"],
+                        m["content"].as_str().map_or(0, str::len)
+                    )
+                })
+                .collect();
+            assert!(
+                replied && body["result"].is_object(),
+                "an incomplete 200 for request {i}: messages {shape:?}, result {}",
+                body["result"]
+            );
         }
     }
     assert!(

@@ -437,6 +437,16 @@ impl Db {
             // round trip when a connection is taken from the pool (sqlx's default). A
             // PostgreSQL one can (a restarted server), so it is tested.
             .test_before_acquire(kind == Kind::Postgres)
+            // A connection sqlx still counts inside a transaction is not handed out
+            // again: when a COMMIT fails with an I/O error (a full disk), SQLite has
+            // already rolled the transaction back, sqlx's ROLLBACK then fails too, and
+            // the connection kept a transaction depth of 1 for good; every later
+            // `BEGIN IMMEDIATE` on it failed ("begin_with at non-zero transaction
+            // depth"), which stopped claims and takeovers after the disk had room again.
+            // (A connection whose rollback is still on its way is closed too: rare.)
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if kind == Kind::Sqlite {

@@ -83,6 +83,12 @@ pub(crate) enum Stop {
     LeaseLost,
     /// The server is shutting down.
     Shutdown,
+    /// The run's events could not be written (the database failed, or its storage is
+    /// full): the run ends failed rather than go on unrecorded.
+    WriteFailed {
+        /// Whether the storage was full (`507`; else `503`).
+        storage_full: bool,
+    },
 }
 
 struct Local {
@@ -505,8 +511,9 @@ impl EventWriter {
         lock(&self.why).clone()
     }
 
-    /// Appends an event; `false` when this replica no longer holds the run (it must
-    /// stop: another replica took it over).
+    /// Appends an event; `false` when the run must stop: this replica no longer holds
+    /// it (another replica took it over), or the event could not be written
+    /// ([`Stop::WriteFailed`]).
     pub(crate) async fn event(&self, kind: &str, data: &Value) -> bool {
         let fleet = &self.fleet.inner;
         match fleet
@@ -524,7 +531,11 @@ impl EventWriter {
                 false
             }
             Err(err) => {
-                tracing::warn!(%err, run = %self.run, "could not append an event");
+                tracing::warn!(%err, run = %self.run, "could not append an event; the run ends failed");
+                lock(&self.why).get_or_insert(Stop::WriteFailed {
+                    storage_full: err.is_storage_full(),
+                });
+                self.stop.cancel();
                 false
             }
         }
