@@ -132,10 +132,7 @@ pub(crate) fn ended(
     // The tenant's total first, while the row is still open: it counts the run once,
     // the row is completed once. The row is locked on PostgreSQL (a concurrent
     // completion waits, then finds it completed); SQLite has one writer.
-    let lock = match kind {
-        Kind::Postgres => "FOR UPDATE",
-        Kind::Sqlite => "",
-    };
+    let lock = kind.row_lock();
     batch.push(
         format!(
             "INSERT INTO ccs_tenant_costs (tenant_id, cost_usd, runs)

@@ -21,6 +21,18 @@ pub(crate) enum Kind {
     Sqlite,
 }
 
+impl Kind {
+    /// The clause that locks the rows a `SELECT` reads until the transaction ends:
+    /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose one writer holds the whole
+    /// database from a writing statement's start.
+    pub(crate) fn row_lock(self) -> &'static str {
+        match self {
+            Kind::Postgres => "FOR UPDATE",
+            Kind::Sqlite => "",
+        }
+    }
+}
+
 /// A database error, as the server reports it (the details go to the log).
 #[derive(Debug)]
 pub(crate) struct DbError(pub(crate) sqlx::Error);
@@ -329,9 +341,9 @@ impl Batch {
 /// A value bound to a statement of a [`Batch`].
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
-    Int(Option<i64>),
-    Real(Option<f64>),
-    Text(Option<String>),
+    Int(i64),
+    Real(f64),
+    Text(String),
 }
 
 impl Arg {
@@ -349,31 +361,25 @@ impl Arg {
 
 impl From<i64> for Arg {
     fn from(v: i64) -> Self {
-        Arg::Int(Some(v))
+        Arg::Int(v)
     }
 }
 
 impl From<f64> for Arg {
     fn from(v: f64) -> Self {
-        Arg::Real(Some(v))
+        Arg::Real(v)
     }
 }
 
 impl From<&str> for Arg {
     fn from(v: &str) -> Self {
-        Arg::Text(Some(v.to_owned()))
+        Arg::Text(v.to_owned())
     }
 }
 
 impl From<String> for Arg {
     fn from(v: String) -> Self {
-        Arg::Text(Some(v))
-    }
-}
-
-impl From<Option<&str>> for Arg {
-    fn from(v: Option<&str>) -> Self {
-        Arg::Text(v.map(str::to_owned))
+        Arg::Text(v)
     }
 }
 
@@ -1006,10 +1012,7 @@ impl Db {
         // (`FOR UPDATE`, so a takeover committed first is seen, its epoch and its
         // event); on SQLite a writing statement holds the one write lock from its
         // start. The trigger `ccs_events_next_seq` moves `next_seq` on.
-        let lock = match self.kind {
-            Kind::Postgres => "FOR UPDATE",
-            Kind::Sqlite => "",
-        };
+        let lock = self.kind.row_lock();
         let rows = sqlx::query(self.q(&format!(
             "INSERT INTO ccs_events (run_id, seq, kind, data, at)
              SELECT id, next_seq, $4, $5, $6 FROM ccs_runs
@@ -1866,10 +1869,10 @@ mod tests {
         assert_eq!(
             texts,
             [
-                r#"Text(Some("before"))"#,
-                r#"Text(Some("two"))"#,
-                "Int(Some(1))",
-                r#"Text(Some("two"))"#
+                r#"Text("before")"#,
+                r#"Text("two")"#,
+                "Int(1)",
+                r#"Text("two")"#
             ]
         );
     }
